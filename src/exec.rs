@@ -1,0 +1,2 @@
+//! The fork/exec path: closing tracked descriptors in a child without a lock
+//! or an allocation.

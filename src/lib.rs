@@ -1,0 +1,83 @@
+//! A signal-safe table of owned file descriptors with masked critical
+//! sections.
+//!
+//! A program that owns file descriptors and wants all of them closed no
+//! matter what (on Ctrl-C, before it execs another program, in a fork child)
+//! usually keeps a global set of them. That set has three hidden
+//! concurrencies, and each one is a bug:
+//!
+//! 1. **Threads** close their descriptors while another thread walks the set.
+//! 2. **Signals**: a handler runs between `close(2)` and "remove from set",
+//!    and sees a dead descriptor still registered (or, in the other order, a
+//!    live one missing).
+//! 3. **Destructors**: a handle dropped inside a walk's callback mutates the
+//!    set being walked.
+//!
+//! Plus fd-number recycling (a stale entry must never close a number someone
+//! else now owns), `close(2)` errors, and fork in a threaded program.
+//!
+//! [`FdTable`] makes each of those impossible: it is a lock-free array of
+//! atomic slots indexed by fd number; every close-and-unregister runs inside a
+//! [`MaskGuard`] that blocks asynchronous signals on the calling thread; walks
+//! pin the slot they visit so a close from anywhere is deferred until the
+//! callback returns; and [`FdTable::close_all`] retires descriptors without
+//! giving their numbers back while handles still exist.
+//!
+//! # Quick start
+//! ```
+//! use fdtable::FdTable;
+//! use std::fs::File;
+//!
+//! let table = FdTable::global();
+//! let log = table.track(File::create(std::env::temp_dir().join("fdtable-doc.log"))?)?;
+//! let null = table.track(File::open("/dev/null")?)?;
+//!
+//! let mut open = 0;
+//! table.for_each(|_fd| open += 1);
+//! assert!(open >= 2);
+//!
+//! null.close()?;                     // masked close + unregister
+//! let report = table.close_all();    // e.g. on Ctrl-C: release everything now
+//! assert!(report.released() >= 1);
+//! drop(log);                         // the reserved number goes back to the kernel
+//! # std::fs::remove_file(std::env::temp_dir().join("fdtable-doc.log"))?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Map of the crate
+//! - [`table`](FdTable): the slot array, `track`, `for_each`, `close_all`
+//!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
+//! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
+//! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
+//! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
+//!   `src/sync.rs`.
+//!
+//! # Async-signal-safety
+//! Each function's documentation says whether it may be called from a signal
+//! handler or a fork child. In short: [`FdTable::contains`],
+//! [`FdTable::len`] and [`MaskGuard`] may; anything that runs your code or
+//! allocates may not.
+//!
+//! # Limitations
+//! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as
+//!   its placeholder.
+//! - A descriptor closed behind the table's back (raw `close` on a tracked
+//!   number) cannot be detected before its handle closes it (`EBADF`).
+#![cfg(unix)]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_debug_implementations, rust_2018_idioms)]
+
+mod exec;
+mod interrupts;
+mod mask;
+mod slot;
+mod sync;
+mod sys;
+mod table;
+mod tracked;
+
+pub use interrupts::Interrupts;
+pub use mask::MaskGuard;
+pub use table::{CloseAllReport, FdTable};
+pub use tracked::{TrackError, Tracked};

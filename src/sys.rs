@@ -1,0 +1,136 @@
+//! Thin syscall wrappers: one place where `-1` becomes an `io::Error`.
+//!
+//! Every function here is async-signal-safe unless its doc says otherwise: each
+//! is one or two raw syscalls, no allocation, no lock. Errors come from `errno`
+//! through [`std::io::Error::last_os_error`], which reads `errno` and allocates
+//! nothing.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Call a libc function and turn a `-1` return into `Err(last_os_error)`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: each call site passes arguments that are valid for the
+        // syscall (plain integers, or pointers to live locals); the macro
+        // only adds the `-1` check.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// `close(2)` once, never retried.
+///
+/// On Linux the descriptor is released even when `close` reports `EINTR` or
+/// `EIO`; retrying would close a number the kernel may already have handed to
+/// another thread. The error is reported so explicit closers can see it.
+///
+/// # References
+/// `close(2)`
+pub(crate) fn close(fd: RawFd) -> io::Result<()> {
+    syscall!(close(fd)).map(drop)
+}
+
+/// Make sure `fd` has `FD_CLOEXEC`, issuing `F_SETFD` only when it is missing.
+///
+/// Fails with the OS error (`EBADF`) when `fd` is not open.
+///
+/// # References
+/// `fcntl(2)` (`F_GETFD`, `F_SETFD`)
+pub(crate) fn ensure_cloexec(fd: RawFd) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+}
+
+/// Open a dead placeholder: a descriptor on which I/O fails, close-on-exec.
+///
+/// Linux: an `O_PATH` descriptor of `/`, on which `read`/`write` fail with
+/// `EBADF`. Elsewhere: the read end of a pipe whose write end is closed
+/// (reads see end-of-file, writes fail with `EBADF`).
+///
+/// Not async-signal-safe on non-Linux targets only in the sense that it makes
+/// three syscalls; it never allocates.
+///
+/// # References
+/// `open(2)` (`O_PATH`), `pipe(2)`
+pub(crate) fn open_placeholder() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let fd = syscall!(open(
+            c"/".as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY
+        ))?;
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let mut fds = [-1 as libc::c_int; 2];
+        syscall!(pipe(fds.as_mut_ptr()))?;
+        // SAFETY: `pipe` just returned both descriptors; we own them.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        drop(write);
+        ensure_cloexec(fds[0])?;
+        Ok(read)
+    }
+}
+
+/// Atomically make `fd` refer to `placeholder`'s file, close-on-exec.
+///
+/// The file `fd` referred to is released (its last reference dropped by the
+/// kernel); the number `fd` stays allocated.
+///
+/// # References
+/// `dup3(2)` on Linux; `dup2(2)` + `fcntl(2)` elsewhere.
+pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Result<()> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd"
+    ))]
+    {
+        syscall!(dup3(placeholder, fd, libc::O_CLOEXEC)).map(drop)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd"
+    )))]
+    {
+        syscall!(dup2(placeholder, fd))?;
+        syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC)).map(drop)
+    }
+}
+
+/// `shutdown(SHUT_RDWR)` when `fd` is a connected socket, so threads blocked
+/// in `read`/`accept` on it wake up. Anything else is left alone.
+///
+/// # References
+/// `shutdown(2)`
+pub(crate) fn shutdown_if_socket(fd: RawFd) {
+    // ENOTSOCK / ENOTCONN / EINVAL: not a socket, or nothing to shut down.
+    let _ = syscall!(shutdown(fd, libc::SHUT_RDWR));
+}

@@ -1,0 +1,230 @@
+//! [`Tracked`]: the owning handle to a tracked descriptor, and
+//! [`TrackError`], which gives the resource back when tracking fails.
+
+use std::fmt;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::table::FdTable;
+
+/// An owned resource whose descriptor is registered in an [`FdTable`].
+///
+/// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), so it
+/// is used like one. Dropping it closes the descriptor and unregisters it as
+/// one masked step, exactly like [`close`](Tracked::close) but with any error
+/// counted in [`FdTable::swallowed_close_errors`] instead of returned.
+///
+/// Replacing the resource through `DerefMut` (`mem::swap`,
+/// `mem::replace`) is a logic error, like mutating a `HashMap` key: the table
+/// keeps tracking the old number until the handle closes, which then
+/// unregisters the old number and closes the new resource.
+///
+/// ```
+/// use fdtable::FdTable;
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+///
+/// let table = FdTable::global();
+/// let (a, b) = UnixStream::pair()?;
+/// let mut a = table.track(a)?;
+/// let mut b = table.track(b)?;
+/// a.write_all(b"ping")?;
+/// let mut buf = [0; 4];
+/// b.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"ping");
+/// a.close()?;
+/// let stream: UnixStream = b.into_inner(); // untracked, still open
+/// # drop(stream);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Tracked<'t, T: AsFd + Into<OwnedFd>> {
+    table: &'t FdTable,
+    fd: RawFd,
+    gen: u64,
+    resource: ManuallyDrop<T>,
+}
+
+impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
+    pub(crate) fn new(table: &'t FdTable, fd: RawFd, gen: u64, resource: T) -> Self {
+        Tracked {
+            table,
+            fd,
+            gen,
+            resource: ManuallyDrop::new(resource),
+        }
+    }
+
+    /// Close the descriptor and unregister it, with signals masked, and
+    /// report what `close(2)` said.
+    ///
+    /// Whatever the result, the entry is gone and the number is never closed
+    /// again: `close(2)` is not retried on `EINTR` (on Linux the descriptor
+    /// is already released then, and a retry could close a number another
+    /// thread has just opened). `EBADF` means the descriptor was closed
+    /// behind the table's back.
+    ///
+    /// If a [`FdTable::for_each`] callback is visiting this descriptor right
+    /// now, the close is deferred until that callback returns and this
+    /// returns `Ok(())`; an error of the deferred close is counted in
+    /// [`FdTable::swallowed_close_errors`].
+    ///
+    /// Not async-signal-safe only because it runs the resource's
+    /// `Into<OwnedFd>`; for std's types the path itself is one mask pair, two
+    /// atomic operations and `close(2)`, with no allocation.
+    pub fn close(self) -> io::Result<()> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and its destructor never runs,
+        // so the resource is taken exactly once.
+        let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
+        this.table.close_entry(this.fd, this.gen, resource.into())
+    }
+
+    /// Unregister the descriptor without closing it and hand the resource
+    /// back.
+    ///
+    /// Waits while a `for_each` callback on another thread is visiting this
+    /// descriptor (so the number stays valid for it); does not wait for a
+    /// visit by the current thread. After [`FdTable::close_all`] the resource
+    /// holds the dead placeholder, on which I/O fails.
+    ///
+    /// Not async-signal-safe (may wait).
+    pub fn into_inner(self) -> T {
+        let mut this = ManuallyDrop::new(self);
+        this.table.forget_entry(this.fd, this.gen);
+        // SAFETY: as in `close`: taken once, the destructor never runs.
+        unsafe { ManuallyDrop::take(&mut this.resource) }
+    }
+
+    /// The table this handle is registered in. Async-signal-safe.
+    pub fn table(&self) -> &'t FdTable {
+        self.table
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd>> Drop for Tracked<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once and `resource` is not touched afterwards.
+        let resource = unsafe { ManuallyDrop::take(&mut self.resource) };
+        if self
+            .table
+            .close_entry(self.fd, self.gen, resource.into())
+            .is_err()
+        {
+            self.table.count_swallowed();
+        }
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd>> Deref for Tracked<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.resource
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd>> DerefMut for Tracked<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.resource
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd>> AsFd for Tracked<'_, T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.resource.as_fd()
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd>> AsRawFd for Tracked<'_, T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl<T: AsFd + Into<OwnedFd> + fmt::Debug> fmt::Debug for Tracked<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked")
+            .field("fd", &self.fd)
+            .field("generation", &self.gen)
+            .field("resource", &*self.resource)
+            .finish()
+    }
+}
+
+/// Why [`FdTable::track`] refused a resource, with the resource given back
+/// unharmed (nothing was closed).
+///
+/// Converts into `io::Error` so `?` works; that conversion drops (closes)
+/// the resource. Use [`into_inner`](TrackError::into_inner) to keep it.
+///
+/// ```
+/// use fdtable::FdTable;
+/// use std::os::fd::AsFd;
+/// static TABLE: FdTable = FdTable::new();
+///
+/// let file = TABLE.track(std::fs::File::open("/dev/null")?)?;
+/// let again = file.as_fd().try_clone_to_owned()?; // another number: fine
+/// let dup = TABLE.track(again)?;
+/// # drop(dup);
+/// let err = TABLE.track(unsafe_same_number(&file)).unwrap_err();
+/// assert_eq!(err.error().kind(), std::io::ErrorKind::AlreadyExists);
+/// std::mem::forget(err.into_inner()); // it aliases `file`: do not close it
+/// # fn unsafe_same_number(f: &impl AsFd) -> std::os::fd::OwnedFd {
+/// #     use std::os::fd::{AsRawFd, FromRawFd};
+/// #     unsafe { std::os::fd::OwnedFd::from_raw_fd(f.as_fd().as_raw_fd()) }
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct TrackError<T> {
+    resource: T,
+    error: io::Error,
+}
+
+impl<T> TrackError<T> {
+    pub(crate) fn new(resource: T, error: io::Error) -> Self {
+        TrackError { resource, error }
+    }
+
+    /// Why tracking failed: `AlreadyExists`, or the OS error (`EBADF` for a
+    /// number that is not open, `ENOMEM`).
+    pub fn error(&self) -> &io::Error {
+        &self.error
+    }
+
+    /// The resource, unchanged and still open.
+    pub fn into_inner(self) -> T {
+        self.resource
+    }
+
+    /// Both halves.
+    pub fn into_parts(self) -> (T, io::Error) {
+        (self.resource, self.error)
+    }
+}
+
+impl<T> fmt::Debug for TrackError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for TrackError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot track descriptor: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for TrackError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl<T> From<TrackError<T>> for io::Error {
+    fn from(err: TrackError<T>) -> io::Error {
+        err.error
+    }
+}
