@@ -94,7 +94,13 @@ impl Word {
 
 impl std::fmt::Debug for Word {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}(pins={}, gen={})", self.state(), self.pins(), self.gen())
+        write!(
+            f,
+            "{:?}(pins={}, gen={})",
+            self.state(),
+            self.pins(),
+            self.gen()
+        )
     }
 }
 

@@ -241,7 +241,9 @@ impl FdTable {
         let gen = self.next_gen.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
         let current = slot.load();
         let published = current.state() == SlotState::Free
-            && slot.cas(current, Word::new(SlotState::Live, 0, gen)).is_ok();
+            && slot
+                .cas(current, Word::new(SlotState::Live, 0, gen))
+                .is_ok();
         if !published {
             let error = io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -422,8 +424,7 @@ impl FdTable {
         let _mask = MaskGuard::new();
         loop {
             let w = slot.load();
-            let ours = w.gen() == gen
-                && matches!(w.state(), SlotState::Live | SlotState::Retired);
+            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
             if !ours {
                 // Cannot happen while handles are used as documented; the
                 // handle owns `raw` either way.
@@ -459,8 +460,7 @@ impl FdTable {
         let mut round = 0;
         loop {
             let w = slot.load();
-            let ours = w.gen() == gen
-                && matches!(w.state(), SlotState::Live | SlotState::Retired);
+            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
             if !ours {
                 return;
             }
@@ -562,7 +562,9 @@ impl FdTable {
             debug_assert!(w.gen() == gen && w.pins() > 0, "pinned slot changed owner");
             let pins = w.pins() - 1;
             let (next, retired) = match w.state() {
-                SlotState::Live if swapped => (w.with_state(SlotState::Retired).with_pins(pins), true),
+                SlotState::Live if swapped => {
+                    (w.with_state(SlotState::Retired).with_pins(pins), true)
+                }
                 SlotState::Closing if pins == 0 => (Word::FREE, false),
                 _ => (w.with_pins(pins), false),
             };
@@ -730,7 +732,10 @@ mod tests {
         for k in 0..23 {
             assert_eq!(chunk_base(k), expected, "chunk {k}");
             assert_eq!(locate(chunk_base(k)), (k, 0));
-            assert_eq!(locate(chunk_base(k) + chunk_len(k) - 1), (k, chunk_len(k) - 1));
+            assert_eq!(
+                locate(chunk_base(k) + chunk_len(k) - 1),
+                (k, chunk_len(k) - 1)
+            );
             expected += chunk_len(k);
         }
         assert!(locate(i32::MAX as usize).0 < CHUNKS);
