@@ -68,9 +68,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_debug_implementations, rust_2018_idioms)]
 
+mod counter;
 mod exec;
 mod interrupts;
 mod mask;
+pub mod quarantine;
 mod slot;
 mod sync;
 mod sys;

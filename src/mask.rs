@@ -28,6 +28,8 @@ thread_local! {
     static DEPTH: Cell<usize> = const { Cell::new(0) };
     /// The mask to restore when the depth returns to zero.
     static SAVED: Cell<MaybeUninit<libc::sigset_t>> = const { Cell::new(MaybeUninit::uninit()) };
+    /// Whether the outermost guard issued a block (not in quarantine mode).
+    static RESTORE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Signals that are raised by the instruction being executed: blocking them
@@ -96,7 +98,7 @@ impl MaskGuard {
     #[must_use = "signals are unblocked again as soon as the guard is dropped"]
     pub fn new() -> MaskGuard {
         let depth = DEPTH.with(Cell::get);
-        if depth == 0 {
+        if depth == 0 && !crate::quarantine::current_thread_is_quarantined() {
             let block = async_signal_set();
             let mut old = MaybeUninit::<libc::sigset_t>::uninit();
             // SAFETY: `block` is initialised; `old` is written by the call.
@@ -106,6 +108,7 @@ impl MaskGuard {
             // From here on no handler runs on this thread, so the two
             // thread-local writes cannot be observed half done.
             SAVED.with(|saved| saved.set(old));
+            RESTORE.with(|r| r.set(true));
         }
         DEPTH.with(|d| d.set(depth + 1));
         MaskGuard {
@@ -131,7 +134,7 @@ impl Drop for MaskGuard {
         debug_assert!(depth > 0);
         let depth = depth.saturating_sub(1);
         DEPTH.with(|d| d.set(depth));
-        if depth == 0 {
+        if depth == 0 && RESTORE.with(|r| r.replace(false)) {
             let old = SAVED.with(Cell::get);
             // SAFETY: the outermost guard stored an initialised mask in SAVED
             // before raising the depth above zero; signals have stayed blocked

@@ -23,10 +23,13 @@
 //!                   Live/Retired ──into_inner, no foreign pin──▶ Free (no close)
 //! ```
 //!
-//! The generation is a table-wide, monotonically increasing stamp given at
-//! `track` time. A walk remembers the stamp at which it started and skips
-//! slots stamped later; an unpin whose stamp no longer matches knows its slot
-//! was released and reused and touches nothing.
+//! The generation is a stamp given at `track` time: the table's walk epoch,
+//! which every walk increments as it starts. A walk that started at epoch `e`
+//! visits only entries stamped `<= e`, so nothing tracked after it began
+//! (including by its own callbacks). The same stamp makes a pin safe against
+//! recycling: an entry that replaces a pinned one in the same slot was tracked
+//! after the pinning walk began, so its stamp differs, and the stale unpin
+//! touches nothing.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -104,13 +107,12 @@ impl std::fmt::Debug for Word {
     }
 }
 
-/// Whether an entry stamped `gen` was tracked before a walk that started at
-/// `epoch` (every stamp handed out so far is `< epoch`). Modular, so it
-/// survives wrap-around as long as fewer than 2^45 tracks happen during one
-/// walk.
-pub(crate) fn tracked_before(gen: u64, epoch: u64) -> bool {
+/// Whether an entry stamped `gen` belongs to a walk that started at `epoch`
+/// (stamps `<= epoch`). Modular, so it survives wrap-around as long as fewer
+/// than 2^45 walks start while one entry lives.
+pub(crate) fn tracked_by(gen: u64, epoch: u64) -> bool {
     let distance = epoch.wrapping_sub(gen) & GEN_MASK;
-    distance != 0 && distance < (1 << 45)
+    distance < (1 << 45)
 }
 
 /// One fd number's slot.
@@ -160,10 +162,10 @@ mod tests {
 
     #[test]
     fn generation_order_survives_wraparound() {
-        assert!(tracked_before(1, 2));
-        assert!(!tracked_before(2, 2));
-        assert!(!tracked_before(3, 2));
-        assert!(tracked_before(GEN_MASK, 1));
-        assert!(!tracked_before(1, GEN_MASK));
+        assert!(tracked_by(1, 2));
+        assert!(tracked_by(2, 2));
+        assert!(!tracked_by(3, 2));
+        assert!(tracked_by(GEN_MASK, 1));
+        assert!(!tracked_by(1, GEN_MASK));
     }
 }

@@ -20,8 +20,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 
+use crate::counter::StripedCount;
 use crate::mask::MaskGuard;
-use crate::slot::{tracked_before, Slot, SlotState, Word, GEN_MASK, MAX_PINS};
+use crate::slot::{tracked_by, Slot, SlotState, Word, GEN_MASK, MAX_PINS};
 use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::tracked::{TrackError, Tracked};
@@ -87,10 +88,12 @@ fn chunk_len(k: usize) -> usize {
 /// a signal handler.
 pub struct FdTable {
     chunks: [AtomicPtr<Slot>; CHUNKS],
-    /// Next generation stamp; a walk's epoch is this value when it starts.
-    next_gen: AtomicU64,
+    /// Bumped by every walk as it starts. `track` stamps an entry with the
+    /// current value (a read of a line that only walks write), so a walk
+    /// that started at `e` (and made it `e + 1`) visits stamps `<= e`.
+    walk_epoch: AtomicU64,
     /// Entries in state `Live`.
-    live: AtomicUsize,
+    live: StripedCount,
     /// `close(2)` errors that no caller could be told about.
     swallowed: AtomicUsize,
 }
@@ -133,8 +136,8 @@ impl FdTable {
     pub const fn new() -> FdTable {
         FdTable {
             chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
-            next_gen: AtomicU64::new(1),
-            live: AtomicUsize::new(0),
+            walk_epoch: AtomicU64::new(1),
+            live: StripedCount::new(),
             swallowed: AtomicUsize::new(0),
         }
     }
@@ -144,8 +147,8 @@ impl FdTable {
     pub fn new() -> FdTable {
         FdTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            next_gen: AtomicU64::new(1),
-            live: AtomicUsize::new(0),
+            walk_epoch: AtomicU64::new(1),
+            live: StripedCount::new(),
             swallowed: AtomicUsize::new(0),
         }
     }
@@ -238,7 +241,7 @@ impl FdTable {
             Ok(slot) => slot,
             Err(error) => return Err(TrackError::new(resource, error)),
         };
-        let gen = self.next_gen.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
+        let gen = self.walk_epoch.load(Ordering::Relaxed) & GEN_MASK;
         let current = slot.load();
         let published = current.state() == SlotState::Free
             && slot
@@ -251,7 +254,7 @@ impl FdTable {
             );
             return Err(TrackError::new(resource, error));
         }
-        self.live.fetch_add(1, Ordering::Relaxed);
+        self.live.add();
         Ok(Tracked::new(self, fd, gen, resource))
     }
 
@@ -261,7 +264,7 @@ impl FdTable {
     /// Async-signal-safe (one atomic load). A snapshot: other threads may
     /// change it at once.
     pub fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        self.live.get()
     }
 
     /// Whether [`len`](FdTable::len) is zero. Async-signal-safe.
@@ -327,7 +330,8 @@ impl FdTable {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn for_each(&self, mut f: impl FnMut(BorrowedFd<'_>)) {
-        let epoch = self.next_gen.load(Ordering::Relaxed) & GEN_MASK;
+        // Entries tracked from now on (by `f` too) read `epoch + 1` or more.
+        let epoch = self.walk_epoch.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
         for k in 0..CHUNKS {
             let chunk = self.chunks[k].load(Ordering::Acquire);
             if chunk.is_null() {
@@ -368,7 +372,7 @@ impl FdTable {
         let mut round = 0;
         loop {
             let w = slot.load();
-            let in_walk = epoch.map_or(true, |epoch| tracked_before(w.gen(), epoch));
+            let in_walk = epoch.map_or(true, |epoch| tracked_by(w.gen(), epoch));
             if w.state() != SlotState::Live || !in_walk {
                 return None;
             }
@@ -439,7 +443,7 @@ impl FdTable {
                 continue;
             }
             if w.state() == SlotState::Live {
-                self.live.fetch_sub(1, Ordering::Relaxed);
+                self.live.sub();
             }
             return if w.pins() == 0 {
                 // Unpublished above, so a fork child or handler can no longer
@@ -471,7 +475,7 @@ impl FdTable {
             }
             if slot.cas(w, Word::FREE).is_ok() {
                 if w.state() == SlotState::Live {
-                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    self.live.sub();
                 }
                 return;
             }
@@ -572,7 +576,7 @@ impl FdTable {
                 continue;
             }
             if retired {
-                self.live.fetch_sub(1, Ordering::Relaxed);
+                self.live.sub();
             }
             if w.state() == SlotState::Closing && pins == 0 {
                 // The handle was dropped while we held the pin: we are the

@@ -1,0 +1,177 @@
+//! Quarantine mode, tested in a process of its own: `main` enters quarantine
+//! before any other thread exists, then checks what the mode promises.
+//!
+//! - every handler of a storm of process-directed signals runs on the
+//!   quarantine thread while several threads churn the table;
+//! - guards on quarantined threads need no syscall, yet a handler never sees
+//!   a half-update (checked by `contains` vs `fcntl` from the handler);
+//! - a thread that existed before `enter` is reported, and its guards keep
+//!   the syscall pair (run in a child copy of this binary).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fdtable::{quarantine, FdTable, MaskGuard};
+
+static TABLE: FdTable = FdTable::new();
+static QUARANTINE_TID: AtomicI64 = AtomicI64::new(0);
+static ON_SIGNAL_THREAD: AtomicUsize = AtomicUsize::new(0);
+static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
+static CLOSING_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn gettid() -> i64 {
+    // SAFETY: no preconditions.
+    i64::from(unsafe { libc::gettid() })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--late-quarantine") {
+        late_quarantine_child();
+        return;
+    }
+    let report = quarantine::enter().expect("enter quarantine");
+    assert_eq!(
+        report.preexisting_threads(),
+        0,
+        "libtest harness must be off"
+    );
+    assert!(quarantine::is_active());
+    QUARANTINE_TID.store(report.signal_thread_tid(), Ordering::SeqCst);
+    assert!(quarantine::enter().is_err(), "entering twice must fail");
+
+    handlers_run_only_on_the_signal_thread_under_a_kill_storm();
+    a_thread_that_predates_quarantine_is_reported();
+    println!("quarantine: 2 passed, 0 failed");
+}
+
+fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
+    // SAFETY: the action only reads atomics, calls gettid and fcntl, and
+    // bumps counters: all async-signal-safe, no allocation, no panic.
+    let id = unsafe {
+        signal_hook::low_level::register(libc::SIGUSR1, || {
+            if gettid() == QUARANTINE_TID.load(Ordering::Relaxed) {
+                ON_SIGNAL_THREAD.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ELSEWHERE.fetch_add(1, Ordering::Relaxed);
+            }
+            let fd = CLOSING_FD.load(Ordering::Relaxed);
+            if fd >= 0 {
+                // Only meaningful on the mutating thread; counted above.
+                let _ = TABLE.contains(fd);
+            }
+        })
+    }
+    .expect("register SIGUSR1");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let stop = Arc::clone(&stop);
+            let ops = Arc::clone(&ops);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 5_000_000 {
+                    n += 1;
+                    let file = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
+                    CLOSING_FD.store(file.as_raw_fd(), Ordering::Relaxed);
+                    match n % 7 {
+                        0 => TABLE.for_each(|_| {}),
+                        1 if w == 0 && n % 1000 == 1 => {
+                            let _ = TABLE.close_all();
+                        }
+                        _ => {}
+                    }
+                    drop(file);
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut sent = 0u64;
+    while Instant::now() < deadline && sent < 2_000_000 {
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        sent += 1;
+        if ON_SIGNAL_THREAD.load(Ordering::Relaxed) >= 20_000 && sent >= 100_000 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    signal_hook::low_level::unregister(id);
+
+    let on = ON_SIGNAL_THREAD.load(Ordering::Relaxed);
+    let elsewhere = ELSEWHERE.load(Ordering::Relaxed);
+    println!(
+        "kill storm: sent {sent}, handled on the signal thread {on}, elsewhere {elsewhere}, table ops {}",
+        ops.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        elsewhere, 0,
+        "a handler ran on a thread that mutates the table"
+    );
+    assert!(on >= 1_000, "too few handler runs ({on}) to mean anything");
+    assert!(ops.load(Ordering::Relaxed) > 0);
+    assert_eq!(quarantine::unprotected_threads_seen(), 0);
+    assert!(TABLE.is_empty());
+}
+
+/// Runs this binary again with `--late-quarantine`: that copy starts a thread
+/// first, then enters quarantine, and must report the thread.
+fn a_thread_that_predates_quarantine_is_reported() {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--late-quarantine");
+    // This process is quarantined, so a plain child would inherit a fully
+    // blocked mask; give it an open one, as a fresh program would have.
+    // SAFETY: the hook only calls sigemptyset and pthread_sigmask, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run child copy");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("preexisting=1 unprotected=1"),
+        "child said: {stdout}"
+    );
+}
+
+fn late_quarantine_child() {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let early = std::thread::spawn(move || {
+        go_rx.recv().unwrap();
+        // This thread predates quarantine: its mask is open, so the guard
+        // must do the real syscalls and the thread must be counted.
+        drop(MaskGuard::new());
+        done_tx.send(()).unwrap();
+    });
+    let report = quarantine::enter().expect("enter");
+    go_tx.send(()).unwrap();
+    done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    early.join().unwrap();
+    println!(
+        "preexisting={} unprotected={}",
+        report.preexisting_threads(),
+        quarantine::unprotected_threads_seen()
+    );
+}
