@@ -226,8 +226,8 @@ impl FdTable {
     /// wants [`retire_all_in_child`](FdTable::retire_all_in_child) instead.
     ///
     /// # Safety
-    /// Call it only in a child process between `fork` (or `vfork`-free
-    /// `clone`) and `execve`/`_exit`, e.g. from a
+    /// Call it only in a child process between `fork` (or a `clone` without
+    /// `CLONE_VM`) and `execve`/`_exit`, e.g. from a
     /// [`pre_exec`](std::os::unix::process::CommandExt::pre_exec) hook or
     /// right after `libc::fork()` returned 0, and only on a table that lives
     /// at least as long as the call. The caller must guarantee that nothing
