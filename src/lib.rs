@@ -49,6 +49,9 @@
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
+//! - [`CommandExt`], [`FdTable::close_all_in_child`] and
+//!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
+//!   and allocation-free (`src/exec.rs`).
 //! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
 //!   `src/sync.rs`.
 //!
@@ -79,6 +82,9 @@ mod sys;
 mod table;
 mod tracked;
 
+#[doc(hidden)]
+pub use exec::force_close_fallback;
+pub use exec::CommandExt;
 pub use interrupts::Interrupts;
 pub use mask::MaskGuard;
 pub use table::{CloseAllReport, FdTable};

@@ -134,3 +134,83 @@ pub(crate) fn shutdown_if_socket(fd: RawFd) {
     // ENOTSOCK / ENOTCONN / EINVAL: not a socket, or nothing to shut down.
     let _ = syscall!(shutdown(fd, libc::SHUT_RDWR));
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the fork/exec child path (`src/exec.rs`). Each is one or two raw
+// syscalls: async-signal-safe, no allocation, no lock.
+
+/// `close_range(first, last, 0)`: close every open descriptor in
+/// `first..=last` with one syscall (Linux 5.9+). Numbers in the range that
+/// are not open are skipped by the kernel; with `flags == 0` the call either
+/// closes the whole range or fails before closing anything.
+///
+/// Async-signal-safe. Fails with `ENOSYS` on kernels before 5.9 and often
+/// `EPERM` under a seccomp filter that does not know the syscall.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "linux")]
+pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    // The raw syscall, not the glibc wrapper: glibc only has it since 2.34.
+    // The kernel takes the bounds as `unsigned int`.
+    syscall!(syscall(
+        libc::SYS_close_range,
+        first as libc::c_uint,
+        last as libc::c_uint,
+        0 as libc::c_uint
+    ))
+    .map(drop)
+}
+
+/// Whether the kernel offers `close_range(2)` at all, asked without closing
+/// anything: `first > last` is rejected with `EINVAL` by a kernel that has the
+/// syscall, before it looks at any descriptor, while an old kernel says
+/// `ENOSYS` and a seccomp filter usually `EPERM`.
+///
+/// Async-signal-safe.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "linux")]
+pub(crate) fn close_range_supported() -> bool {
+    match close_range(1, 0) {
+        Err(e) => e.raw_os_error() == Some(libc::EINVAL),
+        // No kernel accepts first > last; be conservative if one ever does.
+        Ok(()) => false,
+    }
+}
+
+/// Clear `FD_CLOEXEC` on `fd` so the program started by `execve` inherits it.
+/// Used in a child after `fork`, where the flag is private to the child's
+/// copy of the descriptor table (it belongs to the descriptor, not the open
+/// file description), so the parent's descriptor keeps its flag.
+///
+/// Async-signal-safe.
+///
+/// # References
+/// `fcntl(2)` (`F_GETFD`, `F_SETFD`)
+pub(crate) fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
+    if flags & libc::FD_CLOEXEC != 0 {
+        syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
+    }
+    Ok(())
+}
+
+/// Put signal `sig` back to its default disposition (`SIG_DFL`), with an
+/// empty handler mask and no flags.
+///
+/// Async-signal-safe. Fails with `EINVAL` for `SIGKILL`, `SIGSTOP` and numbers
+/// that are not signals.
+///
+/// # References
+/// `sigaction(2)`, `signal(7)`
+pub(crate) fn set_default_disposition(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: `sigaction` is plain old data; all-zero is a valid value
+    // (handler `SIG_DFL` == 0, no flags), and the mask is set just below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: `sa_mask` is a valid, writable `sigset_t` inside `action`.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    syscall!(sigaction(sig, &action, std::ptr::null_mut())).map(drop)
+}

@@ -1,0 +1,536 @@
+//! The fork/exec child path (issue 4, invariant I6): the child closes every
+//! tracked number and nothing else, without a lock or an allocation, even
+//! when it was forked in the middle of a walk or a table mutation.
+//!
+//! Everything that forks or counts descriptors holds `serial()`: forks copy
+//! every thread's descriptors, and the close_range switch is process-wide.
+//! Code after `fork` in a child makes only async-signal-safe calls and
+//! reports through its exit code.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fdtable::{force_close_fallback, CommandExt, FdTable, Tracked};
+
+/// Descriptors the child checks: everything below this.
+const LIMIT: RawFd = 1024;
+/// How long a child may take before the test calls it a hang.
+const CHILD_DEADLINE: Duration = Duration::from_secs(20);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reset the close_range switch even when a test panics.
+struct Fallback;
+impl Fallback {
+    fn set(on: bool) -> Fallback {
+        force_close_fallback(on);
+        Fallback
+    }
+}
+impl Drop for Fallback {
+    fn drop(&mut self) {
+        force_close_fallback(false);
+    }
+}
+
+/// Wait for `pid`, polling with `WNOHANG` until `deadline`; a child still
+/// running then is killed and the test fails (a hang is a failure, not a
+/// stuck CI job). Returns the exit code.
+fn wait_bounded(pid: libc::pid_t, deadline: Duration) -> i32 {
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "waitpid: {}", io::Error::last_os_error());
+        if start.elapsed() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("child {pid} hung for {deadline:?}");
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        libc::WIFEXITED(status),
+        "child {pid} died instead of exiting: status {status:#x}"
+    );
+    libc::WEXITSTATUS(status)
+}
+
+/// Fork and run `child` in the child, which must make only async-signal-safe
+/// calls and return an exit code. Returns that code (bounded wait).
+fn in_fork(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `child` (async-signal-safe by contract of
+    // this helper) and leaves with `_exit`, never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child at once; no destructor or atexit runs.
+        unsafe { libc::_exit(code) };
+    }
+    wait_bounded(pid, CHILD_DEADLINE)
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on any number is harmless.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// `(st_dev, st_ino)` of an open descriptor. Async-signal-safe.
+fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: all-zero is a valid `stat`; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out pointer.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return None;
+    }
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Untracked descriptors that must survive everything: files and a pipe, with
+/// their identities recorded up front so the child compares without
+/// allocating.
+struct Sentinels {
+    _owned: Vec<OwnedFd>,
+    fds: [RawFd; 4],
+    ids: [(u64, u64); 4],
+}
+
+impl Sentinels {
+    fn open() -> Sentinels {
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        let owned: Vec<OwnedFd> = vec![
+            File::open("/dev/null").unwrap().into(),
+            tempfile_like().into(),
+            r.into(),
+            w.into(),
+        ];
+        let fds: [RawFd; 4] = std::array::from_fn(|i| owned[i].as_raw_fd());
+        let ids = fds.map(|fd| identity(fd).unwrap());
+        Sentinels {
+            _owned: owned,
+            fds,
+            ids,
+        }
+    }
+
+    /// Async-signal-safe.
+    fn intact(&self) -> bool {
+        (0..4).all(|i| identity(self.fds[i]) == Some(self.ids[i]))
+    }
+}
+
+/// A regular file with its own inode (distinct from /dev/null).
+fn tempfile_like() -> File {
+    let path = std::env::temp_dir().join(format!("fdtable-exec-{}", std::process::id()));
+    let file = File::create(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    file
+}
+
+/// Count published numbers below LIMIT. Async-signal-safe.
+fn published(table: &FdTable) -> usize {
+    (0..LIMIT).filter(|&fd| table.contains(fd)).count()
+}
+
+/// The adversarial fork: a walker thread sits inside `for_each` callbacks
+/// (holding pins) and a churn thread tracks and closes descriptors, while the
+/// main thread forks `forks` times. Each child runs `close_all_in_child` and
+/// checks that every number the table held is closed, that it closed exactly
+/// that many, and that the sentinels are untouched.
+fn fork_under_churn(table: &'static FdTable, forks: usize) {
+    let track_some = |n: usize| -> Vec<Tracked<'_, File>> {
+        (0..n)
+            .map(|_| table.track(File::open("/dev/null").unwrap()).unwrap())
+            .collect()
+    };
+    // A run of tracked numbers, the sentinels right after it (a run closed
+    // one number too far would hit them), then another run.
+    let steady_low = track_some(24);
+    let sentinels = Sentinels::open();
+    let steady_high = track_some(24);
+
+    let stop = AtomicBool::new(false);
+    let inside = AtomicBool::new(false);
+    let visits = AtomicUsize::new(0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                table.for_each(|_fd| {
+                    inside.store(true, Ordering::SeqCst);
+                    visits.fetch_add(1, Ordering::Relaxed);
+                    let until = Instant::now() + Duration::from_micros(20);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    inside.store(false, Ordering::SeqCst);
+                });
+            }
+        });
+        s.spawn(|| {
+            let mut held: Vec<Tracked<'_, File>> = Vec::new();
+            let mut round = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                if let Ok(file) = File::open("/dev/null") {
+                    if let Ok(t) = table.track(file) {
+                        held.push(t);
+                    }
+                }
+                if held.len() > 16 || round % 3 == 0 {
+                    if let Some(t) = held.pop() {
+                        if round % 5 == 0 {
+                            drop(t.into_inner());
+                        } else {
+                            let _ = t.close();
+                        }
+                    }
+                }
+            }
+        });
+
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for i in 0..forks {
+                // Prefer forking while the walker holds a pin; do not wait
+                // forever for it.
+                let waited = Instant::now();
+                while !inside.load(Ordering::SeqCst) && waited.elapsed() < Duration::from_millis(50)
+                {
+                    std::hint::spin_loop();
+                }
+                let code = in_fork(|| {
+                    let before = published(table);
+                    // SAFETY: fork child; nothing uses the table afterwards.
+                    let closed = unsafe { table.close_all_in_child() };
+                    if (0..LIMIT).any(|fd| table.contains(fd) && is_open(fd)) {
+                        return 2;
+                    }
+                    if !sentinels.intact() {
+                        return 3;
+                    }
+                    if closed != before {
+                        return 4;
+                    }
+                    0
+                });
+                assert_eq!(
+                    code, 0,
+                    "fork {i}: 2 = a tracked fd stayed open, 3 = a sentinel was \
+                     closed or replaced, 4 = wrong count"
+                );
+            }
+        }));
+        stop.store(true, Ordering::Relaxed);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    assert!(visits.load(Ordering::Relaxed) > 0, "the walker never ran");
+    assert!(sentinels.intact());
+    drop((steady_low, steady_high));
+}
+
+#[test]
+fn fork_during_walk_and_churn_child_closes_every_tracked_fd() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    fork_under_churn(&TABLE, 150);
+}
+
+#[test]
+fn fork_during_walk_and_churn_close_fallback_gives_the_same_result() {
+    let _serial = serial();
+    let _fallback = Fallback::set(true);
+    static TABLE: FdTable = FdTable::new();
+    fork_under_churn(&TABLE, 120);
+}
+
+/// Runs of consecutive numbers, gaps, a kept number between runs: the exact
+/// set closed must not depend on close_range vs close.
+#[test]
+fn close_range_and_close_fallback_close_the_same_numbers() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let sentinels = Sentinels::open();
+    // Tracked numbers at 600..610, 611, 620..625; an untracked one at 610,
+    // right after a run and right before a single tracked number.
+    let dup_at = |n: RawFd| -> OwnedFd {
+        // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor we own.
+        let fd = unsafe { libc::fcntl(sentinels.fds[0], libc::F_DUPFD_CLOEXEC, n) };
+        assert_eq!(fd, n, "number {n} was busy");
+        // SAFETY: just created; nobody else owns it.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let numbers: Vec<RawFd> = (600..610).chain([611]).chain(620..625).collect();
+    let tracked: Vec<_> = numbers
+        .iter()
+        .map(|&n| TABLE.track(dup_at(n)).unwrap())
+        .collect();
+    let foreign = dup_at(610);
+
+    for fallback in [false, true] {
+        let _switch = Fallback::set(fallback);
+        let code = in_fork(|| {
+            // SAFETY: fork child; nothing uses the table afterwards.
+            let closed = unsafe { TABLE.close_all_in_child() };
+            if closed != 16 {
+                return 2;
+            }
+            if (600..626).any(|fd| is_open(fd) != (fd == 610)) {
+                return 3;
+            }
+            if !sentinels.intact() {
+                return 4;
+            }
+            0
+        });
+        assert_eq!(
+            code, 0,
+            "fallback={fallback}: 2 count, 3 wrong set, 4 sentinel"
+        );
+    }
+    assert!(
+        tracked.iter().all(|t| is_open(t.as_raw_fd())),
+        "parent untouched"
+    );
+    drop((tracked, foreign));
+}
+
+/// If the hook ever closed std's close-on-exec error pipe, `spawn` of a
+/// missing program would return `Ok` with a child that dies. The table's
+/// "publish after open, unpublish before close" rule means it never claims
+/// that number, even while another thread recycles numbers as fast as it can.
+#[test]
+fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(t) = TABLE.track(File::open("/dev/null").unwrap()) {
+                        held.push(t);
+                    }
+                    if held.len() > 4 {
+                        held.swap_remove(0);
+                    }
+                    TABLE.for_each(|_| std::hint::spin_loop());
+                }
+            });
+        }
+        let result = std::panic::catch_unwind(|| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            for i in 0..300 {
+                assert!(Instant::now() < deadline, "too slow at spawn {i}");
+                match Command::new("/nonexistent/fdtable-test")
+                    .close_tracked_fds(&TABLE)
+                    .spawn()
+                {
+                    Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "spawn {i}: {e}"),
+                    Ok(mut child) => {
+                        let status = child.wait();
+                        panic!(
+                            "spawn {i} returned Ok (child status {status:?}): error pipe closed"
+                        );
+                    }
+                }
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+/// `ls /proc/self/fd` in a child; the numbers it lists.
+fn child_fds(cmd: &mut Command) -> Vec<RawFd> {
+    let out = cmd
+        .arg("/proc/self/fd")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ls failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn inheritable_tracked_fd_cases(fallback: bool) {
+    static TABLE: FdTable = FdTable::new();
+    let _switch = Fallback::set(fallback);
+    // High numbers, so `ls`'s own directory descriptor never lands on them.
+    let dup_at = |n: RawFd| -> File {
+        let null = File::open("/dev/null").unwrap();
+        // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor we own.
+        let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n) };
+        assert_eq!(fd, n, "number {n} was busy");
+        // SAFETY: just created; nobody else owns it.
+        unsafe { File::from_raw_fd(fd) }
+    };
+    let leaky = TABLE.track(dup_at(700)).unwrap();
+    let quiet = TABLE.track(dup_at(701)).unwrap();
+    // Deliberately inheritable after tracking: the hazard the hook exists for.
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+    assert_eq!(unsafe { libc::fcntl(700, libc::F_SETFD, 0) }, 0);
+
+    let control = child_fds(&mut Command::new("ls"));
+    assert!(control.contains(&700), "control must leak 700: {control:?}");
+    assert!(!control.contains(&701), "701 is close-on-exec: {control:?}");
+
+    let hooked = child_fds(Command::new("ls").close_tracked_fds(&TABLE));
+    assert!(!hooked.contains(&700), "hook must close 700: {hooked:?}");
+    assert!(!hooked.contains(&701));
+    for fd in 0..=2 {
+        assert!(hooked.contains(&fd), "stdio {fd} must survive: {hooked:?}");
+    }
+
+    let kept = child_fds(Command::new("ls").close_tracked_fds_except(&TABLE, &[700, 701]));
+    assert!(kept.contains(&700), "keep variant keeps 700: {kept:?}");
+    assert!(kept.contains(&701), "keep variant passes 701 on: {kept:?}");
+
+    let some = child_fds(Command::new("ls").close_tracked_fds_except(&TABLE, &[701]));
+    assert!(!some.contains(&700) && some.contains(&701), "{some:?}");
+
+    // The parent's descriptors are unchanged by what the children did.
+    // SAFETY: F_GETFD on our own descriptors.
+    unsafe {
+        assert_eq!(libc::fcntl(700, libc::F_GETFD), 0);
+        assert_eq!(libc::fcntl(701, libc::F_GETFD), libc::FD_CLOEXEC);
+    }
+    assert!(is_open(leaky.as_raw_fd()) && is_open(quiet.as_raw_fd()));
+}
+
+#[test]
+fn inheritable_tracked_fd_leaks_without_hook_and_not_with_it() {
+    let _serial = serial();
+    inheritable_tracked_fd_cases(false);
+}
+
+#[test]
+fn inheritable_tracked_fd_close_fallback_gives_the_same_result() {
+    let _serial = serial();
+    inheritable_tracked_fd_cases(true);
+}
+
+/// `SigBlk:` of a `/proc/.../status` text, as a bit mask.
+fn sigblk(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("SigBlk:"))
+        .expect("no SigBlk line");
+    u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
+}
+
+/// The hook blocks every asynchronous signal while it works; the program it
+/// execs must still start with the mask it would have had without the hook.
+#[test]
+fn child_signal_mask_after_hook_equals_parent_mask() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let _t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
+
+    // Run on a fresh thread that blocks SIGUSR2 and SIGWINCH, so "the
+    // parent's mask" is not trivially empty and the harness is undisturbed.
+    thread::spawn(|| {
+        // SAFETY: a zeroed sigset is initialised by sigemptyset; the mask
+        // change is confined to this thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::sigaddset(&mut set, libc::SIGWINCH);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let parent = sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+        assert_ne!(parent & (1 << (libc::SIGUSR2 - 1)), 0);
+
+        let run = |hook: bool| {
+            let mut cmd = Command::new("grep");
+            cmd.arg("SigBlk").arg("/proc/self/status");
+            if hook {
+                cmd.close_tracked_fds(&TABLE);
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success());
+            sigblk(&String::from_utf8(out.stdout).unwrap())
+        };
+        let without = run(false);
+        let with = run(true);
+        assert_eq!(with, without, "the hook changed the child's mask");
+        assert_eq!(with, parent, "child {with:#x} vs parent {parent:#x}");
+    })
+    .join()
+    .unwrap();
+}
+
+/// A child that does not exec releases the files but keeps the numbers: the
+/// kept one is untouched, the rest hold a placeholder (open, other inode),
+/// and foreign descriptors are untouched.
+#[test]
+fn retire_all_in_child_releases_files_and_keeps_numbers_reserved() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let sentinels = Sentinels::open();
+    let tracked: Vec<_> = (0..8)
+        .map(|_| TABLE.track(tempfile_like()).unwrap())
+        .collect();
+    let fds: [RawFd; 8] = std::array::from_fn(|i| tracked[i].as_raw_fd());
+    let ids: [(u64, u64); 8] = fds.map(|fd| identity(fd).unwrap());
+    let keep = [fds[3]];
+
+    let code = in_fork(|| {
+        // SAFETY: fork child, single-threaded, nothing else uses TABLE.
+        let Ok(released) = (unsafe { TABLE.retire_all_in_child(&keep) }) else {
+            return 2;
+        };
+        if released != 7 {
+            return 3;
+        }
+        for i in 0..8 {
+            let id = identity(fds[i]);
+            let ok = if i == 3 {
+                id == Some(ids[i])
+            } else {
+                id.is_some() && id != Some(ids[i])
+            };
+            if !ok {
+                return 4;
+            }
+        }
+        if !sentinels.intact() {
+            return 5;
+        }
+        0
+    });
+    assert_eq!(code, 0, "2 err, 3 count, 4 wrong fd state, 5 sentinel");
+    assert!(fds
+        .iter()
+        .zip(ids)
+        .all(|(&fd, id)| identity(fd) == Some(id)));
+    drop(tracked);
+}

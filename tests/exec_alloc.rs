@@ -1,0 +1,219 @@
+//! The fork child path allocates nothing (hazard H6): a counting global
+//! allocator, checked inside the child, reported through the exit code.
+//!
+//! In its own test binary so the counting allocator slows nothing else.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fdtable::{CommandExt, FdTable};
+
+/// Counts every allocation and reallocation, from any thread.
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Fork, run `child` (async-signal-safe, returns an exit code), wait with a
+/// deadline. Returns the exit code.
+fn in_fork(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child runs only `child` and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "waitpid: {}", io::Error::last_os_error());
+        if start.elapsed() > Duration::from_secs(20) {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("child hung");
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// Track `n` descriptors in `table`, with gaps between runs.
+fn populate(table: &'static FdTable, n: usize) -> Vec<fdtable::Tracked<'static, File>> {
+    let mut spare = Vec::new();
+    let mut tracked = Vec::new();
+    for i in 0..n {
+        let f = File::open("/dev/null").unwrap();
+        if i % 7 == 3 {
+            spare.push(f); // a gap: open but untracked
+        } else {
+            tracked.push(table.track(f).unwrap());
+        }
+    }
+    tracked
+}
+
+#[test]
+fn close_all_in_child_allocates_nothing_under_churn() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let tracked = populate(&TABLE, 64);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        // Another thread allocates and mutates the table all along, so a
+        // fork may land inside malloc or inside a table update.
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
+                TABLE.for_each(|_| {});
+                drop(t);
+            }
+        });
+        let result = std::panic::catch_unwind(|| {
+            for fallback in [false, true] {
+                fdtable::force_close_fallback(fallback);
+                for i in 0..50 {
+                    let code = in_fork(|| {
+                        let before = ALLOCS.load(Ordering::SeqCst);
+                        // SAFETY: fork child; the table is not used afterwards.
+                        let closed = unsafe { TABLE.close_all_in_child() };
+                        let after = ALLOCS.load(Ordering::SeqCst);
+                        if after != before {
+                            2
+                        } else if closed == 0 {
+                            3
+                        } else {
+                            0
+                        }
+                    });
+                    assert_eq!(
+                        code, 0,
+                        "fork {i} fallback={fallback}: 2 allocated, 3 closed none"
+                    );
+                }
+            }
+            fdtable::force_close_fallback(false);
+        });
+        stop.store(true, Ordering::Relaxed);
+        if let Err(panic) = result {
+            fdtable::force_close_fallback(false);
+            std::panic::resume_unwind(panic);
+        }
+    });
+    drop(tracked);
+}
+
+#[test]
+fn retire_all_in_child_allocates_nothing() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let tracked = populate(&TABLE, 32);
+    let keep = [tracked[0].as_raw_fd()];
+    let code = in_fork(|| {
+        let before = ALLOCS.load(Ordering::SeqCst);
+        // SAFETY: fork child, single-threaded; nothing else uses TABLE.
+        let released = unsafe { TABLE.retire_all_in_child(&keep) };
+        let after = ALLOCS.load(Ordering::SeqCst);
+        match released {
+            _ if after != before => 2,
+            Ok(n) if n == tracked.len() - 1 => 0,
+            _ => 3,
+        }
+    });
+    assert_eq!(code, 0, "2 allocated, 3 wrong count or error");
+    drop(tracked);
+}
+
+/// The `CommandExt` hook, measured from inside std's child: a `pre_exec`
+/// hook before ours records the count, one after ours compares; a change
+/// fails the spawn with an error the parent sees.
+#[test]
+fn command_hook_allocates_nothing_in_the_child() {
+    use std::os::unix::process::CommandExt as _;
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    static BEFORE: AtomicUsize = AtomicUsize::new(0);
+    let tracked = populate(&TABLE, 32);
+    let keep = [tracked[1].as_raw_fd(), tracked[5].as_raw_fd()];
+    for (i, with_keep) in [(0, false), (1, true)] {
+        let mut cmd = Command::new("true");
+        // SAFETY: both hooks only load and compare atomics; the error is
+        // built from a raw OS code, which allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                BEFORE.store(ALLOCS.load(Ordering::SeqCst), Ordering::SeqCst);
+                Ok(())
+            });
+        }
+        if with_keep {
+            cmd.close_tracked_fds_except(&TABLE, &keep);
+        } else {
+            cmd.close_tracked_fds(&TABLE);
+        }
+        // SAFETY: as above.
+        unsafe {
+            cmd.pre_exec(|| {
+                if ALLOCS.load(Ordering::SeqCst) == BEFORE.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EDOM))
+                }
+            });
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("case {i}: the hook allocated ({e})"));
+        assert!(status.success());
+    }
+    drop(tracked);
+}
