@@ -374,6 +374,13 @@ fn exec_child_hook(table: &FdTable, keep_sorted: &[RawFd]) {
         },
     );
     drop(mask);
+    if let Some(original) = crate::quarantine::mask_before_quarantine() {
+        // In quarantine mode the forking thread runs with every asynchronous
+        // signal blocked; the new program gets the mask the process had
+        // before quarantine instead.
+        // SAFETY: an initialised set; pthread_sigmask is async-signal-safe.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &original, std::ptr::null_mut()) };
+    }
 }
 
 /// Close this crate's tracked descriptors in processes spawned by

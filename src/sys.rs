@@ -22,7 +22,6 @@ macro_rules! syscall {
         }
     }};
 }
-pub(crate) use syscall;
 
 /// `close(2)` once, never retried.
 ///
@@ -51,6 +50,7 @@ pub(crate) fn ensure_cloexec(fd: RawFd) -> io::Result<()> {
 }
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
+#[cfg(test)]
 pub(crate) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }

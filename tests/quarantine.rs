@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fdtable::{quarantine, FdTable, MaskGuard};
+use fdtable::{quarantine, CommandExt, FdTable, MaskGuard};
 
 static TABLE: FdTable = FdTable::new();
 static QUARANTINE_TID: AtomicI64 = AtomicI64::new(0);
@@ -33,6 +33,7 @@ fn main() {
         late_quarantine_child();
         return;
     }
+    let mask_before = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
     let report = quarantine::enter().expect("enter quarantine");
     assert_eq!(
         report.preexisting_threads(),
@@ -45,7 +46,8 @@ fn main() {
 
     handlers_run_only_on_the_signal_thread_under_a_kill_storm();
     a_thread_that_predates_quarantine_is_reported();
-    println!("quarantine: 2 passed, 0 failed");
+    spawned_program_starts_with_the_mask_from_before_quarantine(&mask_before);
+    println!("quarantine: 3 passed, 0 failed");
 }
 
 fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
@@ -174,4 +176,30 @@ fn late_quarantine_child() {
         report.preexisting_threads(),
         quarantine::unprotected_threads_seen()
     );
+}
+
+fn sig_blk(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|v| v.trim().to_string())
+        .expect("SigBlk line")
+}
+
+/// The exec hook must hand the new program the pre-quarantine mask, not the
+/// everything-blocked mask of the quarantined thread that spawns it.
+fn spawned_program_starts_with_the_mask_from_before_quarantine(before: &str) {
+    let here = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    assert_ne!(here, before, "this thread should be quarantined (all blocked)");
+    let out = Command::new("cat")
+        .arg("/proc/self/status")
+        .close_tracked_fds(&TABLE)
+        .output()
+        .expect("spawn cat");
+    assert!(out.status.success());
+    let child = sig_blk(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(child, before, "child mask {child} != pre-quarantine mask {before}");
+    // Control: without the hook the child inherits the quarantined mask.
+    let out = Command::new("cat").arg("/proc/self/status").output().unwrap();
+    assert_eq!(sig_blk(&String::from_utf8_lossy(&out.stdout)), here);
 }
