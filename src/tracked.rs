@@ -160,20 +160,18 @@ impl<T: AsFd + Into<OwnedFd> + fmt::Debug> fmt::Debug for Tracked<'_, T> {
 ///
 /// ```
 /// use fdtable::FdTable;
-/// use std::os::fd::AsFd;
+/// use std::fs::File;
 /// static TABLE: FdTable = FdTable::new();
 ///
-/// let file = TABLE.track(std::fs::File::open("/dev/null")?)?;
-/// let again = file.as_fd().try_clone_to_owned()?; // another number: fine
-/// let dup = TABLE.track(again)?;
-/// # drop(dup);
-/// let err = TABLE.track(unsafe_same_number(&file)).unwrap_err();
-/// assert_eq!(err.error().kind(), std::io::ErrorKind::AlreadyExists);
-/// std::mem::forget(err.into_inner()); // it aliases `file`: do not close it
-/// # fn unsafe_same_number(f: &impl AsFd) -> std::os::fd::OwnedFd {
-/// #     use std::os::fd::{AsRawFd, FromRawFd};
-/// #     unsafe { std::os::fd::OwnedFd::from_raw_fd(f.as_fd().as_raw_fd()) }
-/// # }
+/// let file = File::open("/dev/null")?;
+/// match TABLE.track(file) {
+///     Ok(tracked) => drop(tracked),
+///     Err(err) => {
+///         eprintln!("not tracked: {err}");
+///         let file: File = err.into_inner(); // still open, still yours
+///         drop(file);
+///     }
+/// }
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct TrackError<T> {
