@@ -1,0 +1,212 @@
+//! Helpers shared by the integration tests.
+//!
+//! Every test binary includes this module with `mod util;`, and not every
+//! binary uses every helper.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One lock per test binary for tests that touch signals, count
+/// descriptors, or depend on which number the kernel hands out next.
+/// Signals, masks-by-pthread_kill and the fd table are process-wide, so such
+/// tests must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Take the process-wide serial lock. Poison-tolerant: a test that failed
+/// while holding it must not fail every later test too.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many descriptors this process has open, from `/proc/self/fd`
+/// (the directory's own descriptor is not counted).
+pub fn open_fd_count() -> usize {
+    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
+    // `read_dir` holds one descriptor for the listing itself.
+    dir.count() - 1
+}
+
+/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor flags; any integer is a valid
+    // argument (a closed one yields EBADF).
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// `fcntl(F_GETFD)`: the descriptor flags, or the OS error.
+pub fn fd_flags(fd: RawFd) -> io::Result<libc::c_int> {
+    // SAFETY: as in `is_open`.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(flags)
+    }
+}
+
+/// The `(st_dev, st_ino)` identity of whatever `fd` refers to, if open.
+pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer for one `struct stat`; fstat
+    // initialises it on success and we read it only then.
+    unsafe {
+        if libc::fstat(fd, st.as_mut_ptr()) == -1 {
+            return None;
+        }
+        let st = st.assume_init();
+        // The field types differ between targets (u32 / u64).
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.st_dev as u64, st.st_ino as u64))
+    }
+}
+
+/// A pipe whose both ends are close-on-exec: `(read, write)`.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
+    // SAFETY: pipe2 just created both descriptors; nothing else owns them.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// `/dev/null`, opened for reading and writing.
+pub fn dev_null() -> File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null")
+}
+
+/// Descriptors opened before a test and never tracked: after the test each
+/// must still be open and still refer to the same file (I2: nothing foreign
+/// is closed, nothing foreign is replaced).
+pub struct Sentinels {
+    fds: Vec<OwnedFd>,
+    ids: Vec<(RawFd, (u64, u64))>,
+}
+
+impl Sentinels {
+    /// Open a mix of files and pipes: `n` of each kind.
+    pub fn open(n: usize) -> Sentinels {
+        let mut fds = Vec::new();
+        for _ in 0..n {
+            fds.push(OwnedFd::from(
+                File::open("/proc/self/exe").expect("open exe"),
+            ));
+            let (r, w) = pipe();
+            fds.push(r);
+            fds.push(w);
+        }
+        let ids = fds
+            .iter()
+            .map(|fd| {
+                let raw = fd.as_raw_fd();
+                (raw, identity(raw).expect("sentinel is open"))
+            })
+            .collect();
+        Sentinels { fds, ids }
+    }
+
+    /// Panic unless every sentinel is open with its original identity.
+    pub fn check(&self) {
+        for &(fd, id) in &self.ids {
+            assert_eq!(
+                identity(fd),
+                Some(id),
+                "sentinel fd {fd} was closed or replaced"
+            );
+        }
+    }
+
+    /// Check, then close them.
+    pub fn check_and_close(self) {
+        self.check();
+        drop(self.fds);
+    }
+}
+
+/// Bounds a loop both in time and in iterations, so a test can neither hang
+/// nor spin forever on a fast machine.
+pub struct Deadline {
+    end: Instant,
+    left: u64,
+}
+
+impl Deadline {
+    /// At most `max_iters` iterations and at most `time`.
+    pub fn new(time: Duration, max_iters: u64) -> Deadline {
+        Deadline {
+            end: Instant::now() + time,
+            left: max_iters,
+        }
+    }
+
+    /// Whether the loop may run once more (counts one iteration).
+    pub fn tick(&mut self) -> bool {
+        if self.left == 0 || Instant::now() >= self.end {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// Whether the time is up (does not count an iteration).
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.end
+    }
+}
+
+/// Run `f` on a fresh thread and wait at most `limit` for it: a call that
+/// hangs fails the test instead of hanging it (the stuck thread is leaked).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: did not finish within {limit:?} (hang)"),
+    }
+}
+
+/// The signal mask of the calling thread.
+pub fn current_mask() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: a null `set` only queries; `set` receives the current mask.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr());
+        assert_eq!(rc, 0);
+        set.assume_init()
+    }
+}
+
+/// Whether `sig` is in `set`.
+pub fn has(set: &libc::sigset_t, sig: libc::c_int) -> bool {
+    // SAFETY: `set` is an initialised sigset; sigismember only reads it.
+    unsafe { libc::sigismember(set, sig) == 1 }
+}
+
+/// Every signal number 1..=SIGRTMAX that is in `set`.
+pub fn members(set: &libc::sigset_t) -> Vec<libc::c_int> {
+    (1..=libc::SIGRTMAX()).filter(|&s| has(set, s)).collect()
+}
+
+/// A thread's id for `pthread_kill`, shared through an atomic.
+pub fn pthread_self() -> libc::pthread_t {
+    // SAFETY: always safe to call.
+    unsafe { libc::pthread_self() }
+}
