@@ -190,7 +190,10 @@ fn sig_blk(status: &str) -> String {
 /// everything-blocked mask of the quarantined thread that spawns it.
 fn spawned_program_starts_with_the_mask_from_before_quarantine(before: &str) {
     let here = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
-    assert_ne!(here, before, "this thread should be quarantined (all blocked)");
+    assert_ne!(
+        here, before,
+        "this thread should be quarantined (all blocked)"
+    );
     let out = Command::new("cat")
         .arg("/proc/self/status")
         .close_tracked_fds(&TABLE)
@@ -198,8 +201,14 @@ fn spawned_program_starts_with_the_mask_from_before_quarantine(before: &str) {
         .expect("spawn cat");
     assert!(out.status.success());
     let child = sig_blk(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(child, before, "child mask {child} != pre-quarantine mask {before}");
+    assert_eq!(
+        child, before,
+        "child mask {child} != pre-quarantine mask {before}"
+    );
     // Control: without the hook the child inherits the quarantined mask.
-    let out = Command::new("cat").arg("/proc/self/status").output().unwrap();
+    let out = Command::new("cat")
+        .arg("/proc/self/status")
+        .output()
+        .unwrap();
     assert_eq!(sig_blk(&String::from_utf8_lossy(&out.stdout)), here);
 }
