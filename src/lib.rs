@@ -49,6 +49,11 @@
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
+//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`]: Ctrl-C (and other
+//!   termination signals) as events on a pollable self-pipe, with the
+//!   "second Ctrl-C kills" and "die by the signal" conventions
+//!   (`src/interrupts.rs`; `examples/ctrlc_cleanup.rs` shows the whole
+//!   pattern).
 //! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
 //!   `src/sync.rs`.
 //!
@@ -77,7 +82,7 @@ mod sys;
 mod table;
 mod tracked;
 
-pub use interrupts::Interrupts;
+pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
 pub use table::{CloseAllReport, FdTable};
 pub use tracked::{TrackError, Tracked};
