@@ -49,9 +49,16 @@
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
+//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`]: Ctrl-C (and other
+//!   termination signals) as events on a pollable self-pipe, with the
+//!   "second Ctrl-C kills" and "die by the signal" conventions
+//!   (`src/interrupts.rs`; `examples/ctrlc_cleanup.rs` shows the whole
+//!   pattern).
 //! - [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
 //!   and allocation-free (`src/exec.rs`).
+//! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
+//!   on one thread, so guards elsewhere cost no syscall (`src/quarantine.rs`).
 //! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
 //!   `src/sync.rs`.
 //!
@@ -85,7 +92,7 @@ mod tracked;
 #[doc(hidden)]
 pub use exec::force_close_fallback;
 pub use exec::CommandExt;
-pub use interrupts::Interrupts;
+pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
 pub use table::{CloseAllReport, FdTable};
 pub use tracked::{TrackError, Tracked};

@@ -22,6 +22,7 @@ macro_rules! syscall {
         }
     }};
 }
+pub(crate) use syscall;
 
 /// `close(2)` once, never retried.
 ///
