@@ -107,8 +107,17 @@ struct PinNode {
     prev: *const PinNode,
 }
 
+#[cfg(not(loom))]
 thread_local! {
     static PINS_HELD: Cell<*const PinNode> = const { Cell::new(ptr::null()) };
+}
+
+// loom runs every model thread as a coroutine on one OS thread, so a std
+// thread-local would be shared by all of them (and a list linked through
+// their stacks would dangle): use loom's per-model-thread storage instead.
+#[cfg(loom)]
+loom::thread_local! {
+    static PINS_HELD: Cell<*const PinNode> = Cell::new(ptr::null());
 }
 
 /// How many pins on `(table, fd, gen)` the current thread's walks hold.
