@@ -512,6 +512,10 @@ impl FdTable {
     /// Takes the signal mask once for the whole batch. Entries being closed
     /// at that moment behind a walk are left to the walk.
     ///
+    /// On Linux the placeholder is an `O_PATH` descriptor of `/`: `read` and
+    /// `write` through a retired handle fail with `EBADF`, but `fstat` (and
+    /// `File::metadata`) succeed and describe `/`.
+    ///
     /// Not async-signal-safe (the report allocates for errors). In a fork
     /// child use [`close_all_in_child`](FdTable::close_all_in_child).
     ///

@@ -89,6 +89,12 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     /// visit by the current thread. After [`FdTable::close_all`] the resource
     /// holds the dead placeholder, on which I/O fails.
     ///
+    /// Like taking a lock, this can deadlock if misused: two threads whose
+    /// walk callbacks each call `into_inner` on the entry the *other* is
+    /// visiting wait for each other forever. Do not call `into_inner` from
+    /// a callback on entries other threads may be visiting, or release them
+    /// with [`close`](Tracked::close) (which never waits) instead.
+    ///
     /// Not async-signal-safe (may wait).
     pub fn into_inner(self) -> T {
         let mut this = ManuallyDrop::new(self);
