@@ -96,3 +96,8 @@ pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
 pub use table::{CloseAllReport, FdTable};
 pub use tracked::{TrackError, Tracked};
+
+/// The README's Rust snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
