@@ -468,25 +468,35 @@ impl FdTable {
     /// Unregister `fd` without closing it, after waiting for pins held by
     /// other threads. The path behind `Tracked::into_inner`.
     pub(crate) fn forget_entry(&self, fd: RawFd, gen: u64) {
-        let Some(slot) = self.slot(fd) else { return };
-        let own = pins_held_here(self, fd, gen);
         let mut round = 0;
+        while !self.try_forget_entry(fd, gen) {
+            backoff(round);
+            round = round.saturating_add(1);
+        }
+    }
+
+    /// Unregister `fd` without closing it unless another thread's walk is
+    /// visiting it; returns `false` (and changes nothing) in that case. The
+    /// path behind `Tracked::try_into_inner`.
+    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {
+        let Some(slot) = self.slot(fd) else {
+            return true;
+        };
+        let own = pins_held_here(self, fd, gen);
         loop {
             let w = slot.load();
             let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
             if !ours {
-                return;
+                return true;
             }
             if w.pins() > own {
-                backoff(round);
-                round += 1;
-                continue;
+                return false;
             }
             if slot.cas(w, Word::FREE).is_ok() {
                 if w.state() == SlotState::Live {
                     self.live.sub();
                 }
-                return;
+                return true;
             }
         }
     }

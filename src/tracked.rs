@@ -92,8 +92,9 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     /// Like taking a lock, this can deadlock if misused: two threads whose
     /// walk callbacks each call `into_inner` on the entry the *other* is
     /// visiting wait for each other forever. Do not call `into_inner` from
-    /// a callback on entries other threads may be visiting, or release them
-    /// with [`close`](Tracked::close) (which never waits) instead.
+    /// a callback on entries other threads may be visiting: use
+    /// [`try_into_inner`](Tracked::try_into_inner) there, or
+    /// [`close`](Tracked::close), which never waits.
     ///
     /// Not async-signal-safe (may wait).
     pub fn into_inner(self) -> T {
@@ -101,6 +102,35 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
         this.table.forget_entry(this.fd, this.gen);
         // SAFETY: as in `close`: taken once, the destructor never runs.
         unsafe { ManuallyDrop::take(&mut this.resource) }
+    }
+
+    /// [`into_inner`](Tracked::into_inner) that never waits: if a walk on
+    /// another thread is visiting this entry right now, the handle comes back
+    /// unchanged in `Err`. Use it from `for_each` callbacks, where waiting
+    /// could deadlock with another thread's walk.
+    ///
+    /// Not async-signal-safe (runs no user code, but hands back a resource
+    /// whose drop may).
+    ///
+    /// ```
+    /// use fdtable::FdTable;
+    /// static TABLE: FdTable = FdTable::new();
+    ///
+    /// let file = TABLE.track(std::fs::File::open("/dev/null")?)?;
+    /// let file: std::fs::File = match file.try_into_inner() {
+    ///     Ok(file) => file,
+    ///     Err(still_tracked) => still_tracked.into_inner(), // or retry later
+    /// };
+    /// # drop(file);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_into_inner(self) -> Result<T, Self> {
+        if !self.table.try_forget_entry(self.fd, self.gen) {
+            return Err(self);
+        }
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: as in `close`: taken once, the destructor never runs.
+        Ok(unsafe { ManuallyDrop::take(&mut this.resource) })
     }
 
     /// The table this handle is registered in. Async-signal-safe.

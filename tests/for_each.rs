@@ -466,3 +466,70 @@ fn concurrent_closes_never_recycle_the_visited_number_and_stable_entries_are_vis
     assert_clean();
     sentinels.check_and_close();
 }
+
+/// `try_into_inner` never waits: while another thread's walk visits the
+/// entry it hands the handle back, and once the visit is over it succeeds.
+#[test]
+fn try_into_inner_during_a_foreign_visit_gives_the_handle_back() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let handle = TABLE.track(r).unwrap();
+    let fd = handle.as_raw_fd();
+    let id = identity(fd).unwrap();
+    let (in_cb_tx, in_cb_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let walker = s.spawn(move || {
+            TABLE.for_each(|_| {
+                in_cb_tx.send(()).unwrap();
+                done_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+            });
+        });
+        in_cb_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let handle = match handle.try_into_inner() {
+            Ok(_) => panic!("try_into_inner took an entry another thread is visiting"),
+            Err(handle) => handle,
+        };
+        assert!(TABLE.contains(fd));
+        done_tx.send(()).unwrap();
+        walker.join().unwrap();
+        let owned = handle.try_into_inner().expect("no visit left");
+        assert_eq!(identity(owned.as_raw_fd()), Some(id));
+        assert!(!TABLE.contains(fd));
+    });
+    assert!(!is_open(fd));
+    assert_clean();
+}
+
+/// Two threads, each walking and releasing its own handles from inside its
+/// callbacks, visit each other's entries. `into_inner` would wait crosswise
+/// forever; `try_into_inner` with a fallback to `close` must finish.
+#[test]
+fn crosswise_release_from_two_walks_with_try_into_inner_never_deadlocks() {
+    let _serial = util::serial();
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let mut mine: Vec<Option<Handle>> = track_pipes(8).0;
+                barrier.wait();
+                let mut deadline = Deadline::new(Duration::from_secs(20), 1_000);
+                while mine.iter().any(Option::is_some) && deadline.tick() {
+                    TABLE.for_each(|_| {
+                        if let Some(slot) = mine.iter_mut().find(|h| h.is_some()) {
+                            let handle = slot.take().unwrap();
+                            match handle.try_into_inner() {
+                                Ok(owned) => drop(owned),
+                                Err(handle) => *slot = Some(handle),
+                            }
+                        }
+                        std::thread::yield_now();
+                    });
+                }
+                assert!(mine.iter().all(Option::is_none), "ran out of rounds");
+            });
+        }
+    });
+    assert_clean();
+}
