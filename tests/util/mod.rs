@@ -126,6 +126,18 @@ impl Sentinels {
         }
     }
 
+    /// Each sentinel's number and `(st_dev, st_ino)`, for checks that must
+    /// run without allocating (in a fork child: compare with [`identity`]).
+    pub fn ids(&self) -> &[(RawFd, (u64, u64))] {
+        &self.ids
+    }
+
+    /// Whether every sentinel is open with its original identity.
+    /// Async-signal-safe (`fstat` only, no allocation, no panic).
+    pub fn intact(&self) -> bool {
+        self.ids.iter().all(|&(fd, id)| identity(fd) == Some(id))
+    }
+
     /// Check, then close them.
     pub fn check_and_close(self) {
         self.check();
@@ -209,4 +221,62 @@ pub fn members(set: &libc::sigset_t) -> Vec<libc::c_int> {
 pub fn pthread_self() -> libc::pthread_t {
     // SAFETY: always safe to call.
     unsafe { libc::pthread_self() }
+}
+
+/// How a child reaped by [`wait_child`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// `_exit(code)` / `exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// Still running at the deadline: killed with SIGKILL and reaped.
+    Hung,
+}
+
+/// Wait for the child `pid`, polling with `WNOHANG` for at most `limit`; a
+/// child still running then is SIGKILLed and reaped, and reported as
+/// [`ChildEnd::Hung`] (a hang is a failure, never a stuck run).
+pub fn wait_child(pid: libc::pid_t, limit: Duration) -> io::Result<ChildEnd> {
+    let end = Instant::now() + limit;
+    let mut status = 0;
+    let mut round = 0u32;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r == -1 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if Instant::now() >= end {
+            // SAFETY: killing and reaping our own, still unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                while libc::waitpid(pid, &mut status, 0) == -1
+                    && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+                {
+                }
+            }
+            return Ok(ChildEnd::Hung);
+        }
+        // Most children are done within microseconds: yield first, then
+        // back off to short sleeps.
+        if round < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        round = round.saturating_add(1);
+    }
+    if libc::WIFEXITED(status) {
+        Ok(ChildEnd::Exited(libc::WEXITSTATUS(status)))
+    } else {
+        Ok(ChildEnd::Signaled(libc::WTERMSIG(status)))
+    }
 }

@@ -1,0 +1,839 @@
+//! Soak: every hazard at once, for a fixed time, with the invariants checked
+//! all along.
+//!
+//! ```text
+//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet]
+//! FDTABLE_SOAK_SECONDS=N cargo run --release --example soak
+//! ```
+//!
+//! `--seconds` (default 60; the flag wins over `FDTABLE_SOAK_SECONDS`) is how
+//! long the load runs; shutting down and the final checks take a moment more.
+//! `--spin` is the busy-wait between two signals of the storm (default 200).
+//!
+//! What runs at the same time, on one `static` table:
+//! - **churners** (3 threads): track, `close`, drop, `into_inner`, and
+//!   `for_each` whose callbacks track, close, drop, walk again (nested),
+//!   call `close_all`, fork, or panic;
+//! - a **signal storm**: `pthread_kill(SIGUSR1)` at the churners, and
+//!   `kill(getpid(), SIGUSR2)` at the process;
+//! - an **I3 check in the handler**: each churner publishes "the fd I am
+//!   closing" in its own atomic; the handler (a signal-hook action, run on
+//!   whichever thread the signal interrupted) finds its thread's slot
+//!   through a `const` thread-local and compares `contains(fd)` with
+//!   `fcntl(fd, F_GETFD)`: a mix is a half-update;
+//! - an [`Interrupts`] on SIGUSR2 (no "second signal kills"), so its pipe
+//!   handler runs under load too, drained by its own thread;
+//! - periodic **`close_all`**;
+//! - **forks** whose child runs `close_all_in_child` and then checks, with
+//!   async-signal-safe calls only, that no number the table holds is still
+//!   open, that every churner number still open is close-on-exec, and that
+//!   the sentinels are intact (the exit code reports which check failed);
+//!   each child is waited for with a deadline: a hung child is a failure;
+//! - **spawns** through the [`CommandExt`] hook: a missing program must
+//!   fail with `NotFound`, `true` must succeed.
+//!
+//! At the end: every churner number closed, `len() == 0`, sentinels intact
+//! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline. It prints
+//! its totals and exits with status 1 if anything failed.
+//!
+//! # Why each churner owns a range of numbers
+//! The handler's check is about the *interrupted thread's own* close. If any
+//! thread could `open` the number another thread just closed, the handler
+//! would see "not tracked, open" for a number that is simply someone else's
+//! now. So every churner places its descriptors with `dup3` onto numbers in
+//! a range of its own (far above what `open` hands out here), and reuses a
+//! number only once `fcntl` says it is closed.
+//!
+//! # Cross-thread windows are not half-updates
+//! A mask protects a thread against its own handlers only (`DESIGN.md`
+//! §4.4). When another thread's walk (or `close_all`) holds a pin on our
+//! descriptor, the deferred `close(2)` runs on *that* thread, which
+//! unpublishes first and closes right after: a handler on our thread may
+//! see that gap. So every walk is announced in two counters (begun, ended),
+//! and the handler excuses a mix only when a walk of another thread may
+//! have overlapped its look; those are counted apart ("excused"), never
+//! hidden.
+
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fdtable::{CommandExt, FdTable, Interrupts, Tracked};
+use util::{ChildEnd, Sentinels};
+
+static TABLE: FdTable = FdTable::new();
+
+const CHURNERS: usize = 3;
+/// First number of churner 0's range; far above what `open` returns here.
+const RANGE_BASE: RawFd = 512;
+const RANGE_LEN: RawFd = 64;
+const RANGE_END: RawFd = RANGE_BASE + RANGE_LEN * CHURNERS as RawFd;
+/// Most handles a churner holds at once.
+const MAX_LIVE: usize = 24;
+/// How long a fork child or a spawned `true` may take before it is a hang.
+const CHILD_LIMIT: Duration = Duration::from_secs(20);
+
+// --- what each churner publishes for its handler -------------------------
+
+/// The number churner `i` is closing right now, or -1.
+static CLOSING: [AtomicI32; CHURNERS] = [const { AtomicI32::new(-1) }; CHURNERS];
+/// Walks (`for_each`, `close_all`) churner `i` is inside right now.
+static OWN_WALKS: [AtomicI64; CHURNERS] = [const { AtomicI64::new(0) }; CHURNERS];
+/// Walks begun / ended by anyone.
+static WALKS_BEGUN: AtomicI64 = AtomicI64::new(0);
+static WALKS_ENDED: AtomicI64 = AtomicI64::new(0);
+
+thread_local! {
+    /// This thread's churner index, `usize::MAX` elsewhere. `const`, no
+    /// destructor: reading it in a signal handler is a plain TLS load.
+    static CHURNER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+// --- totals ---------------------------------------------------------------
+
+static STOP_STORM: AtomicBool = AtomicBool::new(false);
+static STOP_WORK: AtomicBool = AtomicBool::new(false);
+
+macro_rules! counters {
+    ($($name:ident: $what:literal,)*) => {
+        $(static $name: AtomicU64 = AtomicU64::new(0);)*
+        fn print_totals() {
+            $(println!("  {:<34} {:>12}", $what, $name.load(SeqCst));)*
+        }
+    };
+}
+
+counters! {
+    THREAD_SIGNALS: "signals sent (pthread_kill SIGUSR1)",
+    PROCESS_SIGNALS: "signals sent (kill SIGUSR2)",
+    HANDLER_RUNS: "handler runs",
+    HANDLER_CHECKS: "handler I3 checks",
+    SAW_TRACKED_OPEN: "  tracked and open",
+    SAW_UNTRACKED_CLOSED: "  untracked and closed",
+    EXCUSED: "  mixed, other thread's walk (ok)",
+    MISMATCHES: "  MIXED: half-updates",
+    INTERRUPT_EVENTS: "Interrupts SIGUSR2 deliveries",
+    TABLE_OPS: "table ops",
+    TRACKS: "  track",
+    CLOSES: "  close",
+    DROPS: "  drop",
+    INTO_INNERS: "  into_inner",
+    WALKS: "  for_each (incl. nested)",
+    CALLBACKS: "  callbacks",
+    PANICS: "  panics through for_each",
+    CLOSE_ALLS: "close_all calls",
+    RELEASED: "  entries released",
+    FORKS: "forks",
+    SPAWNS: "spawns",
+    FAIL_CLOSE_ERRORS: "FAIL close errors",
+    FAIL_TRACK_ERRORS: "FAIL track errors",
+    FAIL_CLOSE_ALL: "FAIL close_all errors",
+    FAIL_VISITED_CLOSED: "FAIL visited fd not open",
+    FAIL_CHILD: "FAIL fork child checks",
+    FAIL_HUNG: "FAIL hung children",
+    FAIL_SPAWN: "FAIL wrong spawn results",
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, SeqCst);
+}
+
+fn op(counter: &AtomicU64) {
+    counter.fetch_add(1, SeqCst);
+    TABLE_OPS.fetch_add(1, SeqCst);
+}
+
+// --- the handler ------------------------------------------------------------
+
+/// The I3 check, on whichever thread the signal interrupted. Atomics, a
+/// `const` thread-local, `contains` and `fcntl`: all async-signal-safe.
+fn on_signal() {
+    count(&HANDLER_RUNS);
+    let me = CHURNER.with(Cell::get);
+    let (Some(closing), Some(own)) = (CLOSING.get(me), OWN_WALKS.get(me)) else {
+        return;
+    };
+    let fd = closing.load(SeqCst);
+    if fd < 0 {
+        return;
+    }
+    let begun = WALKS_BEGUN.load(SeqCst);
+    let ended = WALKS_ENDED.load(SeqCst);
+    let own = own.load(SeqCst);
+    let tracked = TABLE.contains(fd);
+    // SAFETY: F_GETFD only reads the descriptor flags; async-signal-safe.
+    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+    let begun_after = WALKS_BEGUN.load(SeqCst);
+    count(&HANDLER_CHECKS);
+    match (tracked, open) {
+        (true, true) => count(&SAW_TRACKED_OPEN),
+        (false, false) => count(&SAW_UNTRACKED_CLOSED),
+        _ => {
+            // No walk began while we looked, so the walks that could have
+            // overlapped are those active at the start: `begun - ended`,
+            // of which `own` are this (frozen) thread's.
+            let others = begun - ended - own;
+            if others > 0 || begun_after != begun {
+                count(&EXCUSED);
+            } else {
+                count(&MISMATCHES);
+            }
+        }
+    }
+}
+
+/// A signal-hook action, unregistered on drop.
+struct Action(signal_hook::SigId);
+
+impl Action {
+    fn register(signal: libc::c_int) -> io::Result<Action> {
+        // SAFETY: `on_signal` touches only atomics and a const thread-local
+        // and calls `contains` and `fcntl`, all async-signal-safe.
+        unsafe { signal_hook::low_level::register(signal, on_signal) }.map(Action)
+    }
+}
+
+impl Drop for Action {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.0);
+    }
+}
+
+// --- walks are announced ----------------------------------------------------
+
+/// Marks a walk (`for_each` or `close_all`) as in progress for the handler's
+/// excuse rule; ends it on drop, also when a callback panics.
+struct WalkMark(Option<usize>);
+
+impl WalkMark {
+    fn begin(churner: Option<usize>) -> WalkMark {
+        // Own count first, global second (and the reverse at the end): a
+        // handler between the two sees fewer "other" walks, never more.
+        if let Some(i) = churner {
+            OWN_WALKS[i].fetch_add(1, SeqCst);
+        }
+        WALKS_BEGUN.fetch_add(1, SeqCst);
+        WalkMark(churner)
+    }
+}
+
+impl Drop for WalkMark {
+    fn drop(&mut self) {
+        WALKS_ENDED.fetch_add(1, SeqCst);
+        if let Some(i) = self.0 {
+            OWN_WALKS[i].fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+fn close_all(churner: Option<usize>) {
+    let _walk = WalkMark::begin(churner);
+    let report = TABLE.close_all();
+    count(&CLOSE_ALLS);
+    RELEASED.fetch_add(report.released() as u64, SeqCst);
+    if !report.is_ok() {
+        count(&FAIL_CLOSE_ALL);
+        eprintln!("close_all errors: {:?}", report.errors());
+    }
+}
+
+// --- fork children ------------------------------------------------------------
+
+/// Fork; in the child close the table and check, async-signal-safe only;
+/// in the parent wait with a deadline and count the outcome.
+fn fork_and_check(sentinels: &[(RawFd, (u64, u64))]) {
+    // SAFETY: the child runs `child_checks` (async-signal-safe: atomics,
+    // fcntl, fstat, close/close_range, reading memory) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = child_checks(sentinels);
+        // SAFETY: ends the child at once, no destructor or atexit handler.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        count(&FAIL_CHILD);
+        eprintln!("fork: {}", io::Error::last_os_error());
+        return;
+    }
+    count(&FORKS);
+    match util::wait_child(pid, CHILD_LIMIT) {
+        Ok(ChildEnd::Exited(0)) => {}
+        Ok(ChildEnd::Hung) => {
+            count(&FAIL_HUNG);
+            eprintln!("fork child {pid} hung");
+        }
+        other => {
+            count(&FAIL_CHILD);
+            eprintln!(
+                "fork child {pid}: {other:?} (10: tracked fd open, 11: no cloexec, 12: sentinel)"
+            );
+        }
+    }
+}
+
+/// Runs in the fork child. No allocation, no lock, no panic.
+fn child_checks(sentinels: &[(RawFd, (u64, u64))]) -> i32 {
+    // SAFETY: we are a fork child that never uses a handle again and leaves
+    // with `_exit`.
+    unsafe { TABLE.close_all_in_child() };
+    for fd in 0..RANGE_END {
+        // SAFETY: F_GETFD only reads descriptor flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags != -1 && TABLE.contains(fd) {
+            return 10;
+        }
+        // A churner number still open in the child was unpublished in the
+        // parent after the fork copied the descriptor table: fine, as long
+        // as exec would close it.
+        if flags != -1 && fd >= RANGE_BASE && flags & libc::FD_CLOEXEC == 0 {
+            return 11;
+        }
+    }
+    if !sentinels
+        .iter()
+        .all(|&(fd, id)| util::identity(fd) == Some(id))
+    {
+        return 12;
+    }
+    0
+}
+
+// --- spawns -------------------------------------------------------------------
+
+fn spawn_checks() {
+    match Command::new("/nonexistent/fdtable-soak")
+        .close_tracked_fds(&TABLE)
+        .spawn()
+    {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            count(&FAIL_SPAWN);
+            eprintln!("spawn of a missing program: {e} (expected NotFound)");
+        }
+        Ok(mut child) => {
+            count(&FAIL_SPAWN);
+            eprintln!("spawn of a missing program returned Ok");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    count(&SPAWNS);
+    let spawned = Command::new("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .close_tracked_fds(&TABLE)
+        .spawn();
+    count(&SPAWNS);
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            count(&FAIL_SPAWN);
+            eprintln!("spawn true: {e}");
+            return;
+        }
+    };
+    match util::wait_child(child.id() as libc::pid_t, CHILD_LIMIT) {
+        Ok(ChildEnd::Exited(0)) => {}
+        Ok(ChildEnd::Hung) => {
+            count(&FAIL_HUNG);
+            eprintln!("true hung");
+        }
+        other => {
+            count(&FAIL_SPAWN);
+            eprintln!("true: {other:?}");
+        }
+    }
+    // Reaped above; `Child` has no destructor that waits.
+}
+
+// --- churners -----------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
+type Handle = Tracked<'static, OwnedFd>;
+
+struct Churner {
+    me: usize,
+    rng: Rng,
+    handles: Vec<Handle>,
+    /// Numbers of `handles`, by offset in our range.
+    in_use: [bool; RANGE_LEN as usize],
+}
+
+/// Ways a handle leaves the table.
+#[derive(Clone, Copy)]
+enum Release {
+    Close,
+    Drop,
+    IntoInner,
+}
+
+impl Churner {
+    fn base(&self) -> RawFd {
+        RANGE_BASE + RANGE_LEN * self.me as RawFd
+    }
+
+    /// Move `fd` onto a closed number of our range (close-on-exec).
+    fn place(&mut self, fd: OwnedFd) -> Option<OwnedFd> {
+        let start = self.rng.below(RANGE_LEN as u64) as RawFd;
+        for k in 0..RANGE_LEN {
+            let off = (start + k) % RANGE_LEN;
+            let n = self.base() + off;
+            // A number we gave up may still be open, its close deferred
+            // behind a walk: wait until that walk has closed it.
+            if self.in_use[off as usize] || util::is_open(n) {
+                continue;
+            }
+            // SAFETY: `n` is closed and in our private range, so no one else
+            // can be handed it; dup3 makes it a copy of `fd`, which we own.
+            let rc = unsafe { libc::dup3(fd.as_raw_fd(), n, libc::O_CLOEXEC) };
+            if rc != n {
+                eprintln!("dup3 -> {n}: {}", io::Error::last_os_error());
+                return None;
+            }
+            // SAFETY: dup3 just made `n` a descriptor that only we own.
+            return Some(unsafe { OwnedFd::from_raw_fd(n) });
+        }
+        None
+    }
+
+    fn open_some(&mut self) -> Vec<OwnedFd> {
+        let made: io::Result<Vec<OwnedFd>> = match self.rng.below(3) {
+            0 => File::open("/dev/null").map(|f| vec![f.into()]),
+            1 => Ok({
+                let (r, w) = util::pipe();
+                vec![r, w]
+            }),
+            _ => UnixStream::pair().map(|(a, b)| vec![a.into(), b.into()]),
+        };
+        made.unwrap_or_default()
+            .into_iter()
+            .filter_map(|fd| self.place(fd))
+            .collect()
+    }
+
+    fn track_some(&mut self) {
+        for fd in self.open_some() {
+            if self.handles.len() >= MAX_LIVE {
+                break; // `fd` is closed here: it was never tracked
+            }
+            let raw = fd.as_raw_fd();
+            op(&TRACKS);
+            match TABLE.track(fd) {
+                Ok(handle) => {
+                    self.in_use[(raw - self.base()) as usize] = true;
+                    self.handles.push(handle);
+                }
+                Err(e) => {
+                    count(&FAIL_TRACK_ERRORS);
+                    eprintln!("track {raw}: {}", e.error());
+                }
+            }
+        }
+    }
+
+    fn take_random(&mut self) -> Option<Handle> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(self.handles.len() as u64) as usize;
+        let handle = self.handles.swap_remove(i);
+        self.in_use[(handle.as_raw_fd() - self.base()) as usize] = false;
+        Some(handle)
+    }
+}
+
+/// Release `handle`, publishing its number for the handler while the table
+/// closes it.
+fn release(me: usize, handle: Handle, how: Release) {
+    let fd = handle.as_raw_fd();
+    match how {
+        Release::Close => {
+            CLOSING[me].store(fd, SeqCst);
+            let result = handle.close();
+            CLOSING[me].store(-1, SeqCst);
+            op(&CLOSES);
+            if let Err(e) = result {
+                count(&FAIL_CLOSE_ERRORS);
+                eprintln!("close {fd}: {e}");
+            }
+        }
+        Release::Drop => {
+            CLOSING[me].store(fd, SeqCst);
+            drop(handle);
+            CLOSING[me].store(-1, SeqCst);
+            op(&DROPS);
+        }
+        Release::IntoInner => {
+            // Not the table's close: the number is ours, untracked and open,
+            // until we close it ourselves. Not published for the handler.
+            drop(handle.into_inner());
+            op(&INTO_INNERS);
+        }
+    }
+}
+
+struct Quiet;
+
+fn churn(me: usize, sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
+    let state = RefCell::new(Churner {
+        me,
+        rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (me as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1)),
+        handles: Vec::new(),
+        in_use: [false; RANGE_LEN as usize],
+    });
+    // Ends when main sets STOP_WORK, after the run time.
+    while !STOP_WORK.load(SeqCst) {
+        let choice = state.borrow_mut().rng.below(100);
+        match choice {
+            0..=39 => state.borrow_mut().track_some(),
+            40..=54 => release_one(&state, Release::Close),
+            55..=69 => release_one(&state, Release::Drop),
+            70..=74 => release_one(&state, Release::IntoInner),
+            _ => {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    walk(&state, 0, &sentinels)
+                }));
+                if result.is_err() {
+                    count(&PANICS);
+                }
+            }
+        }
+    }
+    // Wind down: every handle closed through the table.
+    let handles = std::mem::take(&mut state.borrow_mut().handles);
+    for handle in handles {
+        release(me, handle, Release::Close);
+    }
+}
+
+fn release_one(state: &RefCell<Churner>, how: Release) {
+    let (me, handle) = {
+        let mut s = state.borrow_mut();
+        (s.me, s.take_random())
+    };
+    if let Some(handle) = handle {
+        release(me, handle, how);
+    }
+}
+
+fn walk(state: &RefCell<Churner>, depth: u32, sentinels: &[(RawFd, (u64, u64))]) {
+    let me = state.borrow().me;
+    let _mark = WalkMark::begin(Some(me));
+    op(&WALKS);
+    TABLE.for_each(|fd: BorrowedFd<'_>| {
+        count(&CALLBACKS);
+        if !util::is_open(fd.as_raw_fd()) {
+            count(&FAIL_VISITED_CLOSED);
+            eprintln!("visited fd {} is not open", fd.as_raw_fd());
+        }
+        let choice = state.borrow_mut().rng.below(1000);
+        match choice {
+            0..=199 => {}
+            // No `into_inner` in here: it waits for other threads' pins, and
+            // two callbacks each waiting for the other's pin never return
+            // (see the report of issue 5 and tests/regressions.rs).
+            200..=349 => release_one(state, Release::Drop),
+            350..=529 => release_one(state, Release::Close),
+            530..=699 => state.borrow_mut().track_some(),
+            700..=789 if depth < 2 => walk(state, depth + 1, sentinels),
+            790..=792 => close_all(Some(me)),
+            793 => fork_and_check(sentinels),
+            794 if depth == 0 && state.borrow_mut().rng.one_in(4) => {
+                std::panic::panic_any(Quiet);
+            }
+            _ => {}
+        }
+    });
+}
+
+// --- the other threads --------------------------------------------------------
+
+fn storm(targets: Vec<libc::pthread_t>, spin: u32) {
+    let mut round = 0u64;
+    while !STOP_STORM.load(SeqCst) {
+        for &t in &targets {
+            // SAFETY: every target is a churner that stays alive until this
+            // thread has been joined (STOP_WORK is set only after that).
+            let rc = unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
+            if rc == 0 {
+                count(&THREAD_SIGNALS);
+            }
+            for _ in 0..spin {
+                std::hint::spin_loop();
+            }
+        }
+        round += 1;
+        if round % 8 == 0 {
+            // SAFETY: a process-directed signal at ourselves; SIGUSR2 is
+            // handled (our action plus the Interrupts pipe).
+            if unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) } == 0 {
+                count(&PROCESS_SIGNALS);
+            }
+        }
+    }
+}
+
+fn drain_interrupts(interrupts: &Interrupts) {
+    while !STOP_WORK.load(SeqCst) {
+        if let Some(received) = interrupts.wait_timeout(Duration::from_millis(50)) {
+            INTERRUPT_EVENTS.fetch_add(received.count(), SeqCst);
+        }
+    }
+    while let Some(received) = interrupts.try_recv() {
+        INTERRUPT_EVENTS.fetch_add(received.count(), SeqCst);
+    }
+}
+
+fn forker(sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
+    let mut round = 0u64;
+    while !STOP_WORK.load(SeqCst) {
+        round += 1;
+        fork_and_check(&sentinels);
+        if round % 10 == 0 {
+            spawn_checks();
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn closer() {
+    while !STOP_WORK.load(SeqCst) {
+        thread::sleep(Duration::from_millis(25));
+        close_all(None);
+    }
+}
+
+// --- main -----------------------------------------------------------------------
+
+struct Options {
+    seconds: u64,
+    spin: u32,
+    quiet: bool,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        seconds: 60,
+        spin: 200,
+        quiet: false,
+    };
+    if let Ok(value) = std::env::var("FDTABLE_SOAK_SECONDS") {
+        options.seconds = value
+            .parse()
+            .map_err(|_| format!("FDTABLE_SOAK_SECONDS: not a number: {value}"))?;
+    }
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> Result<u64, String> {
+            let value = args.next().ok_or(format!("{name} needs a number"))?;
+            value
+                .parse()
+                .map_err(|_| format!("{name}: not a number: {value}"))
+        };
+        match arg.as_str() {
+            "--seconds" => options.seconds = number("--seconds")?,
+            "--spin" => options.spin = number("--spin")? as u32,
+            "--quiet" => options.quiet = true,
+            "-h" | "--help" => {
+                return Err("usage: soak [--seconds N] [--spin N] [--quiet]".into());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(options)
+}
+
+fn main() {
+    let options = parse_options().unwrap_or_else(|message| {
+        eprintln!("{message}");
+        std::process::exit(2);
+    });
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.payload().is::<Quiet>() {
+            default_hook(info);
+        }
+    }));
+
+    let baseline = util::open_fd_count();
+    let sentinels = Sentinels::open(2);
+    let ids = Arc::new(sentinels.ids().to_vec());
+    let start = Instant::now();
+
+    let interrupts = Interrupts::builder()
+        .signal(libc::SIGUSR2)
+        .second_signal_kills(false)
+        // A SIGUSR2 still in flight after the drop must not kill us.
+        .default_after_drop(false)
+        .install()
+        .expect("install Interrupts(SIGUSR2)");
+    let usr1 = Action::register(libc::SIGUSR1).expect("register SIGUSR1");
+    let usr2 = Action::register(libc::SIGUSR2).expect("register SIGUSR2");
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|me| {
+            let tx = ready_tx.clone();
+            let ids = Arc::clone(&ids);
+            thread::Builder::new()
+                .name(format!("churn-{me}"))
+                .spawn(move || {
+                    CHURNER.with(|c| c.set(me));
+                    // SAFETY: always safe to call.
+                    let _ = tx.send(unsafe { libc::pthread_self() });
+                    churn(me, ids);
+                })
+                .expect("spawn churner")
+        })
+        .collect();
+    let targets: Vec<libc::pthread_t> = (0..CHURNERS)
+        .map(|_| ready_rx.recv().expect("churner ready"))
+        .collect();
+    let interrupts = Arc::new(Mutex::new(interrupts));
+    let drain = {
+        let interrupts = Arc::clone(&interrupts);
+        thread::spawn(move || drain_interrupts(&interrupts.lock().expect("interrupts")))
+    };
+    let spin = options.spin;
+    let storm = thread::spawn(move || storm(targets, spin));
+    let forker = {
+        let ids = Arc::clone(&ids);
+        thread::spawn(move || forker(ids))
+    };
+    let closer = thread::spawn(closer);
+
+    let run = Duration::from_secs(options.seconds);
+    let mut next_report = Duration::from_secs(10);
+    while start.elapsed() < run {
+        thread::sleep(Duration::from_millis(100).min(run.saturating_sub(start.elapsed())));
+        if !options.quiet && start.elapsed() >= next_report {
+            eprintln!(
+                "soak {:>4}s: signals {} checks {} ops {} forks {} mismatches {}",
+                start.elapsed().as_secs(),
+                THREAD_SIGNALS.load(SeqCst) + PROCESS_SIGNALS.load(SeqCst),
+                HANDLER_CHECKS.load(SeqCst),
+                TABLE_OPS.load(SeqCst),
+                FORKS.load(SeqCst),
+                MISMATCHES.load(SeqCst),
+            );
+            next_report += Duration::from_secs(10);
+        }
+    }
+
+    // The storm stops before any churner may exit: pthread_kill on a thread
+    // that has ended is undefined.
+    STOP_STORM.store(true, SeqCst);
+    storm.join().expect("storm thread");
+    STOP_WORK.store(true, SeqCst);
+    for t in churners {
+        t.join().expect("churner");
+    }
+    forker.join().expect("forker");
+    closer.join().expect("closer");
+    drain.join().expect("interrupt drainer");
+    drop(usr1);
+    drop(usr2);
+    drop(interrupts);
+    let elapsed = start.elapsed();
+
+    // Final checks.
+    let mut failures = Vec::new();
+    let leaked: Vec<RawFd> = (RANGE_BASE..RANGE_END)
+        .filter(|&fd| util::is_open(fd))
+        .collect();
+    if !leaked.is_empty() {
+        failures.push(format!("churner numbers still open: {leaked:?}"));
+    }
+    if !TABLE.is_empty() || (0..RANGE_END).any(|fd| TABLE.contains(fd)) {
+        failures.push(format!("table not empty: len {}", TABLE.len()));
+    }
+    if !sentinels.intact() {
+        failures.push("a sentinel fd was closed or replaced".into());
+    }
+    drop(sentinels);
+    let now = util::open_fd_count();
+    if now != baseline {
+        failures.push(format!("/proc/self/fd: {now} open, baseline {baseline}"));
+    }
+    for (name, counter) in [
+        ("half-updates seen by the handler", &MISMATCHES),
+        ("close errors", &FAIL_CLOSE_ERRORS),
+        ("track errors", &FAIL_TRACK_ERRORS),
+        ("close_all errors", &FAIL_CLOSE_ALL),
+        ("visited fds not open", &FAIL_VISITED_CLOSED),
+        ("failed fork children", &FAIL_CHILD),
+        ("hung children", &FAIL_HUNG),
+        ("wrong spawn results", &FAIL_SPAWN),
+    ] {
+        let n = counter.load(SeqCst);
+        if n > 0 {
+            failures.push(format!("{n} {name}"));
+        }
+    }
+    // Guards against a run that proves nothing.
+    for (name, counter) in [
+        ("handler checks", &HANDLER_CHECKS),
+        ("forks", &FORKS),
+        ("spawns", &SPAWNS),
+        ("close_all calls", &CLOSE_ALLS),
+    ] {
+        if counter.load(SeqCst) == 0 {
+            failures.push(format!("no {name} happened"));
+        }
+    }
+
+    println!(
+        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}",
+        elapsed.as_secs_f64(),
+        options.spin
+    );
+    print_totals();
+    println!(
+        "  {:<34} {:>12}",
+        "signals sent (total)",
+        THREAD_SIGNALS.load(SeqCst) + PROCESS_SIGNALS.load(SeqCst)
+    );
+    println!(
+        "  {:<34} {:>12}",
+        "fds open at end / baseline",
+        format!("{now}/{baseline}")
+    );
+    if failures.is_empty() {
+        println!("soak: OK");
+    } else {
+        for failure in &failures {
+            println!("soak: FAIL: {failure}");
+        }
+        std::process::exit(1);
+    }
+}

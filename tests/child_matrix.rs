@@ -1,0 +1,484 @@
+//! The fork-child path under a matrix like systemd's close-all-fds test
+//! (issue 5, invariant I6): [`FdTable::close_all_in_child`] must close every
+//! tracked number and nothing else, whichever way the kernel lets it close.
+//!
+//! Situations (one test each):
+//! - ordinary numbers, with gaps and an untracked number inside a run;
+//! - `RLIMIT_NOFILE` raised (to 65536 when root may, else to the hard
+//!   limit) with tracked numbers at `limit - 1` and `limit - 2`;
+//! - descriptors 0-2 closed at start, so tracked files get 0, 1 and 2 (in a
+//!   re-executed copy of this binary, since closing stdio here would take
+//!   the harness's output with it).
+//!
+//! Each situation runs every way of closing: `close_range(2)` available;
+//! forced off (`force_close_fallback(true)`); and refused by the kernel
+//! (a seccomp filter in the child makes `close_range` fail with `ENOSYS`,
+//! then `EPERM`: the runtime fallback). Every run checks, in the child, which
+//! of a list of probe numbers is still open, whether the sentinels are
+//! intact, and what `close_all_in_child` returned; the child sends that back
+//! through a pipe. The parent checks each run against what it expects (open
+//! before the fork and not tracked) and that all ways give the same result.
+//!
+//! Code after `fork` makes only async-signal-safe calls into memory
+//! allocated before the fork, and leaves with `_exit`.
+
+mod util;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use fdtable::{force_close_fallback, FdTable, Tracked};
+use util::{ChildEnd, Sentinels};
+
+static TABLE: FdTable = FdTable::new();
+
+/// How long a fork child may take before it counts as hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(20);
+/// Set in the re-executed copy of this binary that closes its stdio.
+const STDIO_CHILD_ENV: &str = "FDTABLE_MATRIX_STDIO_CHILD";
+/// Where that copy writes why it failed.
+const STDIO_REPORT_ENV: &str = "FDTABLE_MATRIX_REPORT";
+
+/// How the child gets to close its numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// `close_range(2)` for runs of consecutive numbers.
+    CloseRange,
+    /// `force_close_fallback(true)`: `close(2)` for each number.
+    ForcedOff,
+    /// A seccomp filter makes `close_range` fail with this errno.
+    KernelRefuses(libc::c_int),
+}
+
+const WAYS: [Way; 4] = [
+    Way::CloseRange,
+    Way::ForcedOff,
+    Way::KernelRefuses(libc::ENOSYS),
+    Way::KernelRefuses(libc::EPERM),
+];
+
+/// Put `force_close_fallback` back to off even when a test panics.
+struct Fallback;
+
+impl Fallback {
+    fn set(on: bool) -> Fallback {
+        force_close_fallback(on);
+        Fallback
+    }
+}
+
+impl Drop for Fallback {
+    fn drop(&mut self) {
+        force_close_fallback(false);
+    }
+}
+
+/// What a child saw after `close_all_in_child`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// `close_all_in_child`'s return value.
+    closed: u64,
+    /// For each probe number: still open in the child?
+    open: Vec<bool>,
+    sentinels_intact: bool,
+}
+
+/// Install a seccomp filter that makes `close_range(2)` fail with `errno`
+/// and allows everything else. Async-signal-safe (two `prctl` calls on a
+/// stack-allocated program). Returns whether it is in force.
+fn refuse_close_range(errno: libc::c_int) -> bool {
+    // Offset of `nr` in `struct seccomp_data`.
+    const NR: u32 = 0;
+    let filter = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: NR,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_close_range as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | errno as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `program` points at `filter`, both alive for the call; the
+    // kernel copies the program. NO_NEW_PRIVS is required for unprivileged
+    // callers and harmless for root.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) == 0
+    }
+}
+
+/// Fork; in the child make `close_range` behave as `way` says, run
+/// `close_all_in_child`, and report what is open among `probes`. Also
+/// returns what the parent expects: open before the fork and not tracked.
+fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, Vec<bool>) {
+    let _fallback = Fallback::set(way == Way::ForcedOff);
+    let (read, write) = util::pipe();
+    // Everything the child touches is allocated here, before the fork.
+    let mut report = vec![0u8; 8 + probes.len() + 1];
+    let expected: Vec<bool> = probes
+        .iter()
+        .map(|&fd| util::is_open(fd) && !TABLE.contains(fd))
+        .collect();
+
+    // SAFETY: the child makes only async-signal-safe calls (prctl, fcntl,
+    // fstat, close/close_range, write) on memory allocated before the fork,
+    // and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        if let Way::KernelRefuses(errno) = way {
+            if !refuse_close_range(errno) {
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(90) };
+            }
+        }
+        // SAFETY: we are the fork child; no handle is used again.
+        let closed = unsafe { TABLE.close_all_in_child() } as u64;
+        let (head, rest) = report.split_at_mut(8);
+        head.copy_from_slice(&closed.to_le_bytes());
+        for (slot, &fd) in rest.iter_mut().zip(probes) {
+            *slot = util::is_open(fd) as u8;
+        }
+        if let Some(last) = rest.last_mut() {
+            *last = sentinels.intact() as u8;
+        }
+        let mut sent = 0;
+        // Bounded: each round sends at least one byte or gives up.
+        while sent < report.len() {
+            // SAFETY: writes from a live buffer to our pipe's write end
+            // (untracked, created before the fork).
+            let n = unsafe {
+                libc::write(
+                    write.as_raw_fd(),
+                    report[sent..].as_ptr().cast(),
+                    report.len() - sent,
+                )
+            };
+            if n <= 0 {
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(91) };
+            }
+            sent += n as usize;
+        }
+        // SAFETY: ends the child at once, no destructor or atexit handler.
+        unsafe { libc::_exit(0) };
+    }
+    drop(write);
+    let end = util::wait_child(pid, CHILD_LIMIT).expect("waitpid");
+    assert_eq!(
+        end,
+        ChildEnd::Exited(0),
+        "{way:?}: child failed (90: seccomp refused, 91: report write)"
+    );
+    let mut got = Vec::new();
+    File::from(read).read_to_end(&mut got).expect("read report");
+    assert_eq!(got.len(), report.len(), "{way:?}: short report");
+    let closed = u64::from_le_bytes(got[..8].try_into().expect("8 bytes"));
+    let seen = Seen {
+        closed,
+        open: got[8..8 + probes.len()].iter().map(|&b| b == 1).collect(),
+        sentinels_intact: got[8 + probes.len()] == 1,
+    };
+    (seen, expected)
+}
+
+/// Run every [`Way`] over the current table and check each against what the
+/// parent expects, and all against each other.
+fn check_every_way(situation: &str, tracked: &[RawFd], probes: &[RawFd], sentinels: &Sentinels) {
+    for fd in tracked {
+        assert!(probes.contains(fd), "{situation}: probe {fd} too");
+        assert!(TABLE.contains(*fd), "{situation}: {fd} is tracked");
+    }
+    let mut first: Option<Seen> = None;
+    for way in WAYS {
+        let (seen, expected) = close_in_child(way, probes, sentinels);
+        let wrong: Vec<(RawFd, bool)> = probes
+            .iter()
+            .zip(seen.open.iter().zip(&expected))
+            .filter(|(_, (open, want))| open != want)
+            .map(|(&fd, (&open, _))| (fd, open))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{situation}, {way:?}: (fd, open in child) differs from expected: {wrong:?}"
+        );
+        for &fd in tracked {
+            let i = probes.iter().position(|&p| p == fd).expect("probed");
+            assert!(!seen.open[i], "{situation}, {way:?}: tracked {fd} open");
+        }
+        assert_eq!(
+            seen.closed,
+            tracked.len() as u64,
+            "{situation}, {way:?}: close_all_in_child's count"
+        );
+        assert!(seen.sentinels_intact, "{situation}, {way:?}: sentinels");
+        match &first {
+            None => first = Some(seen),
+            Some(first) => assert_eq!(
+                first, &seen,
+                "{situation}: {way:?} differs from {:?}",
+                WAYS[0]
+            ),
+        }
+    }
+    // The parent's descriptors are untouched by all of it.
+    for &fd in tracked {
+        assert!(util::is_open(fd), "{situation}: parent's {fd} closed");
+    }
+    sentinels.check();
+}
+
+/// `/dev/null` moved to exactly `fd` (close-on-exec), which must be closed.
+fn null_at(fd: RawFd) -> OwnedFd {
+    assert!(!util::is_open(fd), "{fd} is free");
+    let null = util::dev_null();
+    // SAFETY: `fd` is closed (checked above; tests that place numbers hold
+    // the serial lock), so dup3 only allocates it.
+    let rc = unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) };
+    assert_eq!(rc, fd, "dup3 to {fd}: {}", std::io::Error::last_os_error());
+    // SAFETY: dup3 just made `fd` ours.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Track and place: runs `base..base+3` and `base+4..base+6` tracked, the
+/// number `base+3` between them open and untracked (a run must not swallow
+/// it), `base+7` tracked alone. Returns (handles, tracked numbers, the
+/// untracked one).
+fn track_runs(base: RawFd) -> (Vec<Tracked<'static, OwnedFd>>, Vec<RawFd>, OwnedFd) {
+    let numbers = [base, base + 1, base + 2, base + 4, base + 5, base + 7];
+    let handles: Vec<_> = numbers
+        .iter()
+        .map(|&fd| TABLE.track(null_at(fd)).expect("track"))
+        .collect();
+    let between = null_at(base + 3);
+    (handles, numbers.to_vec(), between)
+}
+
+/// The seccomp filter really makes the kernel refuse `close_range` (so the
+/// `KernelRefuses` runs do take the runtime fallback), in a child.
+#[test]
+fn seccomp_filter_refuses_close_range() {
+    let _serial = util::serial();
+    for errno in [libc::ENOSYS, libc::EPERM] {
+        // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = if !refuse_close_range(errno) {
+                90
+            } else {
+                // close_range(1, 0) is EINVAL where the call is allowed.
+                // SAFETY: first > last: closes nothing.
+                let rc = unsafe { libc::syscall(libc::SYS_close_range, 1u32, 0u32, 0u32) };
+                // SAFETY: reads this thread's errno.
+                let got = unsafe { *libc::__errno_location() };
+                if rc == -1 && got == errno {
+                    0
+                } else {
+                    1
+                }
+            };
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let end = util::wait_child(pid, CHILD_LIMIT).expect("waitpid");
+        assert_eq!(end, ChildEnd::Exited(0), "errno {errno}");
+    }
+}
+
+#[test]
+fn close_all_in_child_closes_exactly_the_tracked_numbers_every_way() {
+    let _serial = util::serial();
+    let sentinels = Sentinels::open(2);
+    let (handles, tracked, between) = track_runs(200);
+    let probes: Vec<RawFd> = (0..256).collect();
+    check_every_way("ordinary numbers", &tracked, &probes, &sentinels);
+    assert!(util::is_open(between.as_raw_fd()));
+    for handle in handles {
+        handle.close().expect("close");
+    }
+    assert!(TABLE.is_empty());
+    sentinels.check_and_close();
+}
+
+/// Put `RLIMIT_NOFILE` back as it was, also when the test panics.
+struct RestoreLimit(libc::rlimit);
+
+impl Drop for RestoreLimit {
+    fn drop(&mut self) {
+        // SAFETY: a valid rlimit value read earlier by getrlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+    }
+}
+
+/// Raise the soft (and, when allowed, hard) limit on descriptors; return the
+/// new soft limit.
+fn raise_nofile() -> (RestoreLimit, RawFd) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid out pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let restore = RestoreLimit(old);
+    // Root may go past the hard limit (up to fs.nr_open); try 65536 first.
+    let wanted = 65536.max(old.rlim_cur);
+    let big = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: wanted.max(old.rlim_max),
+    };
+    // SAFETY: a valid rlimit value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &big) } != 0 {
+        let hard = libc::rlimit {
+            rlim_cur: old.rlim_max,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: a valid rlimit value; raising soft to hard is always allowed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &hard) }, 0);
+    }
+    let mut now = old;
+    // SAFETY: `now` is a valid out pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+    // Keep the number representable and the table's chunk modest.
+    let limit = now.rlim_cur.min(1 << 20) as RawFd;
+    (restore, limit)
+}
+
+#[test]
+fn close_all_in_child_with_a_tracked_fd_at_the_descriptor_limit() {
+    let _serial = util::serial();
+    let (_restore, limit) = raise_nofile();
+    assert!(limit > 1024, "RLIMIT_NOFILE {limit}: too low to test");
+    eprintln!("RLIMIT_NOFILE is {limit} for this test");
+    let sentinels = Sentinels::open(1);
+    let (mut handles, mut tracked, between) = track_runs(100);
+    // A run ending at the very last number, with an untracked one below.
+    for fd in [limit - 2, limit - 1] {
+        handles.push(TABLE.track(null_at(fd)).expect("track near the limit"));
+        tracked.push(fd);
+    }
+    let below = null_at(limit - 3);
+    let probes: Vec<RawFd> = (0..128).chain(limit - 64..limit).collect();
+    check_every_way(
+        &format!(
+            "RLIMIT_NOFILE {limit}, tracked {} and {}",
+            limit - 2,
+            limit - 1
+        ),
+        &tracked,
+        &probes,
+        &sentinels,
+    );
+    assert!(util::is_open(between.as_raw_fd()) && util::is_open(below.as_raw_fd()));
+    for handle in handles {
+        handle.close().expect("close");
+    }
+    assert!(TABLE.is_empty());
+    sentinels.check_and_close();
+}
+
+#[test]
+fn close_all_in_child_with_stdio_closed_at_start() {
+    let _serial = util::serial();
+    let report =
+        std::env::temp_dir().join(format!("fdtable-matrix-stdio-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&report);
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "stdio_closed_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(STDIO_CHILD_ENV, "1")
+        .env(STDIO_REPORT_ENV, &report)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("re-exec the test binary");
+    let end = util::wait_child(child.id() as libc::pid_t, Duration::from_secs(60))
+        .expect("wait for the re-executed test");
+    let _ = child.try_wait(); // reaped above
+    let why = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(end, ChildEnd::Exited(0), "stdio-closed run failed: {why}");
+    assert_eq!(why, "ok", "the re-executed half did not run");
+}
+
+/// The half of `close_all_in_child_with_stdio_closed_at_start` that runs in
+/// the re-executed binary: closes 0-2, tracks files that get 0, 1, 2, runs
+/// the matrix, and exits with 0 or writes why it failed and exits with 1.
+#[test]
+#[ignore = "run by close_all_in_child_with_stdio_closed_at_start"]
+fn stdio_closed_child() {
+    if std::env::var_os(STDIO_CHILD_ENV).is_none() {
+        return;
+    }
+    let report = std::env::var_os(STDIO_REPORT_ENV).expect("report path");
+    let outcome = std::panic::catch_unwind(|| {
+        for fd in 0..=2 {
+            // SAFETY: nothing in this process uses stdio from here on (the
+            // harness's output goes to /dev/null, and we exit directly).
+            unsafe { libc::close(fd) };
+        }
+        let handles: Vec<Tracked<'static, File>> = (0..3)
+            .map(|_| TABLE.track(util::dev_null()).expect("track"))
+            .collect();
+        let numbers: Vec<RawFd> = handles.iter().map(|h| h.as_raw_fd()).collect();
+        assert_eq!(numbers, [0, 1, 2], "tracked files took the stdio numbers");
+        let sentinels = Sentinels::open(1);
+        let probes: Vec<RawFd> = (0..64).collect();
+        check_every_way("stdio closed at start", &numbers, &probes, &sentinels);
+        drop(handles);
+        assert!(TABLE.is_empty());
+        sentinels.check_and_close();
+    });
+    let code = match outcome {
+        Ok(()) => {
+            // Proof that this half ran at all (a filter matching no test
+            // would exit 0 too).
+            let _ = std::fs::write(report, "ok");
+            0
+        }
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            let _ = std::fs::write(report, why);
+            1
+        }
+    };
+    // Leave before the harness tries to print to the closed stdio.
+    std::process::exit(code);
+}
