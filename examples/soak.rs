@@ -395,6 +395,9 @@ enum Release {
     Close,
     Drop,
     IntoInner,
+    /// From inside a walk callback: `try_into_inner`, or `close` when another
+    /// thread is visiting the entry (`into_inner` could wait crosswise).
+    TryIntoInner,
 }
 
 impl Churner {
@@ -499,6 +502,13 @@ fn release(me: usize, handle: Handle, how: Release) {
             drop(handle.into_inner());
             op(&INTO_INNERS);
         }
+        Release::TryIntoInner => match handle.try_into_inner() {
+            Ok(owned) => {
+                drop(owned);
+                op(&INTO_INNERS);
+            }
+            Err(handle) => release(me, handle, Release::Close),
+        },
     }
 }
 
@@ -559,10 +569,11 @@ fn walk(state: &RefCell<Churner>, depth: u32, sentinels: &[(RawFd, (u64, u64))])
         let choice = state.borrow_mut().rng.below(1000);
         match choice {
             0..=199 => {}
-            // No `into_inner` in here: it waits for other threads' pins, and
-            // two callbacks each waiting for the other's pin never return
-            // (see the report of issue 5 and tests/regressions.rs).
-            200..=349 => release_one(state, Release::Drop),
+            // `try_into_inner`, never `into_inner`, in here: `into_inner`
+            // waits for other threads' pins, and two callbacks each waiting
+            // for the other's pin would never return.
+            200..=299 => release_one(state, Release::Drop),
+            300..=349 => release_one(state, Release::TryIntoInner),
             350..=529 => release_one(state, Release::Close),
             530..=699 => state.borrow_mut().track_some(),
             700..=789 if depth < 2 => walk(state, depth + 1, sentinels),
