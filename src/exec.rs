@@ -357,7 +357,15 @@ impl FdTable {
 
 /// The `pre_exec` hook: Go's order. Async-signal-safe; runs in the child.
 fn exec_child_hook(table: &FdTable, keep_sorted: &[RawFd]) {
-    let mask = MaskGuard::new();
+    // A raw block, not a `MaskGuard`: the child inherits the forking
+    // thread's guard depth and quarantine mode, either of which would make a
+    // guard skip the syscall, and this hook must not depend on either.
+    let block = crate::mask::async_signal_set();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: initialised set in, out-pointer to a local; async-signal-safe.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr()) };
+    // SAFETY: written by the call above.
+    let old = unsafe { old.assume_init() };
     reset_handled_signals();
     close_published(
         table,
@@ -373,14 +381,12 @@ fn exec_child_hook(table: &FdTable, keep_sorted: &[RawFd]) {
             }
         },
     );
-    drop(mask);
-    if let Some(original) = crate::quarantine::mask_before_quarantine() {
-        // In quarantine mode the forking thread runs with every asynchronous
-        // signal blocked; the new program gets the mask the process had
-        // before quarantine instead.
-        // SAFETY: an initialised set; pthread_sigmask is async-signal-safe.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &original, std::ptr::null_mut()) };
-    }
+    // In quarantine mode the forking thread runs with every asynchronous
+    // signal blocked; the new program gets the mask the process had before
+    // quarantine instead. Otherwise exactly the mask we found.
+    let restore = crate::quarantine::mask_before_quarantine().unwrap_or(old);
+    // SAFETY: an initialised set; pthread_sigmask is async-signal-safe.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &restore, std::ptr::null_mut()) };
 }
 
 /// Close this crate's tracked descriptors in processes spawned by
@@ -392,7 +398,8 @@ fn exec_child_hook(table: &FdTable, keep_sorted: &[RawFd]) {
 /// `fork` and `execve`, and handlers this crate installed. It runs in the
 /// child, in Go's order:
 ///
-/// 1. block asynchronous signals (one [`MaskGuard`]);
+/// 1. block asynchronous signals (one `pthread_sigmask`, the set a
+///    [`MaskGuard`] blocks);
 /// 2. put every signal this crate handles (e.g. SIGINT for
 ///    [`Interrupts`](crate::Interrupts)) back to `SIG_DFL`;
 /// 3. close every number the table holds, as

@@ -28,7 +28,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,10 @@ static IGNORED_AT_START: AtomicU64 = AtomicU64::new(0);
 static DEFAULT_AT_START: AtomicU64 = AtomicU64::new(0);
 /// Bit `sig - 1`: apply the default action while `LIVE` is zero.
 static DEFAULT_WHEN_IDLE: AtomicU64 = AtomicU64::new(0);
+/// Pid of the process that last installed an `Interrupts` for each signal,
+/// indexed by `sig - 1`. A fork child that installed none of its own sees
+/// its parent's pid here, and gets the default action (see `ensure_fallback`).
+static INSTALLER_PID: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
 /// Serialises install and drop (the bookkeeping above, not the handlers).
 static SETUP: Mutex<()> = Mutex::new(());
 
@@ -219,7 +223,9 @@ fn die_by_default(sig: c_int) -> ! {
         // With the default action and the signal unblocked on this thread,
         // POSIX delivers it before `raise` returns, and the process ends.
         libc::raise(sig);
-        libc::_exit(128 + sig)
+        // Only reached for a number that is not a signal (or one that cannot
+        // kill): wrap instead of overflowing, the status keeps 8 bits anyway.
+        libc::_exit(128i32.wrapping_add(sig))
     }
 }
 
@@ -256,9 +262,17 @@ fn ensure_fallback(sig: c_int) -> io::Result<()> {
         return Ok(());
     }
     let action = move || {
-        if live(sig).load(Ordering::SeqCst) == 0
-            && DEFAULT_WHEN_IDLE.load(Ordering::SeqCst) & bit(sig) != 0
-        {
+        let idle = live(sig).load(Ordering::SeqCst) == 0
+            && DEFAULT_WHEN_IDLE.load(Ordering::SeqCst) & bit(sig) != 0;
+        // A fork child that installed no `Interrupts` of its own inherited
+        // its parent's actions, which ignore it (they check the pid). Without
+        // this it could not be stopped by the signal at all; give it the
+        // default action it would have had without this crate.
+        // SAFETY: getpid is async-signal-safe and cannot fail.
+        let foreign_child = INSTALLER_PID[(sig - 1) as usize].load(Ordering::SeqCst)
+            != unsafe { libc::getpid() }
+            && DEFAULT_AT_START.load(Ordering::SeqCst) & bit(sig) != 0;
+        if idle || foreign_child {
             die_by_default(sig);
         }
     };
@@ -417,6 +431,9 @@ impl InterruptsBuilder {
                 interrupts.unregister_all();
                 return Err(error);
             }
+        }
+        for &sig in &handled {
+            INSTALLER_PID[(sig - 1) as usize].store(interrupts.shared.installer, Ordering::SeqCst);
         }
         Ok(interrupts)
     }

@@ -108,11 +108,20 @@ impl QuarantineReport {
 /// Enter quarantine mode; see the [module documentation](self).
 ///
 /// Call it at the very start of `main`, before any other thread exists.
-/// Fails with `AlreadyExists` if quarantine is already on, or with the OS
-/// error if the signal thread cannot be started (then nothing changed).
+/// Fails with `AlreadyExists` if quarantine is already on, `WouldBlock` if a
+/// [`MaskGuard`] is alive on the calling thread, or the OS error if the
+/// signal thread cannot be started (in every case nothing changed).
 ///
 /// Not async-signal-safe (spawns a thread).
 pub fn enter() -> io::Result<QuarantineReport> {
+    if crate::MaskGuard::is_active() {
+        // The live guard would restore its saved (open) mask later, leaving
+        // this thread exposed while guards on it believe it quarantined.
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "cannot enter signal quarantine while a MaskGuard is alive on this thread",
+        ));
+    }
     if STATE
         .compare_exchange(OFF, ENTERING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
@@ -156,7 +165,8 @@ pub fn enter() -> io::Result<QuarantineReport> {
     }
     let signal_thread_tid = tid_rx.recv().unwrap_or(0);
     SIGNAL_THREAD_TID.store(signal_thread_tid, Ordering::Relaxed);
-    THREAD_MODE.with(|m| m.set(QUARANTINED));
+    // This thread's mode is left unknown: its first guard checks the real
+    // mask, like on every other thread.
     STATE.store(ACTIVE, Ordering::Release);
     Ok(QuarantineReport {
         preexisting_threads,

@@ -250,8 +250,12 @@ impl FdTable {
             Ok(slot) => slot,
             Err(error) => return Err(TrackError::new(resource, error)),
         };
-        let gen = self.walk_epoch.load(Ordering::Relaxed) & GEN_MASK;
+        // Slot first (acquire), epoch second: if this number was released by
+        // `into_inner` inside a walk, that walk's epoch bump happens-before
+        // the release we just read, so our stamp is newer than its pins and
+        // its stale unpin cannot touch the new entry.
         let current = slot.load();
+        let gen = self.walk_epoch.load(Ordering::Relaxed) & GEN_MASK;
         let published = current.state() == SlotState::Free
             && slot
                 .cas(current, Word::new(SlotState::Live, 0, gen))
@@ -522,6 +526,12 @@ impl FdTable {
     /// Takes the signal mask once for the whole batch. Entries being closed
     /// at that moment behind a walk are left to the walk.
     ///
+    /// `shutdown(2)` acts on the socket, not on the descriptor: it also ends
+    /// the connection for every other descriptor of the same socket, such as
+    /// a `try_clone` or a copy a child process inherited (for example through
+    /// [`CommandExt::close_tracked_fds_except`](crate::CommandExt)). Retire
+    /// such sockets with [`Tracked::into_inner`] first if they must survive.
+    ///
     /// On Linux the placeholder is an `O_PATH` descriptor of `/`: `read` and
     /// `write` through a retired handle fail with `EBADF`, but `fstat` (and
     /// `File::metadata`) succeed and describe `/`.
@@ -680,26 +690,42 @@ impl Drop for Visit<'_> {
     }
 }
 
+/// Chunks come straight from anonymous `mmap`, not the heap: their pages are
+/// zero until first written, and written only through slot CASes. `fork`
+/// copies a threaded parent's memory page by page while other threads run;
+/// with heap memory a child could see a fresh chunk pointer next to stale
+/// bytes from before the chunk was zeroed, and read them as published
+/// numbers. An untouched anonymous page can only ever read as zero, and a
+/// VMA created by `mmap` is either wholly in the child or not at all.
 #[cfg(not(loom))]
 fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
-    let layout = std::alloc::Layout::array::<Slot>(len)
-        .map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
-    // SAFETY: `layout` is non-zero-sized; an all-zero `Slot` is a valid
-    // `AtomicU64` holding `Word::FREE`.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
-    if ptr.is_null() {
-        return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+    let bytes = len
+        .checked_mul(std::mem::size_of::<Slot>())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is
+    // touched. All-zero bytes are valid `Slot`s holding `Word::FREE`.
+    let ptr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANON,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
     }
-    Ok(ptr)
+    Ok(ptr.cast::<Slot>())
 }
 
 /// # Safety
 /// `ptr` must come from `alloc_chunk(len)` and not be used afterwards.
 #[cfg(not(loom))]
 unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
-    let layout = std::alloc::Layout::array::<Slot>(len).expect("layout was valid at allocation");
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::alloc::dealloc(ptr.cast(), layout) }
+    // SAFETY: guaranteed by the caller: the mapping of exactly this size.
+    unsafe { libc::munmap(ptr.cast(), len * std::mem::size_of::<Slot>()) };
 }
 
 #[cfg(loom)]

@@ -3,23 +3,44 @@
 
 use std::fmt;
 use std::io;
+use std::io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
 use std::mem::ManuallyDrop;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
 
 use crate::table::FdTable;
 
 /// An owned resource whose descriptor is registered in an [`FdTable`].
 ///
-/// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), so it
-/// is used like one. Dropping it closes the descriptor and unregisters it as
-/// one masked step, exactly like [`close`](Tracked::close) but with any error
-/// counted in [`FdTable::swallowed_close_errors`] instead of returned.
+/// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), and
+/// implements `Read`, `Write` and `Seek` wherever `&T` does (every std file
+/// and socket type), so it is used like one. Dropping it closes the
+/// descriptor and unregisters it as one masked step, exactly like
+/// [`close`](Tracked::close) but with any error counted in
+/// [`FdTable::swallowed_close_errors`] instead of returned.
 ///
-/// Replacing the resource through `DerefMut` (`mem::swap`,
-/// `mem::replace`) is a logic error, like mutating a `HashMap` key: the table
-/// keeps tracking the old number until the handle closes, which then
-/// unregisters the old number and closes the new resource.
+/// There is deliberately no `DerefMut`: with `&mut T`, safe code could
+/// `mem::replace` the resource and drop the old one, closing a number the
+/// table still publishes; the next `open` would reuse it and `close_all` or
+/// a fork child would then act on somebody else's file. Methods that need
+/// `&mut T` are reached through [`get_mut`](Tracked::get_mut) (`unsafe`:
+/// promise not to replace the resource) or after
+/// [`into_inner`](Tracked::into_inner).
+///
+/// ```compile_fail
+/// # use fdtable::FdTable;
+/// # static TABLE: FdTable = FdTable::new();
+/// let mut file = TABLE.track(std::fs::File::open("/dev/null")?)?;
+/// // Does not compile: no `DerefMut`, so the tracked resource cannot be
+/// // swapped out (and its number closed) behind the table's back.
+/// let old = std::mem::replace(&mut *file, std::fs::File::open("/dev/zero")?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// The table trusts `T`: its `AsFd` must return the descriptor that its
+/// `Into<OwnedFd>` hands over, as every std type and every type following
+/// std's I/O-safety rules does.
 ///
 /// ```
 /// use fdtable::FdTable;
@@ -34,6 +55,7 @@ use crate::table::FdTable;
 /// let mut buf = [0; 4];
 /// b.read_exact(&mut buf)?;
 /// assert_eq!(&buf, b"ping");
+/// b.set_nonblocking(true)?; // `&self` methods through `Deref`
 /// a.close()?;
 /// let stream: UnixStream = b.into_inner(); // untracked, still open
 /// # drop(stream);
@@ -78,7 +100,7 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
         // SAFETY: `this` is never used again and its destructor never runs,
         // so the resource is taken exactly once.
         let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
-        this.table.close_entry(this.fd, this.gen, resource.into())
+        release(this.table, this.fd, this.gen, resource)
     }
 
     /// Unregister the descriptor without closing it and hand the resource
@@ -133,6 +155,17 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
         Ok(unsafe { ManuallyDrop::take(&mut this.resource) })
     }
 
+    /// Mutable access to the resource, for methods that need `&mut T`.
+    ///
+    /// # Safety
+    /// The caller must not replace or take the resource (`mem::replace`,
+    /// `mem::swap`, `Option::take` on a field holding the descriptor, ...)
+    /// and must not close its descriptor: the table keeps acting on the
+    /// number it registered until this handle is closed.
+    pub unsafe fn get_mut(&mut self) -> &mut T {
+        &mut self.resource
+    }
+
     /// The table this handle is registered in. Async-signal-safe.
     pub fn table(&self) -> &'t FdTable {
         self.table
@@ -143,11 +176,7 @@ impl<T: AsFd + Into<OwnedFd>> Drop for Tracked<'_, T> {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once and `resource` is not touched afterwards.
         let resource = unsafe { ManuallyDrop::take(&mut self.resource) };
-        if self
-            .table
-            .close_entry(self.fd, self.gen, resource.into())
-            .is_err()
-        {
+        if release(self.table, self.fd, self.gen, resource).is_err() {
             self.table.count_swallowed();
         }
     }
@@ -160,11 +189,47 @@ impl<T: AsFd + Into<OwnedFd>> Deref for Tracked<'_, T> {
     }
 }
 
-impl<T: AsFd + Into<OwnedFd>> DerefMut for Tracked<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.resource
-    }
+macro_rules! forward_io {
+    ($($ty:ty),*) => {$(
+        impl<T: AsFd + Into<OwnedFd>> Read for $ty
+        where
+            for<'r> &'r T: Read,
+        {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self.resource).read(buf)
+            }
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self.resource).read_vectored(bufs)
+            }
+        }
+
+        impl<T: AsFd + Into<OwnedFd>> Write for $ty
+        where
+            for<'r> &'r T: Write,
+        {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self.resource).write(buf)
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self.resource).write_vectored(bufs)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                (&*self.resource).flush()
+            }
+        }
+
+        impl<T: AsFd + Into<OwnedFd>> Seek for $ty
+        where
+            for<'r> &'r T: Seek,
+        {
+            fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+                (&*self.resource).seek(pos)
+            }
+        }
+    )*};
 }
+
+forward_io!(Tracked<'_, T>, &Tracked<'_, T>);
 
 impl<T: AsFd + Into<OwnedFd>> AsFd for Tracked<'_, T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -260,5 +325,24 @@ impl<T> std::error::Error for TrackError<T> {
 impl<T> From<TrackError<T>> for io::Error {
     fn from(err: TrackError<T>) -> io::Error {
         err.error
+    }
+}
+
+/// Turn the resource into its descriptor and close it through the table. If
+/// the conversion panics, the entry is unregistered (without a close: what
+/// the panicking conversion did to the descriptor is unknown, and a leak is
+/// better than closing a number twice) before the panic continues.
+fn release<T: AsFd + Into<OwnedFd>>(
+    table: &FdTable,
+    fd: RawFd,
+    gen: u64,
+    resource: T,
+) -> io::Result<()> {
+    match panic::catch_unwind(AssertUnwindSafe(|| resource.into())) {
+        Ok(owned) => table.close_entry(fd, gen, owned),
+        Err(payload) => {
+            table.forget_entry(fd, gen);
+            panic::resume_unwind(payload)
+        }
     }
 }

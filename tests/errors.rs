@@ -250,3 +250,40 @@ fn contains_is_false_for_numbers_never_tracked_and_out_of_range() {
     h.close().unwrap();
     assert!(!TABLE.contains(high) && !is_open(high));
 }
+
+/// A resource whose conversion to `OwnedFd` panics (its own value, and so
+/// its descriptor, is dropped by the unwinding). The table must not keep a
+/// stale published number, nor close it a second time.
+struct PanickingInto(OwnedFd);
+
+impl AsFd for PanickingInto {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl From<PanickingInto> for OwnedFd {
+    fn from(value: PanickingInto) -> OwnedFd {
+        let _drops_and_closes = value;
+        panic!("conversion failed on purpose");
+    }
+}
+
+#[test]
+fn a_panicking_into_owned_fd_unregisters_and_closes_nothing_twice() {
+    let _serial = util::serial();
+    let baseline_errors = TABLE.swallowed_close_errors();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let tracked = TABLE.track(PanickingInto(null.into())).unwrap();
+    let fd = tracked.as_raw_fd();
+    assert!(TABLE.contains(fd));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(tracked)));
+    assert!(outcome.is_err(), "the panic must reach the caller");
+    assert!(!TABLE.contains(fd), "a stale entry stayed published");
+    assert!(TABLE.is_empty());
+    // The number was closed once, by the unwinding conversion; the table
+    // neither closed it again (that would be an EBADF swallowed error) nor
+    // left it reserved.
+    assert_eq!(TABLE.swallowed_close_errors(), baseline_errors);
+    assert!(!util::is_open(fd));
+}

@@ -603,10 +603,16 @@ fn sigint_in_a_fork_child_before_exec_never_reaches_the_parent() {
         });
     }
     let status = command.status().unwrap();
-    // The handler did nothing in the child: not killed, and no wake-up
-    // byte in the (shared) pipe. Counts live in the child's copy of memory,
-    // so only the pipe can tell.
-    assert!(status.success(), "child {status:?}");
+    // Our handler did nothing in the child: no wake-up byte in the (shared)
+    // pipe. Counts live in the child's copy of memory, so only the pipe can
+    // tell. The child itself either died by SIGINT (the default action a
+    // child without an `Interrupts` of its own gets) or, when this test
+    // process started with SIGINT ignored, survived.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGINT),
+        "child {status:?}"
+    );
     assert!(
         !readable_now(&interrupts),
         "the child's SIGINT woke the parent"
@@ -713,4 +719,40 @@ fn first_signal_arms_and_disarm_undoes_it() {
     raise(libc::SIGUSR1);
     assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
     interrupts.disarm();
+}
+
+/// A plain fork child (no exec, no `Interrupts` of its own) must not become
+/// immune to a signal its parent handles: the parent's actions ignore other
+/// pids, so the child gets the default action instead.
+#[test]
+fn a_fork_child_without_its_own_interrupts_dies_by_the_default_action() {
+    let _serial = signals_lock();
+    let _watchdog = Watchdog::new("fork child default", Duration::from_secs(60));
+    let interrupts = Interrupts::builder()
+        .signal(libc::SIGUSR1)
+        .second_signal_kills(false)
+        .install()
+        .unwrap();
+    // SAFETY: the child only calls raise and _exit (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::raise(libc::SIGUSR1);
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: our own child; `status` is a valid out pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGUSR1,
+        "the child survived SIGUSR1 (status {status:#x}): immune to a signal its parent handles"
+    );
+    assert_eq!(interrupts.wait_timeout(Duration::from_millis(200)), None);
+    // The parent still gets its own SIGUSR1 as an event.
+    raise(libc::SIGUSR1);
+    let got = interrupts.wait_timeout(PROMPTLY).expect("own SIGUSR1");
+    assert_eq!(got.signal(), libc::SIGUSR1);
 }

@@ -33,6 +33,10 @@ fn main() {
         late_quarantine_child();
         return;
     }
+    if std::env::args().any(|a| a == "--guard-then-enter") {
+        guard_then_enter_child();
+        return;
+    }
     let mask_before = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
     let report = quarantine::enter().expect("enter quarantine");
     assert_eq!(
@@ -46,9 +50,10 @@ fn main() {
 
     handlers_run_only_on_the_signal_thread_under_a_kill_storm();
     a_thread_that_predates_quarantine_is_reported();
+    entering_quarantine_under_a_live_mask_guard_is_refused();
     spawned_program_starts_with_the_mask_from_before_quarantine(&mask_before);
     ctrl_c_still_arrives_through_interrupts();
-    println!("quarantine: 4 passed, 0 failed");
+    println!("quarantine: 5 passed, 0 failed");
 }
 
 fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
@@ -131,21 +136,7 @@ fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
 /// Runs this binary again with `--late-quarantine`: that copy starts a thread
 /// first, then enters quarantine, and must report the thread.
 fn a_thread_that_predates_quarantine_is_reported() {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.arg("--late-quarantine");
-    // This process is quarantined, so a plain child would inherit a fully
-    // blocked mask; give it an open one, as a fresh program would have.
-    // SAFETY: the hook only calls sigemptyset and pthread_sigmask, both
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(empty.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let out = cmd.output().expect("run child copy");
+    let out = run_child_copy("--late-quarantine");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -156,6 +147,56 @@ fn a_thread_that_predates_quarantine_is_reported() {
         stdout.contains("preexisting=1 unprotected=1"),
         "child said: {stdout}"
     );
+}
+
+/// A guard alive during `enter` would later restore its saved open mask on
+/// a thread that guards then believe quarantined: `enter` must refuse.
+fn entering_quarantine_under_a_live_mask_guard_is_refused() {
+    let out = run_child_copy("--guard-then-enter");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("refused=WouldBlock then-entered=true masked-after=true"),
+        "child said: {stdout}"
+    );
+}
+
+fn guard_then_enter_child() {
+    let guard = MaskGuard::new();
+    let refused = quarantine::enter().expect_err("enter under a live guard");
+    drop(guard);
+    let entered = quarantine::enter().is_ok();
+    let _inner = MaskGuard::new();
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let blocked = u64::from_str_radix(&sig_blk(&status), 16).unwrap();
+    let masked = blocked & (1 << (libc::SIGINT - 1)) != 0;
+    println!(
+        "refused={:?} then-entered={entered} masked-after={masked}",
+        refused.kind()
+    );
+}
+
+/// Run this binary again in `mode`. This process is quarantined, so a plain
+/// child would inherit a fully blocked mask; give it an open one, as a fresh
+/// program would have.
+fn run_child_copy(mode: &str) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg(mode);
+    // SAFETY: the hook only calls sigemptyset and pthread_sigmask, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd.output().expect("run child copy")
 }
 
 fn late_quarantine_child() {
