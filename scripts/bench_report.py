@@ -8,6 +8,7 @@ Every ratio divides two medians measured in the same `cargo bench` run. Uses
 only the Python standard library (the SVG is written by hand).
 """
 
+import html
 import json
 import os
 import sys
@@ -112,7 +113,7 @@ def svg(m):
     for i, (label, v) in enumerate(bars):
         y = 40 + i * (bar_h + gap)
         color = "#d9534f" if "Tracked" in label else "#5b8dd9"
-        out.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">{label}</text>')
+        out.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">{html.escape(label)}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{v * scale:.1f}" height="{bar_h}" fill="{color}"/>')
         out.append(f'<text x="{left + v * scale + 6:.1f}" y="{y + 16}">{v:.0f} ns</text>')
     out.append("</svg>")
