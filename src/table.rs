@@ -193,6 +193,21 @@ impl FdTable {
         Some(unsafe { &*chunk.add(i) })
     }
 
+    /// Every allocated chunk as (its first fd number, its slots), in
+    /// ascending order. Atomic loads only: async-signal-safe.
+    fn chunks_in_use(&self) -> impl Iterator<Item = (RawFd, &[Slot])> {
+        (0..CHUNKS).filter_map(move |k| {
+            let chunk = self.chunks[k].load(Ordering::Acquire);
+            if chunk.is_null() {
+                return None;
+            }
+            // SAFETY: see `slot`: a non-null chunk holds `chunk_len(k)`
+            // initialised slots that live as long as the table.
+            let slots = unsafe { std::slice::from_raw_parts(chunk, chunk_len(k)) };
+            Some((chunk_base(k) as RawFd, slots))
+        })
+    }
+
     /// The slot for `fd`, allocating its chunk if needed. Not
     /// async-signal-safe (allocates).
     fn slot_or_alloc(&self, fd: RawFd) -> io::Result<&Slot> {
@@ -345,18 +360,11 @@ impl FdTable {
     pub fn for_each(&self, mut f: impl FnMut(BorrowedFd<'_>)) {
         // Entries tracked from now on (by `f` too) read `epoch + 1` or more.
         let epoch = self.walk_epoch.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
-        for k in 0..CHUNKS {
-            let chunk = self.chunks[k].load(Ordering::Acquire);
-            if chunk.is_null() {
-                continue;
-            }
-            for i in 0..chunk_len(k) {
-                // SAFETY: see `slot`: the chunk has `chunk_len(k)` slots.
-                let slot = unsafe { &*chunk.add(i) };
+        for (base, slots) in self.chunks_in_use() {
+            for (fd, slot) in (base..).zip(slots) {
                 let Some(gen) = self.pin(slot, Some(epoch)) else {
                     continue;
                 };
-                let fd = (chunk_base(k) + i) as RawFd;
                 let node = PinNode {
                     table: self,
                     fd,
@@ -562,21 +570,14 @@ impl FdTable {
             }
         };
         let _mask = MaskGuard::new();
-        for k in 0..CHUNKS {
-            let chunk = self.chunks[k].load(Ordering::Acquire);
-            if chunk.is_null() {
-                continue;
-            }
-            for i in 0..chunk_len(k) {
-                // SAFETY: see `slot`: the chunk has `chunk_len(k)` slots.
-                let slot = unsafe { &*chunk.add(i) };
+        for (base, slots) in self.chunks_in_use() {
+            for (fd, slot) in (base..).zip(slots) {
                 if slot.load().state() != SlotState::Live {
                     continue;
                 }
                 let Some(gen) = self.pin(slot, None) else {
                     continue;
                 };
-                let fd = (chunk_base(k) + i) as RawFd;
                 // The pin keeps the number ours while we swap its file out.
                 sys::shutdown_if_socket(fd);
                 let swapped = sys::replace_with_placeholder(placeholder.as_raw_fd(), fd);
@@ -625,16 +626,10 @@ impl FdTable {
     /// Visit every published number with atomic loads only: the walk behind
     /// the fork-child path. `f` gets each number once, in ascending order.
     pub(crate) fn for_each_published(&self, mut f: impl FnMut(RawFd)) {
-        for k in 0..CHUNKS {
-            let chunk = self.chunks[k].load(Ordering::Acquire);
-            if chunk.is_null() {
-                continue;
-            }
-            for i in 0..chunk_len(k) {
-                // SAFETY: see `slot`: the chunk has `chunk_len(k)` slots.
-                let slot = unsafe { &*chunk.add(i) };
+        for (base, slots) in self.chunks_in_use() {
+            for (fd, slot) in (base..).zip(slots) {
                 if slot.load().is_published() {
-                    f((chunk_base(k) + i) as RawFd);
+                    f(fd);
                 }
             }
         }

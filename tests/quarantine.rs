@@ -136,33 +136,28 @@ fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
 /// Runs this binary again with `--late-quarantine`: that copy starts a thread
 /// first, then enters quarantine, and must report the thread.
 fn a_thread_that_predates_quarantine_is_reported() {
-    let out = run_child_copy("--late-quarantine");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("preexisting=1 unprotected=1"),
-        "child said: {stdout}"
-    );
+    child_copy_says("--late-quarantine", "preexisting=1 unprotected=1");
 }
 
 /// A guard alive during `enter` would later restore its saved open mask on
 /// a thread that guards then believe quarantined: `enter` must refuse.
 fn entering_quarantine_under_a_live_mask_guard_is_refused() {
-    let out = run_child_copy("--guard-then-enter");
+    child_copy_says(
+        "--guard-then-enter",
+        "refused=WouldBlock then-entered=true masked-after=true",
+    );
+}
+
+/// Run this binary again in `mode` and require `expected` in its output.
+fn child_copy_says(mode: &str, expected: &str) {
+    let out = run_child_copy(mode);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "child failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{mode} child failed: {stdout} {stderr}"
     );
-    assert!(
-        stdout.contains("refused=WouldBlock then-entered=true masked-after=true"),
-        "child said: {stdout}"
-    );
+    assert!(stdout.contains(expected), "{mode} child said: {stdout}");
 }
 
 fn guard_then_enter_child() {
