@@ -1,25 +1,40 @@
-//! The fork-child path against the floor: `close_all_in_child` over 10 000
-//! contiguous tracked descriptors versus one raw `close_range(2)` over the
-//! same numbers (and, for reference, the `close(2)` fallback).
+//! The fork-child path against its floors: `close_all_in_child` over 1 000
+//! and 10 000 tracked descriptors, contiguous or scattered (every third
+//! number of the range left unopened), versus a `close(2)` loop over the same
+//! numbers and, for contiguous blocks, one raw `close_range(2)`; plus the
+//! `close(2)` fallback of `close_all_in_child` itself.
 //!
-//! Each iteration forks; the child inherits the 10 000 descriptors, times
-//! only the close with `clock_gettime(CLOCK_MONOTONIC)`, and sends the
-//! elapsed nanoseconds back through a pipe. Fork and wait are not measured.
+//! Each iteration forks; the child inherits the descriptors, times only the
+//! close with `clock_gettime(CLOCK_MONOTONIC)`, and sends the elapsed
+//! nanoseconds back through a pipe. Fork and wait are not measured.
 //!
 //! ```text
 //! cargo bench --bench child -- --warm-up-time 1 --measurement-time 2
 //! ```
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fdtable::{force_close_fallback, FdTable, Tracked};
 
-const COUNT: RawFd = 10_000;
-/// First number of the contiguous block; well above anything the harness
-/// opens, below RLIMIT_NOFILE (20 000 on the CI).
+/// First number of every block; well above anything the harness opens, and
+/// low enough that 10 000 scattered numbers (a 15 000-number range) stay
+/// below RLIMIT_NOFILE (20 000 on the CI).
 const BASE: RawFd = 4_096;
+
+/// The layout in force, read by the child-side work functions.
+static COUNT: AtomicI32 = AtomicI32::new(0);
+static SCATTERED: AtomicBool = AtomicBool::new(false);
+
+/// The numbers of the current layout, in ascending order.
+fn numbers() -> impl Iterator<Item = RawFd> {
+    let scattered = SCATTERED.load(Ordering::Relaxed);
+    (BASE..)
+        .filter(move |n| !scattered || n % 3 != 2)
+        .take(COUNT.load(Ordering::Relaxed) as usize)
+}
 
 static TABLE: FdTable = FdTable::new();
 
@@ -35,15 +50,16 @@ fn raise_nofile_limit() {
     }
 }
 
-/// Track `/dev/null` at exactly `BASE..BASE + COUNT`.
+/// Track `/dev/null` at exactly the numbers of the current layout.
 fn populate() -> Vec<Tracked<'static, OwnedFd>> {
     raise_nofile_limit();
     let null = std::fs::File::open("/dev/null").expect("open /dev/null");
-    (BASE..BASE + COUNT)
+    numbers()
         .map(|n| {
-            // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor >= n.
-            let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n) };
-            assert_eq!(fd, n, "descriptor {n} is busy or over RLIMIT_NOFILE");
+            // SAFETY: `n` is free (above everything else we open); dup3 makes
+            // a fresh close-on-exec descriptor there, which we own.
+            let fd = unsafe { libc::dup3(null.as_raw_fd(), n, libc::O_CLOEXEC) };
+            assert_eq!(fd, n, "descriptor {n}: {}", std::io::Error::last_os_error());
             // SAFETY: just created; we own it.
             TABLE
                 .track(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -98,16 +114,24 @@ fn time_in_child(work: fn()) -> Duration {
 fn table_close_all_in_child() {
     // SAFETY: runs in the fork child only, which exits right after.
     let closed = unsafe { TABLE.close_all_in_child() };
-    assert_eq!(closed, COUNT as usize);
+    assert_eq!(closed, COUNT.load(Ordering::Relaxed) as usize);
+}
+
+fn close_loop() {
+    for fd in numbers() {
+        // SAFETY: the child owns (copies of) exactly these descriptors.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn raw_close_range() {
+    let last = BASE + COUNT.load(Ordering::Relaxed) - 1;
     // SAFETY: the child owns (copies of) exactly these descriptors.
     let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             BASE as libc::c_uint,
-            (BASE + COUNT - 1) as libc::c_uint,
+            last as libc::c_uint,
             0 as libc::c_uint,
         )
     };
@@ -115,24 +139,37 @@ fn raw_close_range() {
 }
 
 fn bench(c: &mut Criterion) {
-    let tracked = populate();
-    let mut group = c.benchmark_group("child_close_10000");
-    let mut run = |name: &str, fallback: bool, work: fn()| {
-        force_close_fallback(fallback);
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| time_in_child(work)).sum())
-        });
-        force_close_fallback(false);
-    };
-    run("close_all_in_child", false, table_close_all_in_child);
-    run("raw_close_range", false, raw_close_range);
-    run(
-        "close_all_in_child_close_fallback",
-        true,
-        table_close_all_in_child,
-    );
-    group.finish();
-    drop(tracked);
+    for (count, scattered) in [
+        (1_000, false),
+        (10_000, false),
+        (1_000, true),
+        (10_000, true),
+    ] {
+        COUNT.store(count, Ordering::Relaxed);
+        SCATTERED.store(scattered, Ordering::Relaxed);
+        let layout = if scattered { "scattered" } else { "contiguous" };
+        let tracked = populate();
+        let mut group = c.benchmark_group(format!("child_close_{count}_{layout}"));
+        let mut run = |name: &str, fallback: bool, work: fn()| {
+            force_close_fallback(fallback);
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| time_in_child(work)).sum())
+            });
+            force_close_fallback(false);
+        };
+        run("close_all_in_child", false, table_close_all_in_child);
+        run("close_loop", false, close_loop);
+        if !scattered {
+            run("raw_close_range", false, raw_close_range);
+        }
+        run(
+            "close_all_in_child_close_fallback",
+            true,
+            table_close_all_in_child,
+        );
+        group.finish();
+        drop(tracked);
+    }
 }
 
 criterion_group! {

@@ -1,6 +1,7 @@
 //! Throughput of `track` + drop from two threads at once against one thread,
-//! and the same for a bare open/close loop (the kernel's own fd table is
-//! shared by all threads, so it bounds what any user-space table can scale).
+//! and the same for a bare `close(2)` loop (the descriptors are opened in
+//! setup; the kernel's own fd table is shared by all threads, so it bounds
+//! what any user-space table can scale).
 //!
 //! Reported as the time for a fixed amount of work (`OPS` track/drop pairs
 //! per thread); the two-thread variants do twice the total work, so

@@ -44,15 +44,19 @@ ROWS = [
     ("`Tracked` drop vs bare close (/dev/null)", "close_dev_null/tracked_drop", "close_dev_null/bare_close", None, ""),
     ("naive `Mutex<HashSet>` table vs close + mask pair", "close_dev_null/naive_table", "close_dev_null/close_plus_mask_pair", None, ""),
     ("`OwnedFd` drop vs bare close", "close_dev_null/owned_fd_drop", "close_dev_null/bare_close", None, ""),
-    ("quarantine: `Tracked` drop vs bare close", "quarantine_close_dev_null/tracked_drop", "quarantine_close_dev_null/bare_close", "<= 1.20", ""),
+    ("quarantine: `Tracked` drop vs bare close (/dev/null)", "quarantine_close_dev_null/tracked_drop", "quarantine_close_dev_null/bare_close", "<= 1.20", ""),
+    ("quarantine: `Tracked` drop vs bare close (pipe end)", "quarantine_close_pipe/tracked_drop", "quarantine_close_pipe/bare_close", "<= 1.20", ""),
     ("`track` (FD_CLOEXEC set) vs bare `fcntl(F_GETFD)`", "track/track_cloexec_already_set", "track/bare_getfd", None, ""),
     ("`track` (FD_CLOEXEC missing) vs bare `fcntl(F_GETFD)`", "track/track_cloexec_missing", "track/bare_getfd", None, ""),
     ("`close_all` 1 000 contiguous vs close loop", "close_all/close_all/1000/contiguous", "close_all/close_loop/1000/contiguous", "<= 1.10", ""),
     ("`close_all` 10 000 contiguous vs close loop", "close_all/close_all/10000/contiguous", "close_all/close_loop/10000/contiguous", "<= 1.10", ""),
     ("`close_all` 10 000 scattered vs close loop", "close_all/close_all/10000/scattered", "close_all/close_loop/10000/scattered", "<= 1.10", ""),
+    ("close loop 1 000 vs one `close_range`", "close_all/close_loop/1000/contiguous", "close_all/close_range/1000/contiguous", None, ""),
     ("close loop 10 000 vs one `close_range`", "close_all/close_loop/10000/contiguous", "close_all/close_range/10000/contiguous", None, ""),
-    ("`close_all_in_child` 10 000 vs one `close_range` (child)", "child_close_10000/close_all_in_child", "child_close_10000/raw_close_range", "<= 1.10", ""),
-    ("`close_all_in_child` 10 000, `close(2)` fallback vs `close_range` (child)", "child_close_10000/close_all_in_child_close_fallback", "child_close_10000/raw_close_range", None, ""),
+    ("`close_all_in_child` 10 000 contiguous vs one `close_range` (child)", "child_close_10000_contiguous/close_all_in_child", "child_close_10000_contiguous/raw_close_range", "<= 1.10", ""),
+    ("`close_all_in_child` 1 000 contiguous vs one `close_range` (child)", "child_close_1000_contiguous/close_all_in_child", "child_close_1000_contiguous/raw_close_range", None, ""),
+    ("`close_all_in_child` 10 000 scattered vs close loop (child)", "child_close_10000_scattered/close_all_in_child", "child_close_10000_scattered/close_loop", None, ""),
+    ("`close_all_in_child` 10 000, `close(2)` fallback vs `close_range` (child)", "child_close_10000_contiguous/close_all_in_child_close_fallback", "child_close_10000_contiguous/raw_close_range", None, ""),
     ("Ctrl-C: `Interrupts` vs bare signal-hook pipe", "signal_to_event/interrupts", "signal_to_event/bare_signal_hook_pipe", "<= 1.15", ""),
 ]
 
@@ -96,9 +100,10 @@ def svg(m):
             v = m.get(f"{gid}/{vid}")
             if v is not None:
                 bars.append((f"{gname}: {vname}", v))
-    q = m.get("quarantine_close_dev_null/tracked_drop")
-    if q is not None:
-        bars.append(("/dev/null: Tracked drop, quarantine", q))
+    for gname, gid in [("/dev/null", "quarantine_close_dev_null"), ("pipe end", "quarantine_close_pipe")]:
+        q = m.get(f"{gid}/tracked_drop")
+        if q is not None:
+            bars.append((f"{gname}: Tracked drop, quarantine", q))
     if not bars:
         return None
     width, bar_h, gap, left = 760, 22, 8, 260

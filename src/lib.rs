@@ -64,9 +64,12 @@
 //!
 //! # Async-signal-safety
 //! Each function's documentation says whether it may be called from a signal
-//! handler or a fork child. In short: [`FdTable::contains`],
-//! [`FdTable::len`] and [`MaskGuard`] may; anything that runs your code or
-//! allocates may not.
+//! handler or a fork child. In short: [`FdTable::contains`], [`FdTable::len`],
+//! [`FdTable::is_empty`], [`FdTable::swallowed_close_errors`],
+//! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
+//! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`] and
+//! [`Interrupts::try_recv`] may; anything that runs your code or allocates
+//! may not.
 //!
 //! # Limitations
 //! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as

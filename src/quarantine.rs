@@ -94,12 +94,14 @@ impl QuarantineReport {
     /// quarantine was entered (Linux: counted in `/proc/self/task`; 0 where
     /// that cannot be known). Their masks were not changed: guards on them
     /// keep issuing the syscall pair, and handlers may still run on them.
+    /// Async-signal-safe.
     pub fn preexisting_threads(&self) -> usize {
         self.preexisting_threads
     }
 
     /// The kernel thread id (`gettid`) of the thread that runs every
     /// asynchronous signal handler from now on (0 where unknown).
+    /// Async-signal-safe.
     pub fn signal_thread_tid(&self) -> i64 {
         self.signal_thread_tid
     }

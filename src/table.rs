@@ -6,8 +6,7 @@
 //! in its range is tracked and is never freed while the table lives, so a
 //! reference to a slot stays valid without any lock, from any thread, inside
 //! a signal handler or in a fork child. Memory is 8 bytes per fd number in the
-//! chunks in use: at most `16 * (highest tracked fd + 1)` bytes, at least 8 KiB
-//! once anything is tracked.
+//! chunks in use: at most `max(8 KiB, 16 * (highest tracked fd + 1))` bytes.
 //!
 //! Ordering rule that the child path and other threads rely on: **publish
 //! after** the number is open and close-on-exec, **unpublish before**
@@ -82,8 +81,10 @@ fn chunk_len(k: usize) -> usize {
 /// # What is async-signal-safe
 /// [`contains`](FdTable::contains), [`len`](FdTable::len),
 /// [`is_empty`](FdTable::is_empty) and
-/// [`close_all_in_child`](FdTable::close_all_in_child) only read atomics (the
-/// last also closes numbers). `track` may allocate a chunk; `for_each` runs
+/// [`swallowed_close_errors`](FdTable::swallowed_close_errors) only read
+/// atomics; [`close_all_in_child`](FdTable::close_all_in_child) and
+/// [`retire_all_in_child`](FdTable::retire_all_in_child) also make
+/// async-signal-safe syscalls. `track` may allocate a chunk; `for_each` runs
 /// your code; `close_all` collects errors in a `Vec`: none of those belongs in
 /// a signal handler.
 pub struct FdTable {
@@ -289,8 +290,9 @@ impl FdTable {
     /// Number of live entries: tracked, not closed, not retired by
     /// [`close_all`](FdTable::close_all).
     ///
-    /// Async-signal-safe (one atomic load). A snapshot: other threads may
-    /// change it at once.
+    /// Async-signal-safe (a few relaxed atomic loads, summed: the count is
+    /// striped per thread). A snapshot that may be briefly off while other
+    /// threads update it.
     pub fn len(&self) -> usize {
         self.live.get()
     }
@@ -438,8 +440,10 @@ impl FdTable {
     pub(crate) fn close_entry(&self, fd: RawFd, gen: u64, owned: OwnedFd) -> io::Result<()> {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(owned);
         if raw != fd {
-            // The resource was replaced through `DerefMut`: the number we
-            // track is no longer ours to close. Forget it, close what we hold.
+            // `Into<OwnedFd>` gave back another descriptor than the one
+            // registered (a `get_mut` contract breach, or a `T` whose `AsFd`
+            // and `Into<OwnedFd>` disagree): the registered number is not
+            // ours to close. Forget it, close what we hold.
             self.forget_entry(fd, gen);
             return sys::close(raw);
         }
@@ -752,19 +756,19 @@ pub struct CloseAllReport {
 
 impl CloseAllReport {
     /// How many live entries were released (their files dropped, their
-    /// numbers now reserved by placeholders).
+    /// numbers now reserved by placeholders). Async-signal-safe.
     pub fn released(&self) -> usize {
         self.released
     }
 
     /// The entries that could not be released, with why. A number of `-1`
     /// means the placeholder itself could not be opened, so nothing was
-    /// released.
+    /// released. Async-signal-safe.
     pub fn errors(&self) -> &[(RawFd, io::Error)] {
         &self.errors
     }
 
-    /// Whether every live entry was released.
+    /// Whether every live entry was released. Async-signal-safe.
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
     }

@@ -156,6 +156,7 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     }
 
     /// Mutable access to the resource, for methods that need `&mut T`.
+    /// Async-signal-safe.
     ///
     /// # Safety
     /// The caller must not replace or take the resource (`mem::replace`,
@@ -286,17 +287,17 @@ impl<T> TrackError<T> {
     }
 
     /// Why tracking failed: `AlreadyExists`, or the OS error (`EBADF` for a
-    /// number that is not open, `ENOMEM`).
+    /// number that is not open, `ENOMEM`). Async-signal-safe.
     pub fn error(&self) -> &io::Error {
         &self.error
     }
 
-    /// The resource, unchanged and still open.
+    /// The resource, unchanged and still open. Async-signal-safe (a move).
     pub fn into_inner(self) -> T {
         self.resource
     }
 
-    /// Both halves.
+    /// Both halves. Async-signal-safe (a move).
     pub fn into_parts(self) -> (T, io::Error) {
         (self.resource, self.error)
     }

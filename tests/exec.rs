@@ -171,6 +171,7 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
 
     let stop = AtomicBool::new(false);
     let inside = AtomicBool::new(false);
+    let mut forks_in_pin = 0usize;
     let visits = AtomicUsize::new(0);
     thread::scope(|s| {
         s.spawn(|| {
@@ -217,6 +218,11 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
                 {
                     std::hint::spin_loop();
                 }
+                // Counted before the fork: the walker may leave its callback
+                // in the instant between, so this is a lower-bound estimate.
+                if inside.load(Ordering::SeqCst) {
+                    forks_in_pin += 1;
+                }
                 let code = in_fork(|| {
                     let before = published(table);
                     // SAFETY: fork child; nothing uses the table afterwards.
@@ -245,6 +251,10 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
         }
     });
     assert!(visits.load(Ordering::Relaxed) > 0, "the walker never ran");
+    assert!(
+        forks_in_pin >= forks / 5,
+        "only {forks_in_pin} of {forks} forks happened while the walker held a pin"
+    );
     assert!(sentinels.intact());
     drop((steady_low, steady_high));
 }

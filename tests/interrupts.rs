@@ -208,6 +208,11 @@ fn spawn_example(args: &[&str], tmp: &TempDir, sigint: libc::sighandler_t) -> Sp
 
 /// This test binary, running only [`helper_process`] in `mode`.
 fn spawn_helper(mode: &str) -> Spawned {
+    spawn_helper_with(mode, libc::SIG_DFL)
+}
+
+/// [`spawn_helper`] with SIGINT's disposition at exec set to `sigint`.
+fn spawn_helper_with(mode: &str, sigint: libc::sighandler_t) -> Spawned {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -217,7 +222,7 @@ fn spawn_helper(mode: &str) -> Spawned {
             "--test-threads=1",
         ])
         .env(HELPER_ENV, mode);
-    spawn(command, libc::SIG_DFL)
+    spawn(command, sigint)
 }
 
 fn next_line_with(rx: &Receiver<String>, prefix: &str, within: Duration) -> Option<String> {
@@ -431,6 +436,7 @@ fn helper_process() {
         "burst" => helper_burst(),
         "default_after_drop" => helper_after_drop(true),
         "lost_after_drop" => helper_after_drop(false),
+        "fork_pid_check" => helper_fork_pid_check(),
         other => panic!("unknown helper mode {other}"),
     }
 }
@@ -550,6 +556,42 @@ fn burst_of_10000_sigints_leaves_the_program_responsive_and_counts_them() {
     let count: u64 = line.trim_start_matches("sigint_count=").parse().unwrap();
     eprintln!("burst: 10000 kills delivered as {count} signals");
     assert!((1..=10_000).contains(&count), "{line}");
+    let (status, _) = child.finish(PROMPTLY);
+    assert!(status.success(), "{status:?}");
+}
+
+/// Runs with SIGINT ignored at start, so the fallback that gives a foreign
+/// fork child the default action stays out of the way: only the handler's
+/// pid check keeps the child's SIGINT out of this process's pipe.
+fn helper_fork_pid_check() {
+    let interrupts = Interrupts::builder()
+        .signal(libc::SIGINT)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .install()
+        .unwrap();
+    let mut command = Command::new("/bin/sh");
+    command.args(["-c", "exit 0"]);
+    // SAFETY: runs in the fork child before exec; raise is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::raise(libc::SIGINT);
+            Ok(())
+        });
+    }
+    let status = command.status().unwrap();
+    // The child's counts live in its own memory: only a byte in the shared
+    // pipe can show that its handler acted, so look without draining.
+    let woke = readable_now(&interrupts);
+    say(&format!("child_ok={} woke={woke}", status.success()));
+    std::process::exit(0);
+}
+
+#[test]
+fn the_pid_check_keeps_a_fork_childs_sigint_out_of_the_parents_pipe() {
+    let mut child = spawn_helper_with("fork_pid_check", libc::SIG_IGN);
+    let line = child.expect_stdout("child_ok=");
+    assert_eq!(line, "child_ok=true woke=false");
     let (status, _) = child.finish(PROMPTLY);
     assert!(status.success(), "{status:?}");
 }

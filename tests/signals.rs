@@ -211,7 +211,7 @@ fn storm_while_releasing(release: Release) {
     let storm = Storm::start(util::pthread_self());
 
     let started = std::time::Instant::now();
-    let mut deadline = Deadline::new(Duration::from_secs(6), 5_000_000);
+    let mut deadline = Deadline::new(Duration::from_secs(20), 5_000_000);
     let mut rounds = 0u64;
     while deadline.tick() {
         let (before, after) = consistent_checks();
@@ -324,7 +324,7 @@ fn negative_control_unmasked_close_then_unregister_is_caught() {
     let handler = Handler::register(SIGUSR1, check_current);
     let storm = Storm::start(util::pthread_self());
 
-    let mut deadline = Deadline::new(Duration::from_secs(5), 5_000_000);
+    let mut deadline = Deadline::new(Duration::from_secs(20), 5_000_000);
     while deadline.tick() && SAW_TRACKED_CLOSED.load(SeqCst) < 3 {
         let fd: RawFd = util::dev_null().into_raw_fd();
         FAKE_REGISTERED.store(true, SeqCst);
