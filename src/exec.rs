@@ -385,7 +385,7 @@ fn exec_child_hook(table: &FdTable, keep_sorted: &[RawFd]) {
             if fd > 2 {
                 // Kept on purpose: let the new program inherit it. Only the
                 // child's copy of the descriptor loses the flag.
-                let _ = sys::clear_cloexec(fd);
+                let _ = sys::set_cloexec(fd, false);
             }
         },
     );

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use signal_hook::SigId;
 
-use crate::sys::syscall;
+use crate::sys::{self, syscall};
 
 /// Bit `sig - 1` is set while this crate has an action installed for signal
 /// `sig` (from the first `Interrupts` that handles `sig` on: signal-hook's
@@ -141,7 +141,8 @@ impl Shared {
         let Some(slot) = self.slots.get(index) else {
             return;
         };
-        let errno = SavedErrno::save();
+        // No errno save here: signal-hook-registry's handler saves and
+        // restores errno around every action (>= 1.4.8, pinned in Cargo.toml).
         if self.second_signal_kills && self.armed.swap(true, Ordering::SeqCst) {
             // Armed by an earlier delivery: this is the second Ctrl-C.
             die_by_default(slot.signal);
@@ -150,7 +151,6 @@ impl Shared {
         // see the count; a full pipe (EAGAIN) then loses nothing.
         slot.count.fetch_add(1, Ordering::SeqCst);
         wake(self.write.as_raw_fd());
-        errno.restore();
     }
 }
 
@@ -165,57 +165,15 @@ fn wake(fd: RawFd) {
     }
 }
 
-/// `errno` saved on handler entry and restored on exit, so the interrupted
-/// code never sees it change.
-struct SavedErrno(c_int);
-
-impl SavedErrno {
-    fn save() -> SavedErrno {
-        SavedErrno(errno_location().map_or(0, |p| {
-            // SAFETY: the thread's errno location is valid for this thread.
-            unsafe { *p }
-        }))
-    }
-
-    fn restore(self) {
-        if let Some(p) = errno_location() {
-            // SAFETY: as in `save`.
-            unsafe { *p = self.0 };
-        }
-    }
-}
-
-fn errno_location() -> Option<*mut c_int> {
-    #[cfg(any(target_os = "linux", target_os = "emscripten", target_os = "hurd"))]
-    // SAFETY: returns this thread's errno location; async-signal-safe.
-    return Some(unsafe { libc::__errno_location() });
-    #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
-    // SAFETY: as above.
-    return Some(unsafe { libc::__errno() });
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "dragonfly"
-    ))]
-    // SAFETY: as above.
-    return Some(unsafe { libc::__error() });
-    // Elsewhere signal-hook's handler still saves and restores errno.
-    #[allow(unreachable_code)]
-    None
-}
-
 /// Restore the default action of `sig`, unblock it on this thread and raise
 /// it; `_exit(128 + sig)` if the process is somehow still alive.
 /// Async-signal-safe.
 fn die_by_default(sig: c_int) -> ! {
-    // SAFETY: sigaction/sigemptyset/sigaddset/pthread_sigmask/raise/_exit are
+    // EINVAL for a number that is not a signal: `_exit` below handles it.
+    let _ = sys::set_default_disposition(sig);
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/raise/_exit are
     // async-signal-safe; every pointer refers to an initialised local.
     unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(sig, &action, ptr::null_mut());
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), sig);

@@ -36,16 +36,24 @@ pub(crate) fn close(fd: RawFd) -> io::Result<()> {
     syscall!(close(fd)).map(drop)
 }
 
-/// Make sure `fd` has `FD_CLOEXEC`, issuing `F_SETFD` only when it is missing.
+/// Set (`on`) or clear `FD_CLOEXEC` on `fd`, issuing `F_SETFD` only when the
+/// flag is not already as wanted. The flag belongs to the descriptor, not the
+/// open file description: clearing it in a fork child leaves the parent's
+/// copy close-on-exec.
 ///
-/// Fails with the OS error (`EBADF`) when `fd` is not open.
+/// Fails with the OS error (`EBADF`) when `fd` is not open. Async-signal-safe.
 ///
 /// # References
 /// `fcntl(2)` (`F_GETFD`, `F_SETFD`)
-pub(crate) fn ensure_cloexec(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
-    if flags & libc::FD_CLOEXEC == 0 {
-        syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+    let wanted = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    if wanted != flags {
+        syscall!(fcntl(fd, libc::F_SETFD, wanted))?;
     }
     Ok(())
 }
@@ -90,7 +98,7 @@ pub(crate) fn open_placeholder() -> io::Result<std::os::fd::OwnedFd> {
             )
         };
         drop(write);
-        ensure_cloexec(fds[0])?;
+        set_cloexec(fds[0], true)?;
         Ok(read)
     }
 }
@@ -179,23 +187,6 @@ pub(crate) fn close_range_supported() -> bool {
         // No kernel accepts first > last; be conservative if one ever does.
         Ok(()) => false,
     }
-}
-
-/// Clear `FD_CLOEXEC` on `fd` so the program started by `execve` inherits it.
-/// Used in a child after `fork`, where the flag is private to the child's
-/// copy of the descriptor table (it belongs to the descriptor, not the open
-/// file description), so the parent's descriptor keeps its flag.
-///
-/// Async-signal-safe.
-///
-/// # References
-/// `fcntl(2)` (`F_GETFD`, `F_SETFD`)
-pub(crate) fn clear_cloexec(fd: RawFd) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd, libc::F_GETFD))?;
-    if flags & libc::FD_CLOEXEC != 0 {
-        syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
-    }
-    Ok(())
 }
 
 /// Put signal `sig` back to its default disposition (`SIG_DFL`), with an

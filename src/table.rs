@@ -259,7 +259,7 @@ impl FdTable {
         resource: T,
     ) -> Result<Tracked<'_, T>, TrackError<T>> {
         let fd = resource.as_fd().as_raw_fd();
-        if let Err(error) = sys::ensure_cloexec(fd) {
+        if let Err(error) = sys::set_cloexec(fd, true) {
             return Err(TrackError::new(resource, error));
         }
         let slot = match self.slot_or_alloc(fd) {
@@ -576,9 +576,6 @@ impl FdTable {
         let _mask = MaskGuard::new();
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
-                if slot.load().state() != SlotState::Live {
-                    continue;
-                }
                 let Some(gen) = self.pin(slot, None) else {
                     continue;
                 };
@@ -596,35 +593,27 @@ impl FdTable {
         report
     }
 
-    /// Drop `close_all`'s pin; if the placeholder went in, mark the entry
-    /// `Retired`. Returns whether this call retired a live entry.
+    /// Drop `close_all`'s pin; if the placeholder went in and the entry is
+    /// still live, mark it `Retired` in the same step. Any other case is a
+    /// plain [`unpin`](Self::unpin), which also performs a close deferred
+    /// behind this pin. Returns whether this call retired a live entry.
     fn retire_and_unpin(&self, slot: &Slot, fd: RawFd, gen: u64, swapped: bool) -> bool {
-        loop {
-            let w = slot.load();
-            debug_assert!(w.gen() == gen && w.pins() > 0, "pinned slot changed owner");
-            let pins = w.pins() - 1;
-            let (next, retired) = match w.state() {
-                SlotState::Live if swapped => {
-                    (w.with_state(SlotState::Retired).with_pins(pins), true)
+        if swapped {
+            loop {
+                let w = slot.load();
+                debug_assert!(w.gen() == gen && w.pins() > 0, "pinned slot changed owner");
+                if w.state() != SlotState::Live {
+                    break;
                 }
-                SlotState::Closing if pins == 0 => (Word::FREE, false),
-                _ => (w.with_pins(pins), false),
-            };
-            if slot.cas(w, next).is_err() {
-                continue;
-            }
-            if retired {
-                self.live.sub();
-            }
-            if w.state() == SlotState::Closing && pins == 0 {
-                // The handle was dropped while we held the pin: we are the
-                // last user, so the close is ours (mask held by the caller).
-                if sys::close(fd).is_err() {
-                    self.swallowed.fetch_add(1, Ordering::Relaxed);
+                let retired = w.with_state(SlotState::Retired).with_pins(w.pins() - 1);
+                if slot.cas(w, retired).is_ok() {
+                    self.live.sub();
+                    return true;
                 }
             }
-            return retired;
         }
+        self.unpin(slot, fd, gen);
+        false
     }
 
     /// Visit every published number with atomic loads only: the walk behind
