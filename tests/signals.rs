@@ -559,3 +559,86 @@ fn table_operations_leave_the_thread_mask_as_they_found_it() {
     same("drop of a retired handle");
     assert!(TABLE.is_empty());
 }
+
+/// The storm tests catch a close that runs before its unregister, but the
+/// window the mask really guards (between the unregistering CAS and the
+/// `close(2)` entry) is a few nanoseconds wide, too narrow for a storm to hit
+/// reliably. So look at the mask directly: a TCP socket with unsent data and
+/// `SO_LINGER` makes `close(2)` sleep in the kernel, and while the closing
+/// thread sleeps there its `SigBlk` in /proc must show the async signals
+/// blocked. Without the guard around the close this fails every time.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_close_syscall_runs_with_async_signals_blocked() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    let _serial = util::serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (_peer, _) = listener.accept().unwrap(); // never reads: the data stays unsent
+    client.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 64 * 1024];
+    let mut filled = Deadline::new(Duration::from_secs(10), 100_000);
+    while filled.tick() {
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 2,
+    };
+    // SAFETY: a valid `linger` for SO_LINGER on our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let handle = TABLE.track(client).unwrap();
+
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        drop(handle); // sleeps in close(2) for up to the linger time
+    });
+    let tid = tid_rx.recv().unwrap();
+    let mut seen_in_close = None;
+    let mut wait = Deadline::new(Duration::from_secs(10), 1_000_000);
+    while wait.tick() && !closer.is_finished() {
+        let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
+        let in_close = syscall.is_ok_and(|s| {
+            s.split_whitespace().next() == Some(libc::SYS_close.to_string().as_str())
+        });
+        if in_close {
+            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+            let blocked = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap();
+            seen_in_close = Some(blocked);
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    closer.join().unwrap();
+    let blocked = seen_in_close.expect("never saw the closing thread inside close(2)");
+    for sig in [libc::SIGINT, libc::SIGTERM, SIGUSR1, SIGUSR2] {
+        assert_ne!(
+            blocked & (1 << (sig - 1)),
+            0,
+            "signal {sig} was deliverable during close(2) (SigBlk {blocked:#x})"
+        );
+    }
+    assert!(TABLE.is_empty());
+}
