@@ -15,8 +15,7 @@
 //! `cargo bench --bench close`; compare medians within one run.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -24,36 +23,16 @@ use fdtable::FdTable;
 
 #[path = "util/mod.rs"]
 mod util;
-use util::{mask_set, timed_batches, MaskPair};
+use util::{bench_bare_close, bench_tracked_drop, mask_set, timed_batches, MaskPair, FD_KINDS};
 
 static TABLE: FdTable = FdTable::new();
 static NAIVE: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
 
-fn null_fd() -> RawFd {
-    File::open("/dev/null")
-        .expect("open /dev/null")
-        .into_raw_fd()
-}
-
-/// One end of a fresh pipe; the other end is closed at once (setup).
-fn pipe_fd() -> RawFd {
-    let (r, w) = nix::unistd::pipe().expect("pipe");
-    drop(r);
-    w.into_raw_fd()
-}
-
 fn close_path(c: &mut Criterion) {
     let set = mask_set();
-    for (kind, make) in [("dev_null", null_fd as fn() -> RawFd), ("pipe", pipe_fd)] {
+    for (kind, make) in FD_KINDS {
         let mut group = c.benchmark_group(format!("close_{kind}"));
-        group.bench_function("bare_close", |b| {
-            b.iter_custom(|iters| {
-                timed_batches(iters, make, |fd| {
-                    // SAFETY: the setup handed us this descriptor.
-                    unsafe { libc::close(fd) };
-                })
-            })
-        });
+        bench_bare_close(&mut group, make);
         group.bench_function("owned_fd_drop", |b| {
             b.iter_custom(|iters| {
                 // SAFETY: the setup handed us this descriptor.
@@ -91,20 +70,7 @@ fn close_path(c: &mut Criterion) {
                 )
             })
         });
-        group.bench_function("tracked_drop", |b| {
-            b.iter_custom(|iters| {
-                timed_batches(
-                    iters,
-                    // SAFETY: the setup handed us this descriptor.
-                    || {
-                        TABLE
-                            .track(unsafe { OwnedFd::from_raw_fd(make()) })
-                            .expect("track")
-                    },
-                    drop,
-                )
-            })
-        });
+        bench_tracked_drop(&mut group, &TABLE, make);
         group.finish();
     }
 }

@@ -29,8 +29,8 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use fdtable::{force_close_fallback, FdTable, Tracked};
-use util::{ChildEnd, Sentinels};
+use fdtable::{FdTable, Tracked};
+use util::{ChildEnd, Fallback, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -59,22 +59,6 @@ const WAYS: [Way; 4] = [
     Way::KernelRefuses(libc::EPERM),
 ];
 
-/// Put `force_close_fallback` back to off even when a test panics.
-struct Fallback;
-
-impl Fallback {
-    fn set(on: bool) -> Fallback {
-        force_close_fallback(on);
-        Fallback
-    }
-}
-
-impl Drop for Fallback {
-    fn drop(&mut self) {
-        force_close_fallback(false);
-    }
-}
-
 /// What a child saw after `close_all_in_child`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -85,53 +69,10 @@ struct Seen {
     sentinels_intact: bool,
 }
 
-/// Install a seccomp filter that makes `close_range(2)` fail with `errno`
-/// and allows everything else. Async-signal-safe (two `prctl` calls on a
-/// stack-allocated program). Returns whether it is in force.
+/// Make `close_range(2)` fail with `errno` (seccomp); see
+/// [`util::refuse_syscall`]. Async-signal-safe.
 fn refuse_close_range(errno: libc::c_int) -> bool {
-    // Offset of `nr` in `struct seccomp_data`.
-    const NR: u32 = 0;
-    let filter = [
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: NR,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_close_range as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | errno as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `program` points at `filter`, both alive for the call; the
-    // kernel copies the program. NO_NEW_PRIVS is required for unprivileged
-    // callers and harmless for root.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &program as *const libc::sock_fprog,
-            ) == 0
-    }
+    util::refuse_syscall(libc::SYS_close_range, errno)
 }
 
 /// Fork; in the child make `close_range` behave as `way` says, run
@@ -287,29 +228,22 @@ fn track_runs(base: RawFd) -> (Vec<Tracked<'static, OwnedFd>>, Vec<RawFd>, Owned
 fn seccomp_filter_refuses_close_range() {
     let _serial = util::serial();
     for errno in [libc::ENOSYS, libc::EPERM] {
-        // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let code = if !refuse_close_range(errno) {
-                90
+        let code = util::in_fork(CHILD_LIMIT, || {
+            if !refuse_close_range(errno) {
+                return 90;
+            }
+            // close_range(1, 0) is EINVAL where the call is allowed.
+            // SAFETY: first > last: closes nothing.
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, 1u32, 0u32, 0u32) };
+            // SAFETY: reads this thread's errno.
+            let got = unsafe { *libc::__errno_location() };
+            if rc == -1 && got == errno {
+                0
             } else {
-                // close_range(1, 0) is EINVAL where the call is allowed.
-                // SAFETY: first > last: closes nothing.
-                let rc = unsafe { libc::syscall(libc::SYS_close_range, 1u32, 0u32, 0u32) };
-                // SAFETY: reads this thread's errno.
-                let got = unsafe { *libc::__errno_location() };
-                if rc == -1 && got == errno {
-                    0
-                } else {
-                    1
-                }
-            };
-            // SAFETY: ends the child at once.
-            unsafe { libc::_exit(code) };
-        }
-        let end = util::wait_child(pid, CHILD_LIMIT).expect("waitpid");
-        assert_eq!(end, ChildEnd::Exited(0), "errno {errno}");
+                1
+            }
+        });
+        assert_eq!(code, 0, "errno {errno}");
     }
 }
 

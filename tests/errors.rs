@@ -293,46 +293,15 @@ fn a_panicking_into_owned_fd_unregisters_and_closes_nothing_twice() {
 /// is in force.
 #[cfg(target_os = "linux")]
 fn refuse_f_setfd() -> bool {
-    // Offsets in `struct seccomp_data`: nr at 0, args[1] (low half on a
-    // little-endian machine) at 16 + 8.
-    const NR: u32 = 0;
-    const ARG1_LOW: u32 = 24;
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump_eq = |k: u32, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt: 0,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let filter = [
-        stmt(load, NR),
-        jump_eq(libc::SYS_fcntl as u32, 3),
-        stmt(load, ARG1_LOW),
-        jump_eq(libc::F_SETFD as u32, 1),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `program` points at `filter`, both alive for the call; the
-    // kernel copies the program.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &program as *const libc::sock_fprog,
-            ) == 0
-    }
+    use util::{bpf_jump_eq, bpf_stmt, BPF_LOAD, BPF_RETURN, SECCOMP_ARG1_LOW, SECCOMP_NR};
+    util::install_seccomp(&[
+        bpf_stmt(BPF_LOAD, SECCOMP_NR),
+        bpf_jump_eq(libc::SYS_fcntl as u32, 3),
+        bpf_stmt(BPF_LOAD, SECCOMP_ARG1_LOW),
+        bpf_jump_eq(libc::F_SETFD as u32, 1),
+        bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ALLOW),
+    ])
 }
 
 /// `track` of a descriptor that already has `FD_CLOEXEC` makes no `F_SETFD`
@@ -345,45 +314,34 @@ fn track_skips_f_setfd_when_cloexec_is_already_set() {
     let _serial = util::serial();
     // Allocate the first chunk here, so the child allocates nothing.
     drop(CHILD_TABLE.track(util::dev_null()).unwrap().into_inner());
-    // SAFETY: the child makes only async-signal-safe calls (open, fcntl,
-    // prctl, close, atomics, a mask pair) and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let code = (|| {
-            if !refuse_f_setfd() {
-                return 10;
-            }
-            // SAFETY: a path literal; flags only.
-            let with =
-                unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-            // SAFETY: as above.
-            let without = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-            if with < 0 || without < 0 {
-                return 11;
-            }
-            // SAFETY: both descriptors were just opened and are ours.
-            let (with, without) =
-                unsafe { (OwnedFd::from_raw_fd(with), OwnedFd::from_raw_fd(without)) };
-            match CHILD_TABLE.track(with) {
-                Ok(tracked) => drop(tracked),
-                Err(_) => return 1, // an F_SETFD was issued although not needed
-            }
-            match CHILD_TABLE.track(without) {
-                Ok(_) => 2, // the filter did not bite: the test proves nothing
-                Err(e) if e.error().raw_os_error() == Some(libc::EPERM) => 0,
-                Err(_) => 3,
-            }
-        })();
-        // SAFETY: leave the child without running the harness.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: our own child; valid out pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+    // The child makes only async-signal-safe calls (open, fcntl, prctl,
+    // close, atomics, a mask pair).
+    let code = util::in_fork(std::time::Duration::from_secs(20), || {
+        if !refuse_f_setfd() {
+            return 10;
+        }
+        // SAFETY: a path literal; flags only.
+        let with = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        // SAFETY: as above.
+        let without = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        if with < 0 || without < 0 {
+            return 11;
+        }
+        // SAFETY: both descriptors were just opened and are ours.
+        let (with, without) =
+            unsafe { (OwnedFd::from_raw_fd(with), OwnedFd::from_raw_fd(without)) };
+        match CHILD_TABLE.track(with) {
+            Ok(tracked) => drop(tracked),
+            Err(_) => return 1, // an F_SETFD was issued although not needed
+        }
+        match CHILD_TABLE.track(without) {
+            Ok(_) => 2, // the filter did not bite: the test proves nothing
+            Err(e) if e.error().raw_os_error() == Some(libc::EPERM) => 0,
+            Err(_) => 3,
+        }
+    });
     assert_eq!(
-        libc::WEXITSTATUS(status),
+        code,
         0,
         "1: F_SETFD issued for a close-on-exec fd; 2: filter ineffective; 3: wrong error; 10/11: setup"
     );

@@ -7,103 +7,27 @@
 //! Code after `fork` in a child makes only async-signal-safe calls and
 //! reports through its exit code.
 
+mod util;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fdtable::{force_close_fallback, CommandExt, FdTable, Tracked};
+use fdtable::{CommandExt, FdTable, Tracked};
+use util::{identity, is_open, serial, Fallback};
 
 /// Descriptors the child checks: everything below this.
 const LIMIT: RawFd = 1024;
 /// How long a child may take before the test calls it a hang.
 const CHILD_DEADLINE: Duration = Duration::from_secs(20);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Reset the close_range switch even when a test panics.
-struct Fallback;
-impl Fallback {
-    fn set(on: bool) -> Fallback {
-        force_close_fallback(on);
-        Fallback
-    }
-}
-impl Drop for Fallback {
-    fn drop(&mut self) {
-        force_close_fallback(false);
-    }
-}
-
-/// Wait for `pid`, polling with `WNOHANG` until `deadline`; a child still
-/// running then is killed and the test fails (a hang is a failure, not a
-/// stuck CI job). Returns the exit code.
-fn wait_bounded(pid: libc::pid_t, deadline: Duration) -> i32 {
-    let start = Instant::now();
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert!(r == 0, "waitpid: {}", io::Error::last_os_error());
-        if start.elapsed() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child {pid} hung for {deadline:?}");
-        }
-        thread::sleep(Duration::from_micros(200));
-    }
-    assert!(
-        libc::WIFEXITED(status),
-        "child {pid} died instead of exiting: status {status:#x}"
-    );
-    libc::WEXITSTATUS(status)
-}
-
-/// Fork and run `child` in the child, which must make only async-signal-safe
-/// calls and return an exit code. Returns that code (bounded wait).
+/// Fork and run `child` there ([`util::in_fork`] with [`CHILD_DEADLINE`]).
 fn in_fork(child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child only runs `child` (async-signal-safe by contract of
-    // this helper) and leaves with `_exit`, never returning into the harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-    if pid == 0 {
-        let code = child();
-        // SAFETY: ends the child at once; no destructor or atexit runs.
-        unsafe { libc::_exit(code) };
-    }
-    wait_bounded(pid, CHILD_DEADLINE)
-}
-
-fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD on any number is harmless.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-/// `(st_dev, st_ino)` of an open descriptor. Async-signal-safe.
-fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    // SAFETY: all-zero is a valid `stat`; fstat fills it or fails.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out pointer.
-    if unsafe { libc::fstat(fd, &mut st) } == -1 {
-        return None;
-    }
-    Some((st.st_dev as u64, st.st_ino as u64))
+    util::in_fork(CHILD_DEADLINE, child)
 }
 
 /// Untracked descriptors that must survive everything: files and a pipe, with

@@ -3,17 +3,19 @@
 //!
 //! In its own test binary so the counting allocator slows nothing else.
 
+mod util;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fdtable::{CommandExt, FdTable};
+use util::serial;
 
 /// Counts every allocation and reallocation, from any thread.
 struct Counting;
@@ -46,46 +48,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Fork, run `child` (async-signal-safe, returns an exit code), wait with a
-/// deadline. Returns the exit code.
+/// Fork, run `child` (async-signal-safe, allocates nothing, returns an exit
+/// code), wait with a deadline. Returns the exit code.
 fn in_fork(child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child runs only `child` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-    if pid == 0 {
-        let code = child();
-        // SAFETY: ends the child at once.
-        unsafe { libc::_exit(code) };
-    }
-    let start = Instant::now();
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "waitpid: {}", io::Error::last_os_error());
-        if start.elapsed() > Duration::from_secs(20) {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child hung");
-        }
-        thread::sleep(Duration::from_micros(200));
-    }
-    assert!(libc::WIFEXITED(status), "child died: {status:#x}");
-    libc::WEXITSTATUS(status)
+    util::in_fork(Duration::from_secs(20), child)
 }
 
 /// Track `n` descriptors in `table`, with gaps between runs.

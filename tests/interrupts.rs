@@ -4,12 +4,14 @@
 //! - tests that spawn `examples/ctrlc_cleanup` (or this test binary in a
 //!   helper mode, see [`helper_process`]) and signal it from outside;
 //! - tests that raise signals at this process. Signals and dispositions are
-//!   process-wide, so those take [`SIGNALS`] and run one at a time, each under
-//!   a watchdog that aborts the whole binary if it hangs.
+//!   process-wide, so those take [`util::serial`] and run one at a time,
+//!   each under a watchdog that aborts the whole binary if it hangs.
 //!
 //! Children get SIGINT reset to `SIG_DFL` before `exec` (as an interactive
 //! shell does), because `cargo test` itself may run with SIGINT ignored (a
 //! background job) and the crate then, by design, keeps it ignored.
+
+mod util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fdtable::Interrupts;
@@ -31,15 +33,6 @@ const HELPER_ENV: &str = "FDTABLE_INTERRUPTS_HELPER";
 // ---------------------------------------------------------------------------
 // Utilities
 // ---------------------------------------------------------------------------
-
-/// Serialises the tests that raise signals at this process.
-static SIGNALS: Mutex<()> = Mutex::new(());
-
-fn signals_lock() -> MutexGuard<'static, ()> {
-    SIGNALS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Aborts the process if not dropped within `limit`: a test that hangs in a
 /// signal handler must fail, not stall the suite.
@@ -65,8 +58,8 @@ impl Drop for Watchdog {
 }
 
 fn raise(sig: libc::c_int) {
-    // SAFETY: raise is always safe to call; the caller holds SIGNALS and has
-    // an Interrupts installed for `sig`.
+    // SAFETY: raise is always safe to call; the caller holds `util::serial()`
+    // and has an Interrupts installed for `sig`.
     assert_eq!(unsafe { libc::raise(sig) }, 0);
 }
 
@@ -630,7 +623,7 @@ fn sigint_events() -> Interrupts {
 
 #[test]
 fn sigint_in_a_fork_child_before_exec_never_reaches_the_parent() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let _watchdog = Watchdog::new("fork child", Duration::from_secs(60));
     let interrupts = sigint_events();
     let mut command = Command::new("/bin/sh");
@@ -668,7 +661,7 @@ fn sigint_in_a_fork_child_before_exec_never_reaches_the_parent() {
 
 #[test]
 fn wait_timeout_returns_on_time_when_nothing_arrives() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let interrupts = sigint_events();
     for wait in [
         Duration::ZERO,
@@ -689,7 +682,7 @@ fn wait_timeout_returns_on_time_when_nothing_arrives() {
 
 #[test]
 fn two_interrupts_both_see_the_signal_and_dropping_one_leaves_the_other() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let _watchdog = Watchdog::new("two interrupts", Duration::from_secs(60));
     let library = sigint_events();
     let program = sigint_events();
@@ -709,7 +702,7 @@ fn two_interrupts_both_see_the_signal_and_dropping_one_leaves_the_other() {
 
 #[test]
 fn a_full_pipe_never_blocks_the_handler_and_loses_no_count() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let _watchdog = Watchdog::new("full pipe", Duration::from_secs(60));
     let interrupts = Interrupts::builder()
         .signal(libc::SIGUSR1)
@@ -744,7 +737,7 @@ fn a_full_pipe_never_blocks_the_handler_and_loses_no_count() {
 
 #[test]
 fn first_signal_arms_and_disarm_undoes_it() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let _watchdog = Watchdog::new("arming", Duration::from_secs(60));
     let interrupts = Interrupts::builder()
         .signal(libc::SIGUSR1)
@@ -768,7 +761,7 @@ fn first_signal_arms_and_disarm_undoes_it() {
 /// pids, so the child gets the default action instead.
 #[test]
 fn a_fork_child_without_its_own_interrupts_dies_by_the_default_action() {
-    let _serial = signals_lock();
+    let _serial = util::serial();
     let _watchdog = Watchdog::new("fork child default", Duration::from_secs(60));
     let interrupts = Interrupts::builder()
         .signal(libc::SIGUSR1)

@@ -33,6 +33,8 @@
 //! and a parallel test could receive a number this one just closed.
 #![cfg(loom)]
 
+mod util;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -42,31 +44,12 @@ use fdtable::FdTable;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use util::{identity, is_open};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// `(st_dev, st_ino)` of an open descriptor, `None` when it is not open.
+/// `(st_dev, st_ino)` of an open descriptor ([`util::identity`]).
 type Identity = (u64, u64);
-
-fn identity(fd: RawFd) -> Option<Identity> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is a valid out-pointer for one `stat`; fstat on a closed
-    // number only fails with EBADF.
-    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
-    if rc == -1 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // `dev_t`/`ino_t` are `u64` on Linux but narrower elsewhere.
-    #[allow(clippy::unnecessary_cast)]
-    Some((st.st_dev as u64, st.st_ino as u64))
-}
-
-fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD takes no pointer; on a closed number it returns -1.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
 
 /// What `close_all` swaps in: an `O_PATH` descriptor of `/` on Linux.
 fn placeholder_identity() -> Identity {
@@ -188,8 +171,9 @@ impl Drop for ModelTable {
 }
 
 /// Run `f` under loom with `bound` preemptions (unless `LOOM_MAX_PREEMPTIONS`
-/// says otherwise), checking the sentinels after every iteration.
-fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+/// says otherwise) on a fresh [`ModelTable`] each iteration, checking the
+/// table's end state and then the sentinels after every iteration.
+fn model(bound: usize, f: impl Fn(&'static FdTable) + Sync + Send + 'static) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sentinels = Sentinels::open();
     let mut builder = loom::model::Builder::new();
@@ -201,7 +185,10 @@ fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let counter = executions.clone();
     builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
+        {
+            let t = ModelTable::new();
+            f(t.0);
+        }
         sentinels.check();
     });
     let n = executions.load(std::sync::atomic::Ordering::Relaxed);
@@ -249,9 +236,7 @@ fn count(seen: &[RawFd], fd: RawFd) -> usize {
 /// other entry, live throughout, is visited exactly once.
 #[test]
 fn walk_races_close() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let (b, pb) = pipe();
         let ha = table.track(a).unwrap();
@@ -282,9 +267,7 @@ fn walk_races_close() {
 /// is never visited by a walk that was already under way.
 #[test]
 fn walk_races_drop_and_track() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let (c, pc) = pipe();
         let ha = table.track(a).unwrap();
@@ -335,9 +318,7 @@ fn walk_races_drop_and_track() {
 /// drop, and nothing counts as live.
 #[test]
 fn walk_races_close_all() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let (b, pb) = pipe();
         let ha = table.track(a).unwrap();
@@ -380,9 +361,7 @@ fn ha_closed(p: &Probe, table: &FdTable) {
 /// closed exactly once and `close_all` reports no error.
 #[test]
 fn close_all_races_drop_and_close() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let (b, pb) = pipe();
         let ha = table.track(a).unwrap();
@@ -408,9 +387,7 @@ fn close_all_races_drop_and_close() {
 /// descriptor at once.
 #[test]
 fn into_inner_waits_for_foreign_pin() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
         let ids = HashMap::from([(pa.fd, vec![pa.id])]);
@@ -436,9 +413,7 @@ fn into_inner_waits_for_foreign_pin() {
 /// its own pin (no deadlock) but must wait for the other walker's pin.
 #[test]
 fn into_inner_inside_own_visit_waits_only_for_others() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
         let fd = pa.fd;
@@ -472,9 +447,7 @@ fn into_inner_inside_own_visit_waits_only_for_others() {
 /// number it visits stays open for the whole callback.
 #[test]
 fn recycled_number_is_not_visited() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
         let old_id = pa.id;
@@ -525,9 +498,7 @@ fn recycled_number_is_not_visited() {
 /// either the pipe or the placeholder.
 #[test]
 fn into_inner_races_close_all_and_walk() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
         let dead = placeholder_identity();
@@ -556,9 +527,7 @@ fn into_inner_races_close_all_and_walk() {
 /// the rest of the outer one still see the same file).
 #[test]
 fn nested_walk_holds_two_pins_against_a_drop() {
-    model(4, || {
-        let t = ModelTable::new();
-        let table = t.0;
+    model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
         let (fd, id) = (pa.fd, pa.id);

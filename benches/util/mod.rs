@@ -1,9 +1,15 @@
 //! Shared by the benches (included with `#[path]`, not a bench itself).
 #![allow(dead_code)]
 
+use std::fs::File;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::BenchmarkGroup;
+use fdtable::FdTable;
 
 /// The asynchronous signal set, as `fdtable::MaskGuard` blocks it.
 pub fn mask_set() -> libc::sigset_t {
@@ -77,4 +83,59 @@ pub fn raise_nofile() -> u64 {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
     getrlimit(Resource::RLIMIT_NOFILE).map_or(hard, |(soft, _)| soft)
+}
+
+/// A fresh `/dev/null` descriptor (setup).
+pub fn null_fd() -> RawFd {
+    File::open("/dev/null")
+        .expect("open /dev/null")
+        .into_raw_fd()
+}
+
+/// One end of a fresh pipe; the other end is closed at once (setup).
+pub fn pipe_fd() -> RawFd {
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    drop(r);
+    w.into_raw_fd()
+}
+
+/// Makes a fresh descriptor for a close bench (setup, not timed).
+pub type MakeFd = fn() -> RawFd;
+
+/// The descriptor kinds the close benches run over, with their makers.
+pub const FD_KINDS: [(&str, MakeFd); 2] = [("dev_null", null_fd), ("pipe", pipe_fd)];
+
+/// `bare_close`: `close(2)` on descriptors made by `make`, the floor.
+pub fn bench_bare_close(group: &mut BenchmarkGroup<'_, WallTime>, make: MakeFd) {
+    group.bench_function("bare_close", |b| {
+        b.iter_custom(|iters| {
+            timed_batches(iters, make, |fd| {
+                // SAFETY: the setup handed us this descriptor.
+                unsafe { libc::close(fd) };
+            })
+        })
+    });
+}
+
+/// `tracked_drop`: dropping a `Tracked` of `table` around a descriptor made
+/// by `make`.
+pub fn bench_tracked_drop(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    table: &'static FdTable,
+    make: MakeFd,
+) {
+    group.bench_function("tracked_drop", |b| {
+        b.iter_custom(|iters| {
+            timed_batches(
+                iters,
+                // SAFETY: the setup handed us this descriptor.
+                || {
+                    table
+                        .track(unsafe { OwnedFd::from_raw_fd(make()) })
+                        .expect("track")
+                },
+                drop,
+            )
+        })
+    });
 }

@@ -24,6 +24,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Once, OnceLock};
 
 use fdtable::{FdTable, Tracked};
+use util::{identity, is_open};
+
+#[path = "../util/mod.rs"]
+mod util;
 
 /// One step. Indices pick among the handles (or returned resources) that
 /// exist when the step runs, modulo their number; a step with nothing to act
@@ -98,25 +102,6 @@ impl From<Res> for OwnedFd {
 }
 
 pub type Identity = (u64, u64);
-
-pub fn identity(fd: RawFd) -> Option<Identity> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is a valid out-pointer for one `stat`; fstat on a closed
-    // number only fails with EBADF.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } == -1 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // `dev_t`/`ino_t` are `u64` on Linux but narrower elsewhere.
-    #[allow(clippy::unnecessary_cast)]
-    Some((st.st_dev as u64, st.st_ino as u64))
-}
-
-pub fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD takes no pointer; on a closed number it returns -1.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
 
 fn cloexec(fd: RawFd) -> bool {
     // SAFETY: as in `is_open`.

@@ -280,3 +280,113 @@ pub fn wait_child(pid: libc::pid_t, limit: Duration) -> io::Result<ChildEnd> {
         Ok(ChildEnd::Signaled(libc::WTERMSIG(status)))
     }
 }
+
+/// Fork and run `child` in the child, which must make only async-signal-safe
+/// calls (no allocation, no lock) and return an exit code; the child leaves
+/// with `_exit(code)`. The parent waits at most `limit` ([`wait_child`]) and
+/// returns the code; a child that hangs or dies by a signal fails the test.
+pub fn in_fork(limit: Duration, child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `child` (async-signal-safe by contract of
+    // this helper) and leaves with `_exit`, never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child at once; no destructor or atexit runs.
+        unsafe { libc::_exit(code) };
+    }
+    match wait_child(pid, limit).expect("waitpid") {
+        ChildEnd::Exited(code) => code,
+        ChildEnd::Signaled(sig) => panic!("child {pid} died by signal {sig} instead of exiting"),
+        ChildEnd::Hung => panic!("child {pid} hung for {limit:?}"),
+    }
+}
+
+/// Sets `fdtable::force_close_fallback` and puts it back to off when
+/// dropped, even when a test panics.
+pub struct Fallback;
+
+impl Fallback {
+    pub fn set(on: bool) -> Fallback {
+        fdtable::force_close_fallback(on);
+        Fallback
+    }
+}
+
+impl Drop for Fallback {
+    fn drop(&mut self) {
+        fdtable::force_close_fallback(false);
+    }
+}
+
+/// Offset of `nr` in `struct seccomp_data`.
+#[cfg(target_os = "linux")]
+pub const SECCOMP_NR: u32 = 0;
+/// Offset of the low half of `args[1]` in `struct seccomp_data` (16 + 8, on
+/// a little-endian machine).
+#[cfg(target_os = "linux")]
+pub const SECCOMP_ARG1_LOW: u32 = 24;
+
+/// A classic-BPF statement (`BPF_STMT`).
+#[cfg(target_os = "linux")]
+pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// `if A == k` fall through, else skip `jf` instructions.
+#[cfg(target_os = "linux")]
+pub fn bpf_jump_eq(k: u32, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf,
+        k,
+    }
+}
+
+/// `BPF_LD | BPF_W | BPF_ABS`: load a word of `struct seccomp_data`.
+#[cfg(target_os = "linux")]
+pub const BPF_LOAD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+/// `BPF_RET | BPF_K`: return a constant verdict.
+#[cfg(target_os = "linux")]
+pub const BPF_RETURN: u32 = libc::BPF_RET | libc::BPF_K;
+
+/// Install the seccomp `filter` for the calling thread (and its future
+/// children). Async-signal-safe (two `prctl` calls; the kernel copies the
+/// program). Returns whether it is in force.
+#[cfg(target_os = "linux")]
+pub fn install_seccomp(filter: &[libc::sock_filter]) -> bool {
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `program` points at `filter`, both alive for the call; the
+    // kernel copies the program. NO_NEW_PRIVS is required for unprivileged
+    // callers and harmless for root.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) == 0
+    }
+}
+
+/// Install a seccomp filter that makes the syscall `nr` fail with `errno`
+/// and allows everything else. Async-signal-safe (the program lives on the
+/// stack). Returns whether it is in force.
+#[cfg(target_os = "linux")]
+pub fn refuse_syscall(nr: libc::c_long, errno: libc::c_int) -> bool {
+    install_seccomp(&[
+        bpf_stmt(BPF_LOAD, SECCOMP_NR),
+        bpf_jump_eq(nr as u32, 1),
+        bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ERRNO | errno as u32),
+        bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ALLOW),
+    ])
+}
