@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Break each invariant of DESIGN.md on purpose and check that its test fails.
+
+    python3 scripts/invariant_mutants.py          # all mutants (a few minutes)
+    python3 scripts/invariant_mutants.py I3 I4b   # some
+
+Each mutant edits one spot in src/, runs the one test named for it, and puts
+src/ back with `git checkout`. It refuses to run on a dirty src/. A mutant
+that the test does not catch is printed as BAD and makes the exit status 1.
+Not part of .ci/run (each mutant rebuilds the crate).
+"""
+import re
+import subprocess
+import sys
+
+# mutant -> (file, text to replace, broken text, the test that must catch it).
+# The name says which invariant of DESIGN.md section 3 it breaks.
+M = {
+ "I1": ("src/tracked.rs",
+        "        if release(self.table, self.fd, self.gen, resource).is_err() {",
+        "        let resource = std::mem::ManuallyDrop::new(resource); self.table.forget_entry(self.fd, self.gen); if false {",
+        ["--test","lifecycle","nothing_leaks_after_many_track_and_release_cycles"]),
+ "I2": ("src/exec.rs",
+        "    let count = (last - first) as usize + 1;",
+        "    let last = last + 1;\n    let count = (last - first) as usize;",
+        ["--test","exec","spawn_of_missing_program_fails_with_not_found_every_time_under_churn"]),
+ "I3": ("src/table.rs",
+        "        let _mask = MaskGuard::new();\n        loop {\n            let w = slot.load();\n            let ours",
+        "        let _mask = ();\n        loop {\n            let w = slot.load();\n            let ours",
+        ["--test","signals","the_close_syscall_runs_with_async_signals_blocked"]),
+ "I3b": ("src/table.rs",
+        "        let _mask = MaskGuard::new();\n        loop {\n            let w = slot.load();\n            let ours",
+        "        let _mask = ();\n        let mut early = None;\n        loop {\n            let w = slot.load();\n            if w.pins() == 0 && early.is_none() { early = Some(sys::close(raw)); }\n            let ours",
+        ["--test","signals","signal_storm_never_sees_half_done_explicit_close"]),
+ "I4": ("src/table.rs",
+        "            let next = if w.pins() == 0 {",
+        "            let next = if true {",
+        ["--test","for_each","closing_the_visited_fd_in_its_callback_defers_the_close_until_return"]),
+ "I4b": ("src/table.rs",
+        "let Some(gen) = self.pin(slot, Some(epoch)) else {",
+        "let Some(gen) = self.pin(slot, None) else {",
+        ["--test","for_each","a_number_closed_and_retracked_during_a_walk_is_not_visited"]),
+ "I2b": ("src/table.rs",
+        "                let swapped = sys::replace_with_placeholder(placeholder.as_raw_fd(), fd);",
+        "                let _ = sys::replace_with_placeholder(placeholder.as_raw_fd(), fd + 1);\n                let swapped = sys::replace_with_placeholder(placeholder.as_raw_fd(), fd);",
+        ["--test","churn","churn_under_signal_storm_leaks_nothing_and_touches_nothing_foreign"]),
+ "I5": ("src/table.rs",
+        "                sys::close(raw)\n            } else {",
+        "                let r = sys::close(raw); if r.is_err() { let _ = slot.cas(Word::FREE, w); } r\n            } else {",
+        ["--test","errors","fd_closed_behind_the_tables_back_makes_close_report_ebadf_and_leaves_no_entry"]),
+ "I6a": ("src/exec.rs",
+        "        let _mask = MaskGuard::new();\n        close_published(self, |_| false, |_| {})",
+        "        let _mask = MaskGuard::new();\n        std::hint::black_box(Vec::<u8>::with_capacity(16));\n        close_published(self, |_| false, |_| {})",
+        ["--test","exec_alloc","close_all_in_child_allocates_nothing_under_churn"]),
+ "I6b": ("src/exec.rs",
+        "        close_published(self, |_| false, |_| {})",
+        "        close_published(self, |fd| fd % 2 == 0, |_| {})",
+        ["--test","exec","fork_during_walk_and_churn_child_closes_every_tracked_fd"]),
+ "I7b": ("src/interrupts.rs",
+        "        if unsafe { libc::getpid() } != self.installer {",
+        "        if unsafe { libc::getpid() } != self.installer && false {",
+        ["--test","interrupts","the_pid_check_keeps_a_fork_childs_sigint_out_of_the_parents_pipe"]),
+ "I7": ("src/interrupts.rs",
+        "    // EINVAL for a number that is not a signal: `_exit` below handles it.",
+        "    unsafe { libc::_exit(128 + sig) };\n    // EINVAL for a number that is not a signal: `_exit` below handles it.",
+        ["--test","interrupts","ctrl_c_releases_every_tracked_fd_removes_temp_files_and_dies_by_sigint"]),
+}
+
+def run(name):
+    f, old, new, args = M[name]
+    src = open(f).read()
+    assert old in src, (name, old)
+    src = src.replace(old, new, 1)
+    if name == "I3b":
+        src = src.replace("                sys::close(raw)\n            } else {", "                early.unwrap()\n            } else {", 1)
+    open(f, "w").write(src)
+    try:
+        r = subprocess.run(["cargo", "test", "-q", *args, "--", "--exact"], capture_output=True, text=True, timeout=900)
+    finally:
+        subprocess.run(["git", "checkout", "-q", "--", "src"], check=True)
+    out = r.stdout + r.stderr
+    caught = r.returncode != 0 and ("FAILED" in out or "panicked" in out) and "error[" not in out
+    why = re.findall(r"panicked at [^\n]*\n[^\n]*", out)
+    print(f"{name}: {args[1]}::{args[2]}: {'caught' if caught else 'BAD: not caught'}")
+    if why:
+        print("    " + why[0].replace("\n", " | "))
+    return caught
+
+
+if __name__ == "__main__":
+    if subprocess.run(["git", "diff", "--quiet", "--", "src"]).returncode != 0:
+        sys.exit("src/ has uncommitted changes; commit or stash them first")
+    names = sys.argv[1:] or list(M)
+    sys.exit(0 if all([run(n) for n in names]) else 1)
