@@ -9,9 +9,9 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 const STRIPES: usize = 16;
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 const STRIPES: usize = 1;
 
 /// One stripe, alone on its cache line (128 bytes covers adjacent-line
@@ -24,7 +24,7 @@ pub(crate) struct StripedCount {
     stripes: [Stripe; STRIPES],
 }
 
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 fn my_stripe() -> usize {
     use std::cell::Cell;
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
@@ -43,20 +43,20 @@ fn my_stripe() -> usize {
     })
 }
 
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 fn my_stripe() -> usize {
     0
 }
 
 impl StripedCount {
-    #[cfg(not(loom))]
+    #[cfg(not(fdtable_loom))]
     pub(crate) const fn new() -> StripedCount {
         StripedCount {
             stripes: [const { Stripe(AtomicUsize::new(0)) }; STRIPES],
         }
     }
 
-    #[cfg(loom)]
+    #[cfg(fdtable_loom)]
     pub(crate) fn new() -> StripedCount {
         StripedCount {
             stripes: std::array::from_fn(|_| Stripe(AtomicUsize::new(0))),

@@ -120,7 +120,7 @@ pub(crate) fn tracked_by(gen: u64, epoch: u64) -> bool {
 pub(crate) struct Slot(AtomicU64);
 
 impl Slot {
-    #[cfg(loom)]
+    #[cfg(fdtable_loom)]
     pub(crate) fn new() -> Slot {
         Slot(AtomicU64::new(0))
     }
@@ -139,7 +139,7 @@ impl Slot {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(fdtable_loom)))]
 mod tests {
     use super::*;
 

@@ -1,26 +1,26 @@
 //! The atomics the table is built from, behind one seam.
 //!
-//! Normal builds use `core::sync::atomic`; `RUSTFLAGS="--cfg loom"` swaps in
+//! Normal builds use `core::sync::atomic`; `RUSTFLAGS="--cfg fdtable_loom"` swaps in
 //! `loom`'s model-checked atomics so the slot state machine can be explored
 //! exhaustively (see `tests/loom.rs`). Nothing else in the crate names an
 //! atomic type directly.
 
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Back off while waiting for another thread to release a pin.
 ///
 /// Not async-signal-safe (it may sleep); only `into_inner` waits.
 pub(crate) fn backoff(round: u32) {
-    #[cfg(loom)]
+    #[cfg(fdtable_loom)]
     {
         let _ = round;
         loom::thread::yield_now();
     }
-    #[cfg(not(loom))]
+    #[cfg(not(fdtable_loom))]
     {
         if round < 64 {
             std::hint::spin_loop();

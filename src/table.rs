@@ -26,9 +26,9 @@ use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::tracked::{TrackError, Tracked};
 
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 const BASE_SHIFT: u32 = 10;
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 const BASE_SHIFT: u32 = 2;
 const CHUNKS: usize = 32;
 
@@ -108,7 +108,7 @@ struct PinNode {
     prev: *const PinNode,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 thread_local! {
     static PINS_HELD: Cell<*const PinNode> = const { Cell::new(ptr::null()) };
 }
@@ -116,7 +116,7 @@ thread_local! {
 // loom runs every model thread as a coroutine on one OS thread, so a std
 // thread-local would be shared by all of them (and a list linked through
 // their stacks would dangle): use loom's per-model-thread storage instead.
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 loom::thread_local! {
     static PINS_HELD: Cell<*const PinNode> = Cell::new(ptr::null());
 }
@@ -142,7 +142,7 @@ impl FdTable {
     /// until the first `track`.
     ///
     /// Async-signal-safe.
-    #[cfg(not(loom))]
+    #[cfg(not(fdtable_loom))]
     pub const fn new() -> FdTable {
         FdTable {
             chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
@@ -153,7 +153,7 @@ impl FdTable {
     }
 
     /// An empty table (loom build: not `const`).
-    #[cfg(loom)]
+    #[cfg(fdtable_loom)]
     pub fn new() -> FdTable {
         FdTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
@@ -175,7 +175,7 @@ impl FdTable {
     /// # drop(null);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    #[cfg(not(loom))]
+    #[cfg(not(fdtable_loom))]
     pub fn global() -> &'static FdTable {
         static GLOBAL: FdTable = FdTable::new();
         &GLOBAL
@@ -685,7 +685,7 @@ impl Drop for Visit<'_> {
 /// bytes from before the chunk was zeroed, and read them as published
 /// numbers. An untouched anonymous page can only ever read as zero, and a
 /// VMA created by `mmap` is either wholly in the child or not at all.
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
     let bytes = len
         .checked_mul(std::mem::size_of::<Slot>())
@@ -710,13 +710,13 @@ fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
 
 /// # Safety
 /// `ptr` must come from `alloc_chunk(len)` and not be used afterwards.
-#[cfg(not(loom))]
+#[cfg(not(fdtable_loom))]
 unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
     // SAFETY: guaranteed by the caller: the mapping of exactly this size.
     unsafe { libc::munmap(ptr.cast(), len * std::mem::size_of::<Slot>()) };
 }
 
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
     let slots: Box<[Slot]> = (0..len).map(|_| Slot::new()).collect();
     Ok(Box::into_raw(slots).cast::<Slot>())
@@ -724,7 +724,7 @@ fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
 
 /// # Safety
 /// `ptr` must come from `alloc_chunk(len)` and not be used afterwards.
-#[cfg(loom)]
+#[cfg(fdtable_loom)]
 unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
     // SAFETY: guaranteed by the caller.
     drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(ptr, len)) });
@@ -763,7 +763,7 @@ impl CloseAllReport {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(fdtable_loom)))]
 mod tests {
     use super::*;
 

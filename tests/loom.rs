@@ -3,7 +3,7 @@
 //! How to run (about 15 s on 2 cores; CI does exactly this):
 //!
 //! ```sh
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+//! RUSTFLAGS="--cfg fdtable_loom" CARGO_TARGET_DIR=target/loom \
 //!     cargo test --test loom --release -- --test-threads=1
 //! ```
 //!
@@ -11,7 +11,7 @@
 //! explores more interleavings and takes much longer); `LOOM_LOG=trace` and
 //! `LOOM_LOCATION=1` explain a failure.
 //!
-//! Under `--cfg loom` the crate's atomics (`src/sync.rs`) and its per-thread
+//! Under `--cfg fdtable_loom` the crate's atomics (`src/sync.rs`) and its per-thread
 //! pin list are loom's, chunks hold 4 slots, and `FdTable::new` is not `const`.
 //! The syscalls are real: loom runs all model threads as coroutines on the
 //! test's one OS thread, so every iteration opens its own pipes and checks
@@ -31,7 +31,7 @@
 //!
 //! Models run one at a time (`SERIAL`): descriptor numbers are process-wide,
 //! and a parallel test could receive a number this one just closed.
-#![cfg(loom)]
+#![cfg(fdtable_loom)]
 
 mod util;
 
