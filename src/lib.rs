@@ -56,7 +56,7 @@
 //!   pattern).
 //! - [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
-//!   and allocation-free (`src/exec.rs`).
+//!   and allocation-free (`src/child/`).
 //! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
 //!   on one thread, so guards elsewhere cost no syscall (`src/quarantine.rs`).
 //! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
@@ -81,8 +81,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_debug_implementations, rust_2018_idioms)]
 
+mod child;
 mod counter;
-mod exec;
 mod interrupts;
 mod mask;
 pub mod quarantine;
@@ -93,8 +93,8 @@ mod table;
 mod tracked;
 
 #[doc(hidden)]
-pub use exec::force_close_fallback;
-pub use exec::CommandExt;
+pub use child::force_close_fallback;
+pub use child::CommandExt;
 pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
 pub use table::{CloseAllReport, FdTable};

@@ -145,7 +145,7 @@ pub(crate) fn shutdown_if_socket(fd: RawFd) {
 }
 
 // ---------------------------------------------------------------------------
-// Helpers for the fork/exec child path (`src/exec.rs`). Each is one or two raw
+// Helpers for the fork/exec child path (`src/child/`). Each is one or two raw
 // syscalls: async-signal-safe, no allocation, no lock.
 
 /// `close_range(first, last, 0)`: close every open descriptor in

@@ -1,0 +1,150 @@
+//! Closing runs of published numbers in a child: `close_range(2)` where the
+//! kernel allows it, `close(2)` one number at a time otherwise.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use crate::sys;
+use crate::table::FdTable;
+
+/// `close_range(2)` not asked about yet.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const UNKNOWN: u8 = 0;
+/// The kernel has `close_range(2)` and lets us call it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const AVAILABLE: u8 = 1;
+/// `ENOSYS` or `EPERM`: use `close(2)`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const UNAVAILABLE: u8 = 2;
+
+/// What this process knows about `close_range(2)`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+static CLOSE_RANGE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Test switch: never use `close_range(2)`.
+static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// Make the child path close one number at a time with `close(2)` instead of
+/// using `close_range(2)` (`true`), or go back to the default (`false`).
+///
+/// For tests and benchmarks that check the fallback gives the same results;
+/// not part of the stable API. Process-wide; a child inherits the setting in
+/// force when it was forked. Async-signal-safe (one atomic store).
+#[doc(hidden)]
+pub fn force_close_fallback(on: bool) {
+    FORCE_FALLBACK.store(on, Ordering::Relaxed);
+}
+
+/// Whether `close_range(2)` may be tried. Asks the kernel once (a probe that
+/// closes nothing) and caches the answer. Async-signal-safe.
+pub(super) fn close_range_usable() -> bool {
+    if FORCE_FALLBACK.load(Ordering::Relaxed) {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        match CLOSE_RANGE.load(Ordering::Relaxed) {
+            AVAILABLE => true,
+            UNAVAILABLE => false,
+            _ => {
+                let ok = sys::close_range_supported();
+                let state = if ok { AVAILABLE } else { UNAVAILABLE };
+                CLOSE_RANGE.store(state, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Close the numbers `first..=last`, all held by the table; return how many
+/// that is (`last - first + 1`). One `close_range(2)` when there is more than
+/// one number and the kernel allows it, else `close(2)` on each, never
+/// retried (on Linux the number is released even when `close` reports
+/// `EINTR` or `EIO`). Async-signal-safe.
+fn close_run(first: RawFd, last: RawFd) -> usize {
+    debug_assert!(first <= last);
+    let count = (last - first) as usize + 1;
+    #[cfg(target_os = "linux")]
+    if first < last && close_range_usable() {
+        match sys::close_range(first, last) {
+            // With flags == 0 the kernel closes all of the range or nothing.
+            Ok(()) => return count,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                CLOSE_RANGE.store(UNAVAILABLE, Ordering::Relaxed);
+            }
+            // Nothing was closed; `close(2)` below does the work.
+            Err(_) => {}
+        }
+    }
+    for fd in first..=last {
+        // EBADF only for a number published after the kernel copied the
+        // descriptor table at fork (see the module's internal details).
+        let _ = sys::close(fd);
+    }
+    count
+}
+
+/// Walk the published numbers (atomic loads only, ascending), skip those for
+/// which `keep` says so (after calling `on_kept` on each published one), and
+/// close the rest, coalescing consecutive numbers into one run. Returns how
+/// many were closed. Async-signal-safe when `keep` and `on_kept` are.
+pub(super) fn close_published(
+    table: &FdTable,
+    mut keep: impl FnMut(RawFd) -> bool,
+    mut on_kept: impl FnMut(RawFd),
+) -> usize {
+    let mut closed = 0;
+    let mut run: Option<(RawFd, RawFd)> = None;
+    table.for_each_published(|fd| {
+        if keep(fd) {
+            on_kept(fd);
+            if let Some((first, last)) = run.take() {
+                closed += close_run(first, last);
+            }
+            return;
+        }
+        run = match run {
+            Some((first, last)) if last + 1 == fd => Some((first, fd)),
+            Some((first, last)) => {
+                closed += close_run(first, last);
+                Some((fd, fd))
+            }
+            None => Some((fd, fd)),
+        };
+    });
+    if let Some((first, last)) = run {
+        closed += close_run(first, last);
+    }
+    closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn close_range_probe_closes_nothing_and_agrees_with_the_kernel() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        let supported = sys::close_range_supported();
+        assert!(sys::is_open(r.as_raw_fd()), "the probe closed something");
+        assert!(sys::is_open(w.as_raw_fd()), "the probe closed something");
+        // Ask the kernel for real, on a scratch descriptor of our own.
+        let scratch = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+        match sys::close_range(scratch, scratch) {
+            Ok(()) => {
+                assert!(supported, "close_range works but the probe said no");
+                assert!(!sys::is_open(scratch));
+            }
+            Err(e) => {
+                assert!(!supported, "the probe said yes but close_range failed: {e}");
+                eprintln!("close_range unavailable here ({e}); the fallback is in use");
+                sys::close(scratch).unwrap();
+            }
+        }
+    }
+}

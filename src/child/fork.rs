@@ -1,0 +1,174 @@
+//! The fork-child entry points on [`FdTable`]: close everything before
+//! `exec`, or retire everything in a child that goes on running.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::close::close_published;
+use super::reset_handled_signals;
+use crate::mask::MaskGuard;
+use crate::sys;
+use crate::table::FdTable;
+#[cfg(doc)]
+use crate::CommandExt;
+
+impl FdTable {
+    /// Close every number the table holds, in the child of a `fork(2)`.
+    /// Returns how many numbers that was.
+    ///
+    /// Async-signal-safe, lock-free and allocation-free: it reads the slot
+    /// array with atomic loads only, takes the signal mask once for the
+    /// whole walk ([`MaskGuard`]), and closes each run of consecutive numbers
+    /// with one `close_range(2)` (Linux 5.9+), or with `close(2)` per number
+    /// where the kernel says `ENOSYS` or `EPERM` (the answer is cached).
+    ///
+    /// Closes every *published* number: live entries, entries whose close
+    /// was deferred behind a `for_each` visit, and entries retired by
+    /// [`close_all`](FdTable::close_all) (those hold a placeholder). It
+    /// closes nothing the table does not own: stdio is closed only if it was
+    /// tracked, and descriptors created by std for `spawn` (the exec-error
+    /// pipe) never are.
+    ///
+    /// The table itself is not changed: entries stay published and the
+    /// `Tracked` handles the child inherited still name the closed numbers.
+    /// So after this call the child must not drop or use those handles; it
+    /// should `execve` or `_exit`. A child that goes on running Rust code
+    /// wants [`retire_all_in_child`](FdTable::retire_all_in_child) instead.
+    ///
+    /// # Safety
+    /// Call it only in a child process between `fork` (or a `clone` without
+    /// `CLONE_VM`) and `execve`/`_exit`, e.g. from a
+    /// [`pre_exec`](std::os::unix::process::CommandExt::pre_exec) hook or
+    /// right after `libc::fork()` returned 0. The caller must guarantee that nothing
+    /// in the child uses a descriptor of this table afterwards: no handle is
+    /// dropped, read or written (its number is closed and may be reused by
+    /// the next `open`), and no `for_each` or `close_all` runs on it. Called
+    /// in a process that goes on using the table, it would close numbers
+    /// under their owners (an I/O-safety violation).
+    ///
+    /// In a `pre_exec` hook, descriptors 0-2 are already the new program's
+    /// stdio; if the table tracked those numbers in the parent, this closes
+    /// them. [`CommandExt`] skips 0-2 for that reason.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::FdTable;
+    /// static TABLE: FdTable = FdTable::new();
+    /// let file = TABLE.track(std::fs::File::open("/dev/null")?)?;
+    ///
+    /// // SAFETY: fork in a test: the child only makes async-signal-safe
+    /// // calls and leaves with `_exit`.
+    /// match unsafe { libc::fork() } {
+    ///     0 => {
+    ///         // SAFETY: we are the fork child and never touch `file` again.
+    ///         let closed = unsafe { TABLE.close_all_in_child() };
+    ///         let code = if closed == 1 { 0 } else { 1 };
+    ///         // SAFETY: `_exit` is async-signal-safe and ends the child.
+    ///         unsafe { libc::_exit(code) }
+    ///     }
+    ///     -1 => return Err(std::io::Error::last_os_error()),
+    ///     pid => {
+    ///         let mut status = 0;
+    ///         // SAFETY: `pid` is our child; `status` is a valid out pointer.
+    ///         unsafe { libc::waitpid(pid, &mut status, 0) };
+    ///         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    ///     }
+    /// }
+    /// drop(file); // the parent's copy is untouched
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # References
+    /// `fork(2)`, `signal-safety(7)`, `close_range(2)`, `close(2)`
+    pub unsafe fn close_all_in_child(&self) -> usize {
+        let _mask = MaskGuard::new();
+        close_published(self, |_| false, |_| {})
+    }
+
+    /// Release every file the table holds in a `fork(2)` child that does
+    /// **not** exec (a prefork worker, a daemonised child), except the numbers
+    /// in `keep`. Returns how many numbers were released.
+    ///
+    /// Like [`close_all`](FdTable::close_all), but async-signal-safe: each
+    /// published number not in `keep` gets a dead placeholder `dup3`-ed over
+    /// it (on Linux an `O_PATH` descriptor, so I/O on it fails with
+    /// `EBADF`). The child's reference to the parent's file is dropped at
+    /// once (a pipe's writer count falls, a listening socket is no longer
+    /// held by the worker) while the number stays reserved, so the `Tracked`
+    /// handles the child inherited can still be dropped safely: each then
+    /// closes its placeholder, never a file the child opened later.
+    /// Entries stay live in the child's copy of the table (I/O on them fails).
+    ///
+    /// In Go's order, like the [`CommandExt`] hook: signals blocked once,
+    /// every signal this crate handles put back to `SIG_DFL` (the parent's
+    /// handlers ignore a child, so a Ctrl-C would otherwise be lost on it),
+    /// files released, the mask restored.
+    ///
+    /// Async-signal-safe, allocation-free, no lock. Fails only if the
+    /// placeholder cannot be opened (`EMFILE`, say); then nothing was
+    /// released and the signal dispositions are already reset.
+    ///
+    /// # Safety
+    /// Call it only in a child process right after `fork` (before any other
+    /// thread is started in it). Until it returns, nothing else in the child
+    /// may use the table. Afterwards the handles are safe to drop, but I/O
+    /// through any of them except those kept fails.
+    ///
+    /// # Limitations
+    /// An entry that was being closed at fork time behind a walk on another
+    /// parent thread (state "closing") is released here too, but its number
+    /// stays reserved by the placeholder for the child's whole life: the
+    /// walk whose end would free it does not exist in the child.
+    ///
+    /// # Examples
+    /// A prefork worker keeps the listening socket and lets go of the rest:
+    /// ```
+    /// use fdtable::FdTable;
+    /// use std::os::fd::AsRawFd;
+    /// static TABLE: FdTable = FdTable::new();
+    ///
+    /// let listener = TABLE.track(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+    /// let journal = TABLE.track(std::fs::File::open("/dev/null")?)?;
+    ///
+    /// // SAFETY: the child makes only async-signal-safe calls until `_exit`.
+    /// match unsafe { libc::fork() } {
+    ///     0 => {
+    ///         // SAFETY: we are the fork child; nothing else uses TABLE here.
+    ///         let released = unsafe { TABLE.retire_all_in_child(&[listener.as_raw_fd()]) };
+    ///         let ok = released.ok() == Some(1)
+    ///             && listener.local_addr().is_ok() // still ours
+    ///             && std::io::Read::read(&mut &*journal, &mut [0u8; 1]).is_err();
+    ///         // Dropping `journal` here would be fine: it closes the placeholder.
+    ///         // SAFETY: `_exit` is async-signal-safe and ends the child.
+    ///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    ///     }
+    ///     -1 => return Err(std::io::Error::last_os_error()),
+    ///     pid => {
+    ///         let mut status = 0;
+    ///         // SAFETY: `pid` is our child; `status` is a valid out pointer.
+    ///         unsafe { libc::waitpid(pid, &mut status, 0) };
+    ///         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    ///     }
+    /// }
+    /// # drop((listener, journal));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # References
+    /// `fork(2)`, `signal-safety(7)`, `dup3(2)`, `sigaction(2)`
+    pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
+        let _mask = MaskGuard::new();
+        reset_handled_signals();
+        let placeholder = sys::open_placeholder()?;
+        let placeholder = std::os::fd::AsRawFd::as_raw_fd(&placeholder);
+        let mut released = 0;
+        self.for_each_published(|fd| {
+            if !keep.contains(&fd) && sys::replace_with_placeholder(placeholder, fd).is_ok() {
+                released += 1;
+            }
+        });
+        // The placeholder's own number is closed when the `OwnedFd` drops
+        // here, still under the mask.
+        Ok(released)
+    }
+}
