@@ -5,8 +5,9 @@
 //! synchronously, so the handler has run when `raise` returns), polls the
 //! read end for readability, and consumes the event: `try_recv` for
 //! `Interrupts` (drain + count), one `read` for the bare pipe. The difference
-//! is what `Interrupts` adds: the pid check, the errno save, the atomic
-//! count, and the drain loop.
+//! is what `Interrupts` adds: the fallback action's policy decision (pid,
+//! one record load), the instance's pid check and atomic count, and the
+//! drain loop with its `errno` save.
 //!
 //! ```text
 //! cargo bench --bench ctrlc -- --warm-up-time 1 --measurement-time 3
@@ -17,7 +18,7 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fdtable::Interrupts;
+use fdtable::{Interrupts, Signal};
 
 fn raise(sig: libc::c_int) {
     // SAFETY: a handler is registered for `sig` before every call.
@@ -48,8 +49,7 @@ fn bare_pipe() -> (OwnedFd, OwnedFd) {
 fn signal_to_event(c: &mut Criterion) {
     let mut group = c.benchmark_group("signal_to_event");
 
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGUSR1)
+    let interrupts = Interrupts::builder(Signal::User1)
         .respect_ignored(false)
         .second_signal_kills(false)
         .install()

@@ -37,7 +37,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fdtable::{FdTable, Interrupts, Tracked};
+use fdtable::{FdTable, Interrupts, Signal, Tracked};
 
 struct Options {
     open: usize,
@@ -176,13 +176,12 @@ fn main() {
     // Install before opening anything, so a Ctrl-C during setup is an event
     // too. Every convention is on: ignored-at-start stays ignored, a second
     // signal kills at once.
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGINT)
-        .signal(libc::SIGTERM)
+    let interrupts = Interrupts::builder(Signal::Interrupt)
+        .signal(Signal::Terminate)
         .install()
         .expect("install signal handlers");
-    for sig in interrupts.ignored() {
-        eprintln!("note: signal {sig} was ignored at startup (nohup?); leaving it ignored");
+    for signal in interrupts.ignored() {
+        eprintln!("note: {signal} was ignored at startup (nohup?); leaving it ignored");
     }
 
     let mut resources = open_resources(options.open).expect("open resources");
@@ -245,7 +244,7 @@ fn main() {
     };
 
     // From here on a second SIGINT/SIGTERM kills the process at once.
-    eprintln!("cleaning up after signal {}", received.signal());
+    eprintln!("cleaning up after {received}");
     std::thread::sleep(options.slow_cleanup); // a cleanup that may get stuck
     let report = FdTable::global().close_all();
     let _ = std::fs::remove_dir_all(&resources.dir);

@@ -68,7 +68,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fdtable::{CommandExt, FdTable, Interrupts, Tracked};
+use fdtable::{CommandExt, FdTable, Interrupts, Signal, Tracked};
 use util::{ChildEnd, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
@@ -616,7 +616,7 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32) {
 
 fn drain_interrupts(interrupts: &Interrupts) {
     while !STOP_WORK.load(SeqCst) {
-        if let Some(received) = interrupts.wait_timeout(Duration::from_millis(50)) {
+        if let Ok(Some(received)) = interrupts.recv_timeout(Duration::from_millis(50)) {
             INTERRUPT_EVENTS.fetch_add(received.count(), SeqCst);
         }
     }
@@ -701,8 +701,7 @@ fn main() {
     let ids = Arc::new(sentinels.ids().to_vec());
     let start = Instant::now();
 
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGUSR2)
+    let interrupts = Interrupts::builder(Signal::User2)
         .second_signal_kills(false)
         // A SIGUSR2 still in flight after the drop must not kill us.
         .default_after_drop(false)

@@ -83,9 +83,9 @@
 
 mod child;
 mod counter;
-mod interrupts;
 mod mask;
 pub mod quarantine;
+mod signals;
 mod slot;
 mod sync;
 mod sys;
@@ -95,8 +95,11 @@ mod tracked;
 #[doc(hidden)]
 pub use child::force_close_fallback;
 pub use child::CommandExt;
-pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
+pub use signals::{
+    ForegroundChild, Interrupts, InterruptsBuilder, Received, Signal, UnsupportedSignal,
+    WaitOutcome,
+};
 pub use table::{CloseAllReport, FdTable};
 pub use tracked::{TrackError, Tracked};
 

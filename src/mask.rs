@@ -1,36 +1,49 @@
 //! [`MaskGuard`]: block asynchronous signals on this thread for a scope.
 //!
-//! A signal mask is per thread. Blocking protects the current thread against
-//! its *own* handlers running in the middle of a two-step update (close the
-//! number, then unregister it); other threads are handled by the table's
-//! atomics. The guard blocks every blockable signal except the synchronous
-//! fault signals (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`,
-//! `SIGSYS`), which must still be able to kill the process. `SIGKILL` and
-//! `SIGSTOP` cannot be blocked at all; glibc also keeps its internal
-//! cancellation signals deliverable.
+//! What a user needs (which signals stay deliverable, nesting, the
+//! `mem::forget` caveat, where a guard may be used) is on [`MaskGuard`].
 //!
-//! Guards nest: only the outermost one issues `pthread_sigmask`. The depth and
-//! the saved mask live in `const`-initialised thread-locals without a
-//! destructor, so a guard works from a thread-local destructor, at exit, in a
-//! fork child and inside a signal handler.
+//! # Internal details
+//! The depth and the mask in force before the outermost guard live in
+//! `const`-initialised thread-locals without a destructor, so a guard works
+//! from a thread-local destructor, at exit, in a fork child and inside a
+//! signal handler. `SAVED` is valid while `DEPTH > 0`: it is always the mask
+//! in force before this thread's outermost live guard.
 //!
-//! # Limitations
-//! `mem::forget` on a guard leaves the mask blocked on this thread for good,
-//! as a leaked `MutexGuard` leaves its mutex locked.
+//! There is no per-thread cache of "this thread has everything blocked":
+//! the outermost guard always issues `pthread_sigmask(SIG_BLOCK)` and learns
+//! the old mask from it. When the old mask already blocked the whole set
+//! (quarantine mode's worker threads, or a thread that blocked everything
+//! itself) the block changed nothing, so the drop skips the restore, and
+//! the kernel's block returned early without taking the signal lock: a
+//! fully blocked thread pays one cheap syscall per guard, and a thread whose
+//! mask is open is always protected, however its mask changed since its
+//! last guard.
 
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 thread_local! {
     /// How many guards are alive on this thread.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
-    /// The mask to restore when the depth returns to zero.
+    /// The mask in force before the outermost live guard (valid while
+    /// `DEPTH > 0`).
     static SAVED: Cell<MaybeUninit<libc::sigset_t>> = const { Cell::new(MaybeUninit::uninit()) };
-    /// Whether the outermost guard issued a block (not in quarantine mode).
+    /// Whether the outermost guard's block changed the mask, so its drop
+    /// must restore `SAVED`.
     static RESTORE: Cell<bool> = const { Cell::new(false) };
+    /// This thread was counted in [`OPEN_MASK_THREADS`].
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// Whether to count threads whose outermost guard found their mask open
+/// (switched on by quarantine mode, which reports them).
+static COUNT_OPEN_MASK_THREADS: AtomicBool = AtomicBool::new(false);
+/// Threads counted since [`count_open_mask_threads`] was switched on.
+static OPEN_MASK_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Signals that are raised by the instruction being executed: blocking them
 /// would turn a crash into a hang or undefined behaviour.
@@ -57,21 +70,91 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
     }
 }
 
+/// Whether `mask` already blocks every signal of `set` that the kernel lets
+/// a thread block, so that `SIG_BLOCK` of `set` over `mask` changed nothing.
+/// Async-signal-safe, no syscall.
+///
+/// Exact on Linux, where it is what lets a fully blocked thread skip the
+/// restore. Elsewhere it answers `false` (the guard always restores: two
+/// syscalls, always sound).
+fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // Signals 1-64 are the first 64 bits of the set, the part the kernel
+        // reads and writes; the rest of glibc's 1024-bit `sigset_t` is never
+        // read or written by it. The kernel never blocks SIGKILL and
+        // SIGSTOP, and the C library never lets 32 and 33 (glibc's and
+        // musl's internal signals; musl's 34 is not in `set`) be blocked.
+        const NEVER_BLOCKED: u64 =
+            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | 1 << 31 | 1 << 32;
+        // SAFETY: `sigset_t` is at least 8 bytes of plain, initialised data
+        // (both sets come from sigfillset/sigemptyset, then the kernel).
+        let word = |s: &libc::sigset_t| unsafe {
+            (s as *const libc::sigset_t).cast::<u64>().read_unaligned()
+        };
+        let want = word(set) & !NEVER_BLOCKED;
+        word(mask) & want == want
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (mask, set);
+        false
+    }
+}
+
+/// Count threads whose outermost guard finds their mask open, from now on.
+pub(crate) fn count_open_mask_threads() {
+    COUNT_OPEN_MASK_THREADS.store(true, Ordering::SeqCst);
+}
+
+/// Threads counted since [`count_open_mask_threads`]. Async-signal-safe.
+pub(crate) fn open_mask_threads() -> usize {
+    OPEN_MASK_THREADS.load(Ordering::Relaxed)
+}
+
 /// RAII guard that blocks asynchronous signals on the current thread.
 ///
 /// Creating the outermost guard on a thread issues one
 /// `pthread_sigmask(SIG_BLOCK)`; dropping the last one restores exactly the
-/// mask that was in force before (one `pthread_sigmask(SIG_SETMASK)`). Guards
-/// created while another is alive on the same thread cost no syscall. Signals
-/// that arrive meanwhile stay pending and are delivered on restore.
+/// mask that was in force before (one `pthread_sigmask(SIG_SETMASK)`, skipped
+/// when the block changed nothing because the thread already had every one
+/// of these signals blocked). Guards created while another is alive on the
+/// same thread cost no syscall. Signals that arrive meanwhile stay pending
+/// and are delivered on restore.
 ///
-/// The guard is `!Send`: a mask belongs to the thread that set it.
+/// # Which signals
+/// Every blockable signal except the synchronous fault signals `SIGSEGV`,
+/// `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP` and `SIGSYS`, which must still be
+/// able to kill the process (blocking them would turn a crash into a hang).
+/// `SIGKILL` and `SIGSTOP` cannot be blocked at all; glibc also keeps its
+/// internal thread-cancellation signals deliverable.
 ///
-/// Async-signal-safe: both creating and dropping a guard may be done inside a
-/// signal handler or a fork child.
+/// # Where it may be used
+/// Async-signal-safe: creating and dropping a guard may be done inside a
+/// signal handler, in a fork child, in a thread-local destructor and at
+/// exit (its state is `const`-initialised thread-locals without a
+/// destructor).
 ///
-/// Do not run code that spawns processes while a guard is held: a child
-/// inherits the blocked mask.
+/// The guard is neither `Send` nor `Sync`: a mask belongs to the thread that
+/// set it.
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// needs_send(fdtable::MaskGuard::new());
+/// ```
+/// ```compile_fail
+/// fn needs_sync<T: Sync>(_: &T) {}
+/// needs_sync(&fdtable::MaskGuard::new());
+/// ```
+///
+/// Do not spawn processes while a guard is held: a child inherits the
+/// blocked mask (a plain [`std::process::Command`] spawned under a guard
+/// starts its program with these signals blocked).
+///
+/// # Limitations
+/// `mem::forget` on a guard leaves the signals blocked on this thread for
+/// good (and every later guard on it nested), as a leaked `MutexGuard` leaves
+/// its mutex locked.
 ///
 /// # Examples
 /// ```
@@ -83,6 +166,17 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
 /// drop(nested);
 /// drop(guard); // the previous mask is back; pending signals are delivered
 /// ```
+///
+/// A guard dropped at once protects nothing:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fdtable::MaskGuard::new();
+/// ```
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// <fdtable::MaskGuard as Default>::default();
+/// ```
+#[must_use = "signals are unblocked again as soon as the guard is dropped"]
 pub struct MaskGuard {
     _not_send: PhantomData<*const ()>,
 }
@@ -98,17 +192,28 @@ impl MaskGuard {
     #[must_use = "signals are unblocked again as soon as the guard is dropped"]
     pub fn new() -> MaskGuard {
         let depth = DEPTH.with(Cell::get);
-        if depth == 0 && !crate::quarantine::current_thread_is_quarantined() {
+        if depth == 0 {
             let block = async_signal_set();
             let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-            // SAFETY: `block` is initialised; `old` is written by the call.
-            unsafe {
+            // SAFETY: `block` is initialised; sigemptyset initialises `old`
+            // fully (the kernel writes only its first 64 bits), then the
+            // call writes the previous mask into it.
+            let old = unsafe {
+                libc::sigemptyset(old.as_mut_ptr());
                 libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr());
-            }
-            // From here on no handler runs on this thread, so the two
+                old.assume_init()
+            };
+            // From here on no handler runs on this thread, so the
             // thread-local writes cannot be observed half done.
-            SAVED.with(|saved| saved.set(old));
-            RESTORE.with(|r| r.set(true));
+            let changed = !blocks_all(&old, &block);
+            SAVED.with(|saved| saved.set(MaybeUninit::new(old)));
+            RESTORE.with(|r| r.set(changed));
+            if changed
+                && COUNT_OPEN_MASK_THREADS.load(Ordering::Relaxed)
+                && !COUNTED.with(|c| c.replace(true))
+            {
+                OPEN_MASK_THREADS.fetch_add(1, Ordering::Relaxed);
+            }
         }
         DEPTH.with(|d| d.set(depth + 1));
         MaskGuard {
@@ -123,6 +228,7 @@ impl MaskGuard {
 }
 
 impl Default for MaskGuard {
+    /// The same as [`MaskGuard::new`]. Async-signal-safe.
     fn default() -> Self {
         MaskGuard::new()
     }
@@ -151,5 +257,42 @@ impl fmt::Debug for MaskGuard {
         f.debug_struct("MaskGuard")
             .field("depth", &DEPTH.with(Cell::get))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current_mask() -> libc::sigset_t {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises `set`; a null new set only queries.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr());
+            set.assume_init()
+        }
+    }
+
+    /// The mask a guard leaves in force must count as "blocks all": if the
+    /// never-blocked bits were wrong, a fully blocked thread would restore
+    /// on every drop (slow), and worse, a wrong "all blocked" would skip a
+    /// restore and leave signals blocked for good.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_mask_under_a_guard_blocks_all_and_an_open_mask_does_not() {
+        std::thread::spawn(|| {
+            let set = async_signal_set();
+            assert!(
+                !blocks_all(&current_mask(), &set),
+                "a fresh thread's mask is open"
+            );
+            let guard = MaskGuard::new();
+            assert!(blocks_all(&current_mask(), &set));
+            drop(guard);
+            assert!(!blocks_all(&current_mask(), &set));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -15,13 +15,16 @@
 //!    handler (signal-hook's pipe writes for [`Interrupts`](crate::Interrupts),
 //!    your own) runs there and never on a thread that mutates a table.
 //!
-//! On a quarantined thread, the first [`MaskGuard`] checks once that the
-//! mask really is in force and remembers it in a `const` thread-local
-//! without a destructor; every later guard on that thread issues no syscall.
-//! A thread whose mask is not fully blocked (one that existed before
-//! [`enter`], or one that unblocked signals itself) keeps paying the syscall
-//! pair: it stays protected, it is just not fast. Such threads are counted
-//! in [`unprotected_threads_seen`].
+//! A [`MaskGuard`] on a quarantined thread still issues its one
+//! `pthread_sigmask(SIG_BLOCK)`: it is how the guard learns, soundly, that
+//! the thread's mask really is fully blocked right now (it may have been
+//! changed since the last guard). With everything already blocked, the
+//! kernel answers without taking the process's signal lock, and the guard
+//! skips the restore: one cheap syscall per guard instead of a pair, and a
+//! thread that unblocked signals since is protected again by the same call.
+//! A thread whose mask is open (one that existed before [`enter`], or one
+//! that unblocked signals itself) pays the pair: it stays protected, it is
+//! just not fast. Such threads are counted in [`unprotected_threads_seen`].
 //!
 //! Programs spawned through [`CommandExt`](crate::CommandExt) start with the
 //! mask the program had *before* quarantine, not with everything blocked.
@@ -31,7 +34,7 @@
 //! fn main() -> std::io::Result<()> {
 //!     // First thing, before any thread exists:
 //!     let report = fdtable::quarantine::enter()?;
-//!     assert_eq!(report.preexisting_threads(), 0);
+//!     assert_eq!(report.preexisting_threads(), Some(0));
 //!     // ... spawn workers, track descriptors: drops now cost one close(2)
 //!     // plus two atomic operations.
 //!     Ok(())
@@ -41,18 +44,18 @@
 //! # Limitations
 //! - Signals sent to a specific worker thread (`pthread_kill`, `tgkill`) stay
 //!   pending on it: that thread has them blocked for good.
-//! - Code that unblocks asynchronous signals on a worker after its first
-//!   guard defeats the quarantine for that thread; do not do that.
+//! - Code that unblocks asynchronous signals on a worker makes handlers run
+//!   there again (guards on it then pay the syscall pair); do not do that.
 //! - Quarantine cannot be left: the masks it set are inherited by every
 //!   thread created since.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 
-use crate::mask::async_signal_set;
+use crate::mask::{async_signal_set, count_open_mask_threads, open_mask_threads};
 #[cfg(doc)]
 use crate::MaskGuard;
 
@@ -61,7 +64,6 @@ const ENTERING: u8 = 1;
 const ACTIVE: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
-static UNPROTECTED: AtomicUsize = AtomicUsize::new(0);
 static SIGNAL_THREAD_TID: AtomicI64 = AtomicI64::new(0);
 
 /// The mask the program had before `enter`, written once before `STATE`
@@ -73,36 +75,27 @@ struct OriginalMask(UnsafeCell<MaybeUninit<libc::sigset_t>>);
 unsafe impl Sync for OriginalMask {}
 static ORIGINAL_MASK: OriginalMask = OriginalMask(UnsafeCell::new(MaybeUninit::uninit()));
 
-const UNKNOWN: u8 = 0;
-const QUARANTINED: u8 = 1;
-const EXPOSED: u8 = 2;
-
-thread_local! {
-    /// What the first guard on this thread found while quarantine was on.
-    static THREAD_MODE: Cell<u8> = const { Cell::new(UNKNOWN) };
-}
-
 /// What [`enter`] found and did.
 #[derive(Debug, Clone)]
 pub struct QuarantineReport {
-    preexisting_threads: usize,
-    signal_thread_tid: i64,
+    preexisting_threads: Option<usize>,
+    signal_thread_tid: Option<i64>,
 }
 
 impl QuarantineReport {
     /// Threads other than the caller that were already running when
-    /// quarantine was entered (Linux: counted in `/proc/self/task`; 0 where
-    /// that cannot be known). Their masks were not changed: guards on them
-    /// keep issuing the syscall pair, and handlers may still run on them.
-    /// Async-signal-safe.
-    pub fn preexisting_threads(&self) -> usize {
+    /// quarantine was entered (Linux: counted in `/proc/self/task`), `None`
+    /// where that cannot be known. Their masks were not changed: guards on
+    /// them keep issuing the syscall pair, and handlers may still run on
+    /// them. Async-signal-safe.
+    pub fn preexisting_threads(&self) -> Option<usize> {
         self.preexisting_threads
     }
 
     /// The kernel thread id (`gettid`) of the thread that runs every
-    /// asynchronous signal handler from now on (0 where unknown).
-    /// Async-signal-safe.
-    pub fn signal_thread_tid(&self) -> i64 {
+    /// asynchronous signal handler from now on, `None` where there is no
+    /// such id (outside Linux). Async-signal-safe.
+    pub fn signal_thread_tid(&self) -> Option<i64> {
         self.signal_thread_tid
     }
 }
@@ -110,9 +103,15 @@ impl QuarantineReport {
 /// Enter quarantine mode; see the [module documentation](self).
 ///
 /// Call it at the very start of `main`, before any other thread exists.
-/// Fails with `AlreadyExists` if quarantine is already on, `WouldBlock` if a
-/// [`MaskGuard`] is alive on the calling thread, or the OS error if the
-/// signal thread cannot be started (in every case nothing changed).
+///
+/// # Errors
+/// In every case nothing changed:
+/// - `AlreadyExists` if quarantine is already on;
+/// - `InvalidInput` if a [`MaskGuard`] is alive on the calling thread (its
+///   drop would later restore the open mask it saved, leaving this thread
+///   exposed while it looks quarantined): a logic error, retrying cannot
+///   help;
+/// - the OS error if the signal thread cannot be started.
 ///
 /// Not async-signal-safe (spawns a thread).
 pub fn enter() -> io::Result<QuarantineReport> {
@@ -120,7 +119,7 @@ pub fn enter() -> io::Result<QuarantineReport> {
         // The live guard would restore its saved (open) mask later, leaving
         // this thread exposed while guards on it believe it quarantined.
         return Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
+            io::ErrorKind::InvalidInput,
             "cannot enter signal quarantine while a MaskGuard is alive on this thread",
         ));
     }
@@ -133,7 +132,7 @@ pub fn enter() -> io::Result<QuarantineReport> {
             "signal quarantine is already active",
         ));
     }
-    let preexisting_threads = count_threads().saturating_sub(1);
+    let preexisting_threads = count_threads().map(|n| n.saturating_sub(1));
     let block = async_signal_set();
     let mut original = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: valid sets; `original` is written by the call.
@@ -165,10 +164,10 @@ pub fn enter() -> io::Result<QuarantineReport> {
         STATE.store(OFF, Ordering::Release);
         return Err(error);
     }
-    let signal_thread_tid = tid_rx.recv().unwrap_or(0);
-    SIGNAL_THREAD_TID.store(signal_thread_tid, Ordering::Relaxed);
-    // This thread's mode is left unknown: its first guard checks the real
-    // mask, like on every other thread.
+    let signal_thread_tid = tid_rx.recv().ok().flatten();
+    SIGNAL_THREAD_TID.store(signal_thread_tid.unwrap_or(0), Ordering::Relaxed);
+    // From now on, a thread whose guard finds its mask open is reported.
+    count_open_mask_threads();
     STATE.store(ACTIVE, Ordering::Release);
     Ok(QuarantineReport {
         preexisting_threads,
@@ -182,16 +181,20 @@ pub fn is_active() -> bool {
 }
 
 /// How many threads created a mask guard while quarantine was on but did not
-/// have every asynchronous signal blocked (and so kept paying the syscall
-/// pair). Async-signal-safe.
+/// have every asynchronous signal blocked at that moment (each is counted
+/// once; such guards pay the syscall pair). Async-signal-safe.
 pub fn unprotected_threads_seen() -> usize {
-    UNPROTECTED.load(Ordering::Relaxed)
+    open_mask_threads()
 }
 
-/// The kernel thread id of the quarantine's signal thread, 0 when off.
+/// The kernel thread id of the quarantine's signal thread: `None` when
+/// quarantine is off or the id is unknown (outside Linux).
 /// Async-signal-safe.
-pub fn signal_thread_tid() -> i64 {
-    SIGNAL_THREAD_TID.load(Ordering::Relaxed)
+pub fn signal_thread_tid() -> Option<i64> {
+    match SIGNAL_THREAD_TID.load(Ordering::Relaxed) {
+        0 => None,
+        tid => Some(tid),
+    }
 }
 
 /// The mask programs spawned through the exec hook should start with: the
@@ -207,83 +210,42 @@ pub(crate) fn mask_before_quarantine() -> Option<libc::sigset_t> {
     }
 }
 
-/// Whether the current thread's async signals are known to be blocked for
-/// good, so a guard may skip its syscalls. Checks the real mask once per
-/// thread. Async-signal-safe.
-pub(crate) fn current_thread_is_quarantined() -> bool {
-    if !is_active() {
-        return false;
-    }
-    match THREAD_MODE.with(Cell::get) {
-        QUARANTINED => true,
-        EXPOSED => false,
-        _ => {
-            let blocked = async_signals_all_blocked();
-            THREAD_MODE.with(|m| m.set(if blocked { QUARANTINED } else { EXPOSED }));
-            if !blocked {
-                UNPROTECTED.fetch_add(1, Ordering::Relaxed);
-            }
-            blocked
-        }
-    }
-}
-
-fn async_signals_all_blocked() -> bool {
-    let wanted = async_signal_set();
-    let mut current = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: a null `set` only queries the mask into `current`.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), current.as_mut_ptr()) };
-    // SAFETY: initialised by the call above.
-    let current = unsafe { current.assume_init() };
-    (1..max_signal()).all(|sig| {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            return true; // cannot be blocked, never in a mask
-        }
-        // SAFETY: both sets are initialised; `sig` is within range.
-        unsafe { libc::sigismember(&wanted, sig) != 1 || libc::sigismember(&current, sig) == 1 }
-    })
-}
-
-fn max_signal() -> libc::c_int {
+/// Threads in this process, where the system says.
+fn count_threads() -> Option<usize> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        libc::SIGRTMAX() + 1
+        std::fs::read_dir("/proc/self/task")
+            .ok()
+            .map(|dir| dir.count())
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
-        32
+        None
     }
 }
 
-fn count_threads() -> usize {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        std::fs::read_dir("/proc/self/task").map_or(1, |dir| dir.count())
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        1
-    }
-}
-
-fn current_tid() -> i64 {
+fn current_tid() -> Option<i64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: gettid has no preconditions.
-        i64::from(unsafe { libc::gettid() })
+        Some(i64::from(unsafe { libc::gettid() }))
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
-        0
+        None
     }
 }
 
 impl fmt::Display for QuarantineReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "signal quarantine on (signal thread tid {}, {} thread(s) predate it)",
-            self.signal_thread_tid, self.preexisting_threads
-        )
+        f.write_str("signal quarantine on (signal thread tid ")?;
+        match self.signal_thread_tid {
+            Some(tid) => write!(f, "{tid}")?,
+            None => f.write_str("unknown")?,
+        }
+        match self.preexisting_threads {
+            Some(n) => write!(f, ", {n} thread(s) predate it)"),
+            None => f.write_str(", threads that predate it unknown)"),
+        }
     }
 }

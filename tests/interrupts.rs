@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fdtable::Interrupts;
+use fdtable::{Interrupts, Signal};
 
 /// Generous bound for anything a child must do "promptly".
 const PROMPTLY: Duration = Duration::from_secs(30);
@@ -398,7 +398,7 @@ fn sigint_ignored_at_start_stays_ignored_until_sigterm() {
     let mut child = spawn_example(&["--open", "6"], &tmp, libc::SIG_IGN);
     let (pid, tracked, _) = parse_ready(&child.expect_stdout("ready "));
     assert_eq!(tracked, 6);
-    child.expect_stderr("note: signal 2 was ignored");
+    child.expect_stderr("note: SIGINT was ignored");
     for _ in 0..3 {
         kill(pid, libc::SIGINT);
         std::thread::sleep(Duration::from_millis(100));
@@ -462,9 +462,8 @@ fn read_stdin_line() -> String {
 }
 
 fn helper_burst() {
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGINT)
-        .signal(libc::SIGTERM)
+    let interrupts = Interrupts::builder(Signal::Interrupt)
+        .signal(Signal::Terminate)
         .second_signal_kills(false)
         .install()
         .unwrap();
@@ -502,7 +501,7 @@ fn helper_burst() {
         let mut terminate = false;
         while let Some(received) = interrupts.try_recv() {
             match received.signal() {
-                libc::SIGINT => sigints += received.count(),
+                Signal::Interrupt => sigints += received.count(),
                 _ => terminate = true,
             }
         }
@@ -518,8 +517,7 @@ fn helper_burst() {
 }
 
 fn helper_after_drop(default_after_drop: bool) {
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGINT)
+    let interrupts = Interrupts::builder(Signal::Interrupt)
         .default_after_drop(default_after_drop)
         .install()
         .unwrap();
@@ -557,8 +555,7 @@ fn burst_of_10000_sigints_leaves_the_program_responsive_and_counts_them() {
 /// fork child the default action stays out of the way: only the handler's
 /// pid check keeps the child's SIGINT out of this process's pipe.
 fn helper_fork_pid_check() {
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGINT)
+    let interrupts = Interrupts::builder(Signal::Interrupt)
         .respect_ignored(false)
         .second_signal_kills(false)
         .install()
@@ -613,8 +610,7 @@ fn without_default_after_drop_a_late_sigint_is_lost() {
 /// SIGINT handled regardless of how `cargo test` was started, with the
 /// second-signal kill off so raising it twice cannot end the test binary.
 fn sigint_events() -> Interrupts {
-    Interrupts::builder()
-        .signal(libc::SIGINT)
+    Interrupts::builder(Signal::Interrupt)
         .respect_ignored(false)
         .second_signal_kills(false)
         .install()
@@ -652,11 +648,17 @@ fn sigint_in_a_fork_child_before_exec_never_reaches_the_parent() {
         !readable_now(&interrupts),
         "the child's SIGINT woke the parent"
     );
-    assert_eq!(interrupts.wait_timeout(Duration::from_millis(300)), None);
+    assert_eq!(
+        interrupts.recv_timeout(Duration::from_millis(300)).unwrap(),
+        None
+    );
     // The pipe does work in this process.
     raise(libc::SIGINT);
-    let got = interrupts.wait_timeout(PROMPTLY).expect("own SIGINT");
-    assert_eq!((got.signal(), got.count()), (libc::SIGINT, 1));
+    let got = interrupts
+        .recv_timeout(PROMPTLY)
+        .unwrap()
+        .expect("own SIGINT");
+    assert_eq!((got.signal(), got.count()), (Signal::Interrupt, 1));
 }
 
 #[test]
@@ -669,7 +671,7 @@ fn wait_timeout_returns_on_time_when_nothing_arrives() {
         Duration::from_millis(300),
     ] {
         let start = Instant::now();
-        assert_eq!(interrupts.wait_timeout(wait), None);
+        assert_eq!(interrupts.recv_timeout(wait).unwrap(), None);
         let took = start.elapsed();
         assert!(took >= wait, "returned early: {took:?} < {wait:?}");
         assert!(
@@ -689,14 +691,20 @@ fn two_interrupts_both_see_the_signal_and_dropping_one_leaves_the_other() {
     assert_ne!(library.as_raw_fd(), program.as_raw_fd());
     raise(libc::SIGINT);
     for interrupts in [&library, &program] {
-        let got = interrupts.wait_timeout(PROMPTLY).expect("both see it");
-        assert_eq!((got.signal(), got.count()), (libc::SIGINT, 1));
+        let got = interrupts
+            .recv_timeout(PROMPTLY)
+            .unwrap()
+            .expect("both see it");
+        assert_eq!((got.signal(), got.count()), (Signal::Interrupt, 1));
     }
     drop(library);
     raise(libc::SIGINT);
     raise(libc::SIGINT);
-    let got = program.wait_timeout(PROMPTLY).expect("still working");
-    assert_eq!((got.signal(), got.count()), (libc::SIGINT, 2));
+    let got = program
+        .recv_timeout(PROMPTLY)
+        .unwrap()
+        .expect("still working");
+    assert_eq!((got.signal(), got.count()), (Signal::Interrupt, 2));
     assert_eq!(program.try_recv(), None);
 }
 
@@ -704,9 +712,8 @@ fn two_interrupts_both_see_the_signal_and_dropping_one_leaves_the_other() {
 fn a_full_pipe_never_blocks_the_handler_and_loses_no_count() {
     let _serial = util::serial();
     let _watchdog = Watchdog::new("full pipe", Duration::from_secs(60));
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGUSR1)
-        .signal(libc::SIGUSR2)
+    let interrupts = Interrupts::builder(Signal::User1)
+        .signal(Signal::User2)
         .respect_ignored(false)
         .second_signal_kills(false)
         .install()
@@ -726,12 +733,12 @@ fn a_full_pipe_never_blocks_the_handler_and_loses_no_count() {
         raise(libc::SIGUSR2);
     }
     let first = interrupts.try_recv().expect("pending");
-    assert_eq!((first.signal(), first.count()), (libc::SIGUSR1, 5000));
+    assert_eq!((first.signal(), first.count()), (Signal::User1, 5000));
     // The pipe is drained, yet SIGUSR2 is still reported: try_recv kept a
     // wake-up byte for it.
     assert!(readable_now(&interrupts), "no wake-up left for SIGUSR2");
     let second = interrupts.try_recv().expect("pending");
-    assert_eq!((second.signal(), second.count()), (libc::SIGUSR2, 1000));
+    assert_eq!((second.signal(), second.count()), (Signal::User2, 1000));
     assert_eq!(interrupts.try_recv(), None);
 }
 
@@ -739,8 +746,7 @@ fn a_full_pipe_never_blocks_the_handler_and_loses_no_count() {
 fn first_signal_arms_and_disarm_undoes_it() {
     let _serial = util::serial();
     let _watchdog = Watchdog::new("arming", Duration::from_secs(60));
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGUSR1)
+    let interrupts = Interrupts::builder(Signal::User1)
         .respect_ignored(false)
         .install()
         .unwrap();
@@ -763,8 +769,7 @@ fn first_signal_arms_and_disarm_undoes_it() {
 fn a_fork_child_without_its_own_interrupts_dies_by_the_default_action() {
     let _serial = util::serial();
     let _watchdog = Watchdog::new("fork child default", Duration::from_secs(60));
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGUSR1)
+    let interrupts = Interrupts::builder(Signal::User1)
         .second_signal_kills(false)
         .install()
         .unwrap();
@@ -785,9 +790,15 @@ fn a_fork_child_without_its_own_interrupts_dies_by_the_default_action() {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGUSR1,
         "the child survived SIGUSR1 (status {status:#x}): immune to a signal its parent handles"
     );
-    assert_eq!(interrupts.wait_timeout(Duration::from_millis(200)), None);
+    assert_eq!(
+        interrupts.recv_timeout(Duration::from_millis(200)).unwrap(),
+        None
+    );
     // The parent still gets its own SIGUSR1 as an event.
     raise(libc::SIGUSR1);
-    let got = interrupts.wait_timeout(PROMPTLY).expect("own SIGUSR1");
-    assert_eq!(got.signal(), libc::SIGUSR1);
+    let got = interrupts
+        .recv_timeout(PROMPTLY)
+        .unwrap()
+        .expect("own SIGUSR1");
+    assert_eq!(got.signal(), Signal::User1);
 }

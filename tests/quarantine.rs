@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fdtable::{quarantine, CommandExt, FdTable, Interrupts, MaskGuard};
+use fdtable::{quarantine, CommandExt, FdTable, Interrupts, MaskGuard, Signal};
 
 static TABLE: FdTable = FdTable::new();
 static QUARANTINE_TID: AtomicI64 = AtomicI64::new(0);
@@ -41,11 +41,15 @@ fn main() {
     let report = quarantine::enter().expect("enter quarantine");
     assert_eq!(
         report.preexisting_threads(),
-        0,
+        Some(0),
         "libtest harness must be off"
     );
     assert!(quarantine::is_active());
-    QUARANTINE_TID.store(report.signal_thread_tid(), Ordering::SeqCst);
+    QUARANTINE_TID.store(
+        report.signal_thread_tid().expect("Linux has tids"),
+        Ordering::SeqCst,
+    );
+    assert_eq!(quarantine::signal_thread_tid(), report.signal_thread_tid());
     assert!(quarantine::enter().is_err(), "entering twice must fail");
 
     handlers_run_only_on_the_signal_thread_under_a_kill_storm();
@@ -144,7 +148,7 @@ fn a_thread_that_predates_quarantine_is_reported() {
 fn entering_quarantine_under_a_live_mask_guard_is_refused() {
     child_copy_says(
         "--guard-then-enter",
-        "refused=WouldBlock then-entered=true masked-after=true",
+        "refused=InvalidInput then-entered=true masked-after=true",
     );
 }
 
@@ -210,7 +214,7 @@ fn late_quarantine_child() {
     early.join().unwrap();
     println!(
         "preexisting={} unprotected={}",
-        report.preexisting_threads(),
+        report.preexisting_threads().unwrap_or(usize::MAX),
         quarantine::unprotected_threads_seen()
     );
 }
@@ -254,8 +258,7 @@ fn spawned_program_starts_with_the_mask_from_before_quarantine(before: &str) {
 /// SIGINT must still reach `Interrupts` (its handler runs on the signal
 /// thread and writes the pipe the main thread waits on).
 fn ctrl_c_still_arrives_through_interrupts() {
-    let interrupts = Interrupts::builder()
-        .signal(libc::SIGINT)
+    let interrupts = Interrupts::builder(Signal::Interrupt)
         .respect_ignored(false) // the test runner may start us with SIGINT ignored
         .second_signal_kills(false)
         .install()
@@ -263,8 +266,9 @@ fn ctrl_c_still_arrives_through_interrupts() {
     // SAFETY: signalling our own process; SIGINT is handled above.
     unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
     let got = interrupts
-        .wait_timeout(Duration::from_secs(10))
+        .recv_timeout(Duration::from_secs(10))
+        .expect("handlers in place")
         .expect("SIGINT never arrived through the quarantine thread");
-    assert_eq!(got.signal(), libc::SIGINT);
+    assert_eq!(got.signal(), Signal::Interrupt);
     assert!(got.count() >= 1);
 }

@@ -5,7 +5,6 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::close::close_published;
-use super::reset_handled_signals;
 use crate::mask::MaskGuard;
 use crate::sys;
 use crate::table::FdTable;
@@ -99,14 +98,15 @@ impl FdTable {
     /// closes its placeholder, never a file the child opened later.
     /// Entries stay live in the child's copy of the table (I/O on them fails).
     ///
-    /// In Go's order, like the [`CommandExt`] hook: signals blocked once,
-    /// every signal this crate handles put back to `SIG_DFL` (the parent's
-    /// handlers ignore a child, so a Ctrl-C would otherwise be lost on it),
-    /// files released, the mask restored.
+    /// Signal handlers are left as they are: the parent's
+    /// [`Interrupts`](crate::Interrupts) ignore the child, which gets the
+    /// default action for their signals, and the child may install its own
+    /// `Interrupts` afterwards and receive signals as events (resetting the
+    /// dispositions behind signal-hook's back would make those never run).
     ///
     /// Async-signal-safe, allocation-free, no lock. Fails only if the
     /// placeholder cannot be opened (`EMFILE`, say); then nothing was
-    /// released and the signal dispositions are already reset.
+    /// released.
     ///
     /// # Safety
     /// Call it only in a child process right after `fork` (before any other
@@ -155,10 +155,9 @@ impl FdTable {
     /// ```
     ///
     /// # References
-    /// `fork(2)`, `signal-safety(7)`, `dup3(2)`, `sigaction(2)`
+    /// `fork(2)`, `signal-safety(7)`, `dup3(2)`
     pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
         let _mask = MaskGuard::new();
-        reset_handled_signals();
         let placeholder = sys::open_placeholder()?;
         let placeholder = std::os::fd::AsRawFd::as_raw_fd(&placeholder);
         let mut released = 0;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::close::{close_published, close_range_usable};
 use super::reset_handled_signals;
 #[cfg(test)]
-use crate::interrupts::HANDLED_SIGNALS;
+use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
 use crate::table::FdTable;
 #[cfg(doc)]

@@ -72,14 +72,17 @@ mod hook;
 
 use std::sync::atomic::Ordering;
 
-use crate::interrupts::HANDLED_SIGNALS;
+use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
 
 #[doc(hidden)]
 pub use close::force_close_fallback;
 pub use hook::CommandExt;
 
-/// Put every signal this crate has a handler for back to `SIG_DFL`.
+/// Put every signal this crate has a handler for back to `SIG_DFL`, in a
+/// child about to `exec` (which would do the same to a caught signal). Not
+/// for a child that goes on running: signal-hook's registry would still
+/// believe its handler installed, and never run an action registered later.
 /// Async-signal-safe: one atomic load and at most 64 `sigaction(2)` calls.
 pub(crate) fn reset_handled_signals() {
     let handled = HANDLED_SIGNALS.load(Ordering::Acquire);

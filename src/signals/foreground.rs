@@ -1,0 +1,101 @@
+//! [`ForegroundChild`]: Ctrl-C belongs to the interactive child the program
+//! waits for.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+
+use super::interrupts::Interrupts;
+use super::policy::{self, pid};
+use super::signal::Signal;
+
+/// While alive, SIGINT and SIGQUIT are counted by the `Interrupts` that
+/// handle them but neither arm nor kill this process, nor apply the default
+/// action; made by [`Interrupts::foreground_child`].
+///
+/// Scopes nest (the outermost one's drop ends the effect), and a scope ends
+/// on drop, including during a panic's unwinding. It is `!Send`: open and
+/// close it on the thread that waits for the child.
+#[must_use = "the scope ends when the ForegroundChild is dropped"]
+pub struct ForegroundChild<'a> {
+    _interrupts: PhantomData<&'a Interrupts>,
+    _not_send: PhantomData<*const ()>,
+    pid: libc::pid_t,
+}
+
+impl Interrupts {
+    /// Let an interactive child in the foreground have Ctrl-C: until the
+    /// returned scope drops, SIGINT and SIGQUIT are counted (by the
+    /// instances that handle them; read them afterwards with the receives)
+    /// but neither arm nor kill this process, as `system(3)` ignores them
+    /// while it waits. The child (an editor, a pager, a REPL, in the
+    /// terminal's foreground process group, which receives the terminal's
+    /// Ctrl-C like this process does) handles them as it likes.
+    ///
+    /// SIGQUIT (Ctrl-\) is covered even if no `Interrupts` handles it:
+    /// this call then installs signal-hook's handler for it (for good, with
+    /// the fallback action that applies its default action outside a scope).
+    /// A signal ignored at startup stays ignored and is left alone. Other
+    /// signals (SIGTERM, ...) keep their usual policy.
+    ///
+    /// Open the scope *before* spawning the child, keep it until the child
+    /// was waited for.
+    ///
+    /// # Errors
+    /// The OS error of `sigaction(2)` if the handler for SIGINT or SIGQUIT
+    /// cannot be installed; then no scope is open.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::Interrupts;
+    /// use std::process::Command;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// let status = {
+    ///     let _child_has_ctrl_c = interrupts.foreground_child()?;
+    ///     Command::new("true").status()? // `$EDITOR`, `less`, `python3`...
+    /// };
+    /// assert!(status.success());
+    /// while let Some(received) = interrupts.try_recv() {
+    ///     println!("while the child ran: {received}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Not async-signal-safe (may install a handler); dropping the scope
+    /// is.
+    pub fn foreground_child(&self) -> io::Result<ForegroundChild<'_>> {
+        let pid = pid();
+        {
+            let _setup = policy::setup_lock();
+            for signal in [Signal::Interrupt, Signal::Quit] {
+                policy::look_at_start(signal)?;
+                if !policy::ignored_at_start(signal) || self.signals().any(|s| s == signal) {
+                    policy::ensure_fallback(signal)?;
+                }
+            }
+        }
+        policy::foreground_enter(pid);
+        Ok(ForegroundChild {
+            _interrupts: PhantomData,
+            _not_send: PhantomData,
+            pid,
+        })
+    }
+}
+
+impl Drop for ForegroundChild<'_> {
+    fn drop(&mut self) {
+        // A scope inherited by a fork child is not the child's: it changes
+        // nothing there.
+        policy::foreground_leave(self.pid);
+    }
+}
+
+impl fmt::Debug for ForegroundChild<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForegroundChild")
+            .field("pid", &self.pid)
+            .finish()
+    }
+}

@@ -1,0 +1,688 @@
+//! [`Interrupts`]: one instance's self-pipe, its counts and its receives.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use signal_hook::SigId;
+
+use super::pipe::{drain, self_pipe, wake, ErrnoGuard};
+use super::policy::{self, pid};
+use super::signal::{Signal, COUNT};
+
+/// One signal as the receives report it: which signal, and how many
+/// deliveries since the last report for it.
+///
+/// `Display` gives `SIGINT (1 delivery)`, `SIGTERM (3 deliveries)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Received {
+    pub(crate) signal: Signal,
+    pub(crate) count: u64,
+}
+
+impl Received {
+    /// The signal. Async-signal-safe.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Deliveries counted since the previous report for this signal; at
+    /// least 1. Standard signals coalesce, so this may be smaller than the
+    /// number of `kill`s sent. Async-signal-safe.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl fmt::Display for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.count == 1 { "y" } else { "ies" };
+        write!(f, "{} ({} deliver{s})", self.signal, self.count)
+    }
+}
+
+/// Everything an instance's handler action reaches. Shared with
+/// signal-hook's registry, which drops its references only after no handler
+/// can be running them.
+pub(crate) struct Shared {
+    /// The process that installed the actions; others (fork children)
+    /// ignore deliveries.
+    pub(crate) installer: libc::pid_t,
+    /// Non-blocking, close-on-exec write end of the self-pipe.
+    pub(crate) write: OwnedFd,
+    /// Deliveries not yet reported, per [`Signal::index`].
+    pub(crate) counts: [AtomicU64; COUNT],
+}
+
+impl Shared {
+    /// The instance's handler action. Async-signal-safe: `getpid`, one
+    /// atomic add, one `write`. The arm/kill decision was made just before,
+    /// by the signal's fallback action (see `policy`).
+    fn on_signal(&self, signal: Signal) {
+        if pid() != self.installer {
+            return; // a fork child: not our event
+        }
+        // No errno save here: signal-hook-registry's handler saves and
+        // restores errno around every action (>= 1.4.8, pinned in Cargo.toml).
+        // Count before writing, so a reader that drains the byte is sure to
+        // see the count; a full pipe (EAGAIN) then loses nothing.
+        self.counts[signal.index()].fetch_add(1, Ordering::SeqCst);
+        wake(self.write.as_raw_fd());
+    }
+}
+
+/// Chooses the signals and conventions of an [`Interrupts`]; made by
+/// [`Interrupts::builder`], which takes the first signal, so a builder
+/// always has one and [`install`](InterruptsBuilder::install) cannot fail
+/// for a bad choice.
+///
+/// ```
+/// use fdtable::{Interrupts, Signal};
+///
+/// let interrupts = Interrupts::builder(Signal::Interrupt)
+///     .signal(Signal::Terminate)
+///     .second_signal_kills(false)
+///     .install()?;
+/// # drop(interrupts);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Every setter returns the builder, which does nothing until installed:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// use fdtable::{Interrupts, Signal};
+/// Interrupts::builder(Signal::Interrupt).second_signal_kills(false);
+/// ```
+#[must_use = "a builder does nothing until `install` is called"]
+#[derive(Debug, Clone)]
+pub struct InterruptsBuilder {
+    /// [`Signal::bit`]s of the chosen signals.
+    signals: u8,
+    respect_ignored: bool,
+    second_signal_kills: bool,
+    default_after_drop: bool,
+}
+
+impl InterruptsBuilder {
+    /// Handle `signal` too. Adding a signal twice is the same as adding it
+    /// once.
+    ///
+    /// Async-signal-safe (no allocation), like every setter.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn signal(mut self, signal: Signal) -> Self {
+        self.signals |= signal.bit();
+        self
+    }
+
+    /// When `true` (the default), a signal that was ignored (`SIG_IGN`) when
+    /// this crate first looked at it stays ignored: it is not handled, and
+    /// [`Interrupts::ignored`] lists it. `false` handles it anyway.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn respect_ignored(mut self, respect: bool) -> Self {
+        self.respect_ignored = respect;
+        self
+    }
+
+    /// When `true` (the default), this instance asks for "a second signal
+    /// kills at once": the first delivery arms the process and the next one
+    /// ends it by the signal's default action, even while cleanup runs.
+    /// `false` turns every delivery into an event.
+    ///
+    /// The choice is combined with other instances' (a library's and the
+    /// program's): a signal arms and kills only while **every** live
+    /// `Interrupts` handling it asked for this, so one opt-out wins. See
+    /// [Several instances](Interrupts#several-instances-one-process-wide-policy).
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn second_signal_kills(mut self, kills: bool) -> Self {
+        self.second_signal_kills = kills;
+        self
+    }
+
+    /// When `true` (the default), the signal's default action (terminate)
+    /// applies again once the last `Interrupts` handling it in this process
+    /// is dropped, provided the signal had the default disposition before
+    /// this crate first handled it. One instance that asked `false` since
+    /// the signal was last unhandled wins: then a signal arriving while no
+    /// `Interrupts` handles it runs only the handlers other code registered
+    /// through signal-hook, if any; with none, it is lost.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn default_after_drop(mut self, restore: bool) -> Self {
+        self.default_after_drop = restore;
+        self
+    }
+
+    /// Create the pipe and register the handler actions.
+    ///
+    /// # Errors
+    /// The OS error of `pipe2(2)` (`EMFILE`, ...) or `sigaction(2)`, or an
+    /// error when [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances
+    /// already handle one of the signals. Nothing stays registered on
+    /// failure.
+    ///
+    /// Not async-signal-safe (allocates, takes a lock).
+    pub fn install(self) -> io::Result<Interrupts> {
+        let _setup = policy::setup_lock();
+        let installer = pid();
+        let mut handled = 0u8;
+        let mut ignored = Vec::new();
+        for signal in Signal::ALL {
+            if self.signals & signal.bit() == 0 {
+                continue;
+            }
+            policy::look_at_start(signal)?;
+            if self.respect_ignored && policy::ignored_at_start(signal) {
+                ignored.push(signal);
+            } else {
+                handled |= signal.bit();
+            }
+        }
+        let (read, write) = self_pipe()?;
+        let mut interrupts = Interrupts {
+            shared: Arc::new(Shared {
+                installer,
+                write,
+                counts: [const { AtomicU64::new(0) }; COUNT],
+            }),
+            read,
+            handled,
+            registered: [None; COUNT],
+            ignored,
+            kills: self.second_signal_kills,
+            default_after_drop: self.default_after_drop,
+        };
+        for signal in Signal::ALL {
+            if handled & signal.bit() == 0 {
+                continue;
+            }
+            if let Err(error) = interrupts.register(signal) {
+                // Undo what is registered; the drop that follows finds
+                // nothing left to do (and so never takes the lock we hold).
+                interrupts.unregister_all();
+                return Err(error);
+            }
+        }
+        Ok(interrupts)
+    }
+}
+
+/// SIGINT (and chosen others) delivered as self-pipe events.
+///
+/// A signal handler may only make async-signal-safe calls: no allocation,
+/// no lock, no `println!`, no cleanup. So the handler here only counts the
+/// signal in an atomic and writes one byte to a pipe; the program sees the
+/// read end become readable (in `poll(2)`, mio, an event loop, or one of
+/// the receives) and runs its cleanup as ordinary code.
+///
+/// Install with [`Interrupts::install`] (SIGINT only) or
+/// [`Interrupts::builder`]. Then either poll the descriptor
+/// ([`AsFd`]/[`AsRawFd`]) for readability in your own loop and call
+/// [`try_recv`](Interrupts::try_recv) until it returns `None`, or block in
+/// [`recv`](Interrupts::recv) / [`recv_timeout`](Interrupts::recv_timeout),
+/// or wait for "this descriptor is readable, or a signal arrived" with
+/// [`wait_readable`](Interrupts::wait_readable). The conventions of
+/// well-behaved Unix programs are on by default (see below).
+///
+/// # Examples
+/// ```
+/// use fdtable::{Interrupts, Signal};
+/// use std::time::Duration;
+///
+/// let interrupts = Interrupts::builder(Signal::Interrupt)
+///     .respect_ignored(false) // this doc test may run under `nohup`
+///     .second_signal_kills(false)
+///     .install()?;
+/// // SAFETY: raise has no preconditions. "Ctrl-C", delivered to ourselves:
+/// unsafe { libc::raise(libc::SIGINT) };
+/// let got = interrupts.recv_timeout(Duration::from_secs(10))?.expect("SIGINT");
+/// assert_eq!((got.signal(), got.count()), (Signal::Interrupt, 1));
+/// assert_eq!(got.to_string(), "SIGINT (1 delivery)");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+/// A real program ends the other way: clean up, then
+/// [`Interrupts::die_by_signal`] so its parent shell sees the real cause
+/// (exit status 130 for SIGINT). See `examples/ctrlc_cleanup.rs` and
+/// `examples/read_lines.rs`.
+///
+/// An `Interrupts` that is dropped at once handles nothing:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn main() -> std::io::Result<()> {
+///     fdtable::Interrupts::install()?; // dropped here: handlers removed
+///     Ok(())
+/// }
+/// ```
+///
+/// # Conventions (each on by default)
+/// - **Ignored stays ignored** ([`InterruptsBuilder::respect_ignored`]): a
+///   signal whose disposition was `SIG_IGN` when this crate first looked at
+///   it (a program started by `nohup`, or as a background job by a shell
+///   without job control) is left ignored and reported by
+///   [`Interrupts::ignored`].
+/// - **A second signal kills at once**
+///   ([`InterruptsBuilder::second_signal_kills`]): the first delivery *arms*
+///   the process, in the handler, before the wake-up byte is written (so
+///   before the program can start cleaning up). The next delivery of a
+///   signal handled that way restores the signal's default action and
+///   re-raises it: a second Ctrl-C ends a stuck cleanup.
+///   [`Interrupts::disarm`] undoes the arming ("do you really want to
+///   quit? no").
+/// - **Die by the signal** ([`Interrupts::die_by_signal`]): after cleanup,
+///   restore the default action, unblock the signal and raise it, so the
+///   parent sees `WIFSIGNALED` rather than a faked `exit(130)`.
+/// - **The default comes back** ([`InterruptsBuilder::default_after_drop`]):
+///   when the last `Interrupts` that handles a signal is dropped, the
+///   signal's default action (terminate) applies again, as if no handler had
+///   ever been installed.
+///
+/// # Several instances: one process-wide policy
+/// Any number of `Interrupts` may exist at once (a library's and the
+/// program's), for the same or different signals. Each has its own pipe and
+/// its own counts, and every one sees every delivery of the signals it
+/// handles; dropping one unregisters only its own actions. What they decide
+/// together is defined per signal, for the whole process:
+///
+/// - **Arming and killing**: a delivery arms the process, and a delivery
+///   while armed kills it, only while *every* live instance handling that
+///   signal asked for [`second_signal_kills`](InterruptsBuilder::second_signal_kills).
+///   A library's defaults cannot override the program's opt-out, in either
+///   creation or drop order.
+/// - **Armed is one flag for the process**: [`is_armed`](Interrupts::is_armed)
+///   and [`disarm`](Interrupts::disarm) on any instance read and clear it.
+/// - **The default after drop**: applies once no instance of this process
+///   handles the signal, unless one that handled it since it was last
+///   unhandled asked for [`default_after_drop(false)`](InterruptsBuilder::default_after_drop).
+///
+/// # A thread blocked in `read` does not see Ctrl-C
+/// signal-hook installs its handler with `SA_RESTART`, and std retries
+/// reads interrupted by a signal (`EINTR`), so a thread blocked in
+/// `stdin().read_line()` (or any blocking read) stays blocked when Ctrl-C
+/// arrives: the event sits in the pipe unread, the process is armed, and the
+/// *second* Ctrl-C kills it with no cleanup. Wait for input and interrupts
+/// together instead: [`wait_readable`](Interrupts::wait_readable), or poll
+/// this instance's descriptor next to yours. `examples/read_lines.rs` is a
+/// line-reading CLI written that way.
+///
+/// # Interactive children in the foreground
+/// While a program waits for an editor, pager or REPL it runs in the
+/// foreground, Ctrl-C belongs to that child (the terminal sends it to the
+/// whole foreground process group). Open
+/// [`foreground_child`](Interrupts::foreground_child) around the wait: SIGINT
+/// and SIGQUIT are then counted but neither arm nor kill the parent, as
+/// `system(3)` ignores them while it waits.
+///
+/// # Other code that installs a handler later
+/// signal-hook's handler must stay the process's handler for the signal.
+/// Code that later calls `sigaction` for the same signal directly (the
+/// `ctrlc` crate's `set_handler` does, for SIGINT) silently takes it over:
+/// `Interrupts` then never sees the signal again.
+/// [`check_handlers`](Interrupts::check_handlers) detects this, and
+/// [`recv`](Interrupts::recv), [`recv_timeout`](Interrupts::recv_timeout) and
+/// [`wait_readable`](Interrupts::wait_readable) run it before they block and
+/// return its error (naming the signal) instead of waiting for a signal that
+/// cannot arrive. Code that registers through signal-hook (tokio's `signal`,
+/// signal-hook's iterator) coexists with `Interrupts`.
+///
+/// # Fork children
+/// A child forked while `Interrupts` exist inherits them, but not as
+/// its own: their actions check the installer's pid and do nothing in
+/// another process, so the child's signals never wake the parent's loop.
+/// A child that goes on running (no `exec`) gets the default action for the
+/// signals it did not install an `Interrupts` for (so Ctrl-C still ends
+/// it), may install its own (after
+/// [`FdTable::retire_all_in_child`](crate::FdTable::retire_all_in_child)
+/// too) and receive signals as events, and gets the default action back when
+/// its own last one drops. Dropping an inherited instance in the child
+/// changes nothing for the child's own.
+///
+/// # Drop
+/// Dropping unregisters this instance's actions; other instances keep
+/// working. When it was the last one handling a signal, that signal's
+/// default action comes back (see
+/// [`default_after_drop`](InterruptsBuilder::default_after_drop)); a signal
+/// that was left ignored stays ignored. signal-hook's handler itself stays
+/// installed for good (signal-hook never uninstalls it), with this crate's
+/// fallback action that applies the default; programs spawned through
+/// [`CommandExt`](crate::CommandExt) get the default disposition back before
+/// `exec`, as `exec` itself would give them.
+///
+/// ```
+/// use fdtable::{Interrupts, Signal};
+/// use std::time::Duration;
+///
+/// let events = || Interrupts::builder(Signal::User1).second_signal_kills(false);
+/// let (a, b) = (events().install()?, events().install()?);
+/// // SAFETY: raise has no preconditions.
+/// unsafe { libc::raise(libc::SIGUSR1) };
+/// assert!(a.try_recv().is_some() && b.try_recv().is_some()); // both see it
+/// drop(a);
+/// // SAFETY: as above.
+/// unsafe { libc::raise(libc::SIGUSR1) };
+/// assert_eq!(b.recv_timeout(Duration::from_secs(10))?.map(|r| r.count()), Some(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Limitations
+/// - Only signals whose default action ends the process are accepted (see
+///   [`Signal`]). SIGQUIT's default action also dumps core.
+/// - Standard signals coalesce: ten `kill`s in a row may be delivered as
+///   one. [`Received::count`] counts deliveries, not `kill` calls.
+/// - After the last `Interrupts` for a signal is dropped with
+///   [`default_after_drop`](InterruptsBuilder::default_after_drop) on, the
+///   default action runs even if another part of the program registered its
+///   own signal-hook action for that signal (tokio's `signal`, signal-hook's
+///   iterator). Turn the option off in such programs.
+/// - A fork made while another thread installs or drops an `Interrupts` may
+///   leave a lock held in the child: the child then must not install or
+///   drop one (the same holds for signal-hook's own registry).
+#[must_use = "dropping an Interrupts unregisters its handlers at once"]
+pub struct Interrupts {
+    pub(crate) shared: Arc<Shared>,
+    /// Non-blocking, close-on-exec read end of the self-pipe.
+    pub(crate) read: OwnedFd,
+    /// [`Signal::bit`]s of the handled signals.
+    pub(crate) handled: u8,
+    registered: [Option<SigId>; COUNT],
+    ignored: Vec<Signal>,
+    kills: bool,
+    default_after_drop: bool,
+}
+
+impl Interrupts {
+    /// How many `Interrupts` may handle one signal at once in a process.
+    pub const MAX_INSTANCES: usize = policy::MAX_INSTANCES as usize;
+
+    /// Handle SIGINT with every convention on: the same as
+    /// `Interrupts::builder(Signal::Interrupt).install()`.
+    ///
+    /// If SIGINT was ignored when the program started, it stays ignored and
+    /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
+    ///
+    /// # Errors
+    /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)` or
+    /// `sigaction(2)`.
+    ///
+    /// Not async-signal-safe (allocates, takes a lock).
+    pub fn install() -> io::Result<Interrupts> {
+        Interrupts::builder(Signal::Interrupt).install()
+    }
+
+    /// A builder that handles `first` (add more with
+    /// [`signal`](InterruptsBuilder::signal)), with every convention on.
+    ///
+    /// Async-signal-safe (no allocation).
+    pub fn builder(first: Signal) -> InterruptsBuilder {
+        InterruptsBuilder {
+            signals: first.bit(),
+            respect_ignored: true,
+            second_signal_kills: true,
+            default_after_drop: true,
+        }
+    }
+
+    /// The signals this instance handles and reports. Async-signal-safe.
+    pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
+        Signal::ALL
+            .into_iter()
+            .filter(|s| self.handled & s.bit() != 0)
+    }
+
+    /// Signals that were asked for but left ignored because they were
+    /// ignored at startup (see
+    /// [`respect_ignored`](InterruptsBuilder::respect_ignored)).
+    /// Async-signal-safe.
+    pub fn ignored(&self) -> &[Signal] {
+        &self.ignored
+    }
+
+    /// Whether the process is armed: a delivery already arrived of a signal
+    /// for which every live instance asked for
+    /// [`second_signal_kills`](InterruptsBuilder::second_signal_kills), so
+    /// the next such delivery ends the process. Process-wide (the same
+    /// answer on every instance). Async-signal-safe.
+    pub fn is_armed(&self) -> bool {
+        policy::is_armed()
+    }
+
+    /// Undo the arming, for the whole process (every instance): the next
+    /// signal is an event again, and arms anew. Async-signal-safe.
+    pub fn disarm(&self) {
+        policy::disarm();
+    }
+
+    /// Take one pending signal without blocking: which signal, and how many
+    /// deliveries since it was last reported. Returns `None` when nothing is
+    /// pending. Call it until `None` after the descriptor polls readable;
+    /// draining the pipe never loses a count (counts live in atomics, and a
+    /// wake-up byte is written back when other signals are still pending).
+    ///
+    /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
+    /// leaves `errno` as it found it.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::User2)
+    ///     .second_signal_kills(false)
+    ///     .install()?;
+    /// assert_eq!(interrupts.try_recv(), None);
+    /// // SAFETY: raise has no preconditions.
+    /// unsafe { libc::raise(libc::SIGUSR2) };
+    /// let got = interrupts.try_recv().expect("raise delivers before it returns");
+    /// assert_eq!(got.signal(), Signal::User2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_recv(&self) -> Option<Received> {
+        // `read` sets EAGAIN on the empty pipe; a caller in a handler must
+        // not see its interrupted code's errno change.
+        let _errno = ErrnoGuard::save();
+        drain(self.read.as_raw_fd());
+        let counts = &self.shared.counts;
+        let mut handled = self.signals();
+        while let Some(signal) = handled.next() {
+            let count = counts[signal.index()].swap(0, Ordering::SeqCst);
+            if count > 0 {
+                // The pipe is empty now; keep it readable for the others.
+                if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
+                    wake(self.shared.write.as_raw_fd());
+                }
+                return Some(Received { signal, count });
+            }
+        }
+        None
+    }
+
+    /// End the process by `signal` the conventional way: restore the
+    /// default action, unblock the signal on this thread and raise it, so
+    /// the parent sees death by that signal (a shell reports status
+    /// `128 + signal`, 130 for SIGINT). Falls back to `_exit(128 + signal)`
+    /// only if the process is still alive after the re-raise (it cannot be,
+    /// short of a seccomp filter refusing `kill`).
+    ///
+    /// Call it after cleanup, with the [`Received::signal`] that started it.
+    /// Neither destructors nor `atexit` handlers run, and Rust's stdout
+    /// buffer is not flushed: flush what you printed first. For
+    /// [`Signal::Quit`] the default action also dumps core.
+    ///
+    /// Async-signal-safe.
+    ///
+    /// # Examples
+    /// In a fork child, so that this doc test survives it:
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// // SAFETY: the child only calls die_by_signal (async-signal-safe).
+    /// let pid = unsafe { libc::fork() };
+    /// if pid == 0 {
+    ///     Interrupts::die_by_signal(Signal::Terminate);
+    /// }
+    /// let mut status = 0;
+    /// // SAFETY: our own child; `status` is a valid out pointer.
+    /// assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    /// assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM);
+    /// ```
+    pub fn die_by_signal(signal: Signal) -> ! {
+        policy::die_by_default(signal.as_raw())
+    }
+
+    /// Check that signal-hook's handler is still the process's handler for
+    /// every signal this instance handles (see
+    /// [Other code that installs a handler later](Interrupts#other-code-that-installs-a-handler-later)).
+    ///
+    /// # Errors
+    /// An error of kind [`Other`](io::ErrorKind::Other) whose message names
+    /// the first signal whose handler was replaced (`sigaction` by other
+    /// code, `signal(SIGINT, SIG_IGN)`, ...): no delivery of it can reach
+    /// this instance any more.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::Alarm).install()?;
+    /// interrupts.check_handlers()?;
+    /// // Other code takes SIGALRM over behind signal-hook's back:
+    /// // SAFETY: SIG_IGN is a valid disposition for SIGALRM.
+    /// let old = unsafe { libc::signal(libc::SIGALRM, libc::SIG_IGN) };
+    /// let error = interrupts.check_handlers().unwrap_err();
+    /// assert!(error.to_string().starts_with("SIGALRM"));
+    /// // SAFETY: puts signal-hook's handler back.
+    /// unsafe { libc::signal(libc::SIGALRM, old) };
+    /// interrupts.check_handlers()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Async-signal-safe when it succeeds (one `sigaction` query per
+    /// signal); the error allocates.
+    pub fn check_handlers(&self) -> io::Result<()> {
+        self.signals().try_for_each(policy::check_handler)
+    }
+
+    /// Register the action for `signal`. Call with the setup lock held.
+    fn register(&mut self, signal: Signal) -> io::Result<()> {
+        policy::ensure_fallback(signal)?;
+        // Count ourselves live before the action exists, so the fallback
+        // never applies the default while we are being installed.
+        policy::join(
+            signal,
+            self.shared.installer,
+            self.kills,
+            self.default_after_drop,
+        )?;
+        let shared = Arc::clone(&self.shared);
+        // SAFETY: `on_signal` makes only async-signal-safe calls, never
+        // allocates and never panics (indexes are `Signal` indexes).
+        let result = unsafe {
+            signal_hook::low_level::register(signal.as_raw(), move || shared.on_signal(signal))
+        };
+        match result {
+            Ok(id) => {
+                self.registered[signal.index()] = Some(id);
+                Ok(())
+            }
+            Err(error) => {
+                policy::leave(signal, self.shared.installer, self.kills);
+                Err(error)
+            }
+        }
+    }
+
+    /// Unregister every action of this instance and, in the process that
+    /// installed it, leave the per-signal records. Runs once (the slots are
+    /// emptied). Call with the setup lock held when `ours`.
+    fn unregister_all(&mut self) {
+        let ours = pid() == self.shared.installer;
+        for signal in Signal::ALL {
+            let Some(id) = self.registered[signal.index()].take() else {
+                continue;
+            };
+            signal_hook::low_level::unregister(id);
+            // Unregister before leaving: the default is never applied while
+            // we still count as live. An inherited instance (a fork child
+            // dropping its parent's) never counted in this process.
+            if ours {
+                policy::leave(signal, self.shared.installer, self.kills);
+            }
+        }
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        if self.registered.iter().all(Option::is_none) {
+            return;
+        }
+        if pid() != self.shared.installer {
+            // A fork child dropping its parent's instance: no record of
+            // this process to update, so no lock that another parent thread
+            // may have held at fork time.
+            self.unregister_all();
+            return;
+        }
+        let _setup = policy::setup_lock();
+        self.unregister_all();
+    }
+}
+
+impl AsFd for Interrupts {
+    /// The read end of the self-pipe: poll it for readability.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+impl AsRawFd for Interrupts {
+    fn as_raw_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for Interrupts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interrupts")
+            .field("fd", &self.read.as_raw_fd())
+            .field("signals", &self.signals().collect::<Vec<_>>())
+            .field("ignored", &self.ignored)
+            .field("second_signal_kills", &self.kills)
+            .field("armed", &self.is_armed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::HANDLED_SIGNALS;
+    use super::*;
+
+    #[test]
+    fn handled_signals_bit_is_set_once_a_handler_is_installed() {
+        let interrupts = Interrupts::builder(Signal::Alarm)
+            .respect_ignored(false)
+            .second_signal_kills(false)
+            .install()
+            .unwrap();
+        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
+        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
+        drop(interrupts);
+        // signal-hook's handler stays installed, so the exec path must still
+        // reset the signal in a child.
+        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
+        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
+    }
+
+    #[test]
+    fn received_displays_the_signal_name_and_the_count() {
+        let one = Received {
+            signal: Signal::Interrupt,
+            count: 1,
+        };
+        let three = Received {
+            signal: Signal::Terminate,
+            count: 3,
+        };
+        assert_eq!(one.to_string(), "SIGINT (1 delivery)");
+        assert_eq!(three.to_string(), "SIGTERM (3 deliveries)");
+    }
+}

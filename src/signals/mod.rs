@@ -1,0 +1,40 @@
+//! Ctrl-C as an event: [`Interrupts`] turns SIGINT (and chosen others) into
+//! bytes on a self-pipe that the program reads in its own loop.
+//!
+//! The promises, with examples, are on the public items; this module map and
+//! its notes are for readers of the code.
+//!
+//! - `signal.rs`: [`Signal`], the typed signal numbers.
+//! - `policy.rs`: the process-wide per-signal records (pid-stamped live
+//!   counts, opt-outs), the armed flag, the foreground scope depth, and the
+//!   per-signal fallback action that makes every arm/kill/default decision
+//!   of a delivery before the instances' actions run.
+//! - `interrupts.rs`: one instance: its pipe, counts, actions, `try_recv`.
+//! - `wait.rs`: the blocking receives and `wait_readable`.
+//! - `foreground.rs`: [`ForegroundChild`].
+//! - `pipe.rs`: the self-pipe and an `errno` guard.
+//!
+//! # Internal details (not promised)
+//! The handler is signal-hook's (`signal_hook::low_level::register`), which
+//! runs every action registered for a signal in registration order. Per
+//! signal, this crate registers one permanent fallback action the first
+//! time it handles the signal, then one action per `Interrupts`. signal-hook
+//! never uninstalls its process-level handler, so the bit for the signal in
+//! [`HANDLED_SIGNALS`] stays set from then on, and the exec hook resets the
+//! signal to `SIG_DFL` in a child before `exec` (which is what `exec` itself
+//! does to a caught signal). A fork child that does not exec keeps the
+//! handler: the fallback gives it the default action, or its own
+//! `Interrupts` their events.
+
+mod foreground;
+mod interrupts;
+mod pipe;
+mod policy;
+mod signal;
+mod wait;
+
+pub use foreground::ForegroundChild;
+pub use interrupts::{Interrupts, InterruptsBuilder, Received};
+pub(crate) use policy::HANDLED_SIGNALS;
+pub use signal::{Signal, UnsupportedSignal};
+pub use wait::WaitOutcome;

@@ -1,0 +1,365 @@
+//! The process-wide side of [`Interrupts`](crate::Interrupts): one record per
+//! signal, and the per-signal *fallback action* that makes every decision of
+//! a delivery in one place.
+//!
+//! Per signal, the first time this crate handles it, one permanent action is
+//! registered with signal-hook ([`ensure_fallback`]); every `Interrupts`
+//! registers its own action after it, and signal-hook runs actions in
+//! registration order. So for each delivery the fallback runs first and
+//! decides, from one atomic snapshot of the signal's record:
+//!
+//! - no `Interrupts` of *this process* handles the signal: apply the default
+//!   action (if the signal had it before this crate and no instance opted
+//!   out), or do nothing;
+//! - a [`ForegroundChild`](crate::ForegroundChild) scope is open and the
+//!   signal is SIGINT or SIGQUIT: nothing (the instances still count it);
+//! - every live instance wants "second signal kills": arm the process, or,
+//!   if it was armed already, die by the signal's default action.
+//!
+//! Only then do the instances' actions count the delivery and write their
+//! wake-up bytes, so the process is armed before any program code can see
+//! the event.
+//!
+//! Records belong to a pid: a fork child inherits its parent's memory, but
+//! not its parent's `Interrupts` (their actions ignore other pids). Each
+//! record packs the pid that wrote it with its counts in one `AtomicU64`, and
+//! a process that finds another pid's record treats it as empty. The armed
+//! flag holds the pid that is armed, the foreground scope depth is stamped
+//! the same way.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use libc::c_int;
+
+use super::signal::{Signal, COUNT};
+use crate::sys::{self, syscall};
+
+/// Bit `sig - 1` is set once this crate has an action installed for the raw
+/// signal `sig`: from then on signal-hook's handler and the fallback stay
+/// installed for good. Read (async-signal-safely) by the exec path, which
+/// resets those signals to their default disposition in the child before
+/// `exec`.
+pub(crate) static HANDLED_SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+/// [`Signal::bit`] set: this crate has looked at the original disposition.
+static LOOKED_AT: AtomicU8 = AtomicU8::new(0);
+/// [`Signal::bit`] set: the original disposition was `SIG_IGN`.
+static IGNORED_AT_START: AtomicU8 = AtomicU8::new(0);
+/// [`Signal::bit`] set: the original disposition was `SIG_DFL`.
+static DEFAULT_AT_START: AtomicU8 = AtomicU8::new(0);
+/// Per signal: a [`Record`] (pid, live instances, opt-outs, idle action).
+static RECORDS: [AtomicU64; COUNT] = [const { AtomicU64::new(0) }; COUNT];
+/// The pid of the process that is armed, 0 when none: a fork child starts
+/// disarmed because its pid differs.
+static ARMED: AtomicI32 = AtomicI32::new(0);
+/// Open [`ForegroundChild`](crate::ForegroundChild) scopes: pid in the low
+/// 32 bits, depth in the high 32.
+static FOREGROUND: AtomicU64 = AtomicU64::new(0);
+/// Per signal: the handler address found right after the fallback was
+/// registered (signal-hook's), 0 when unknown.
+static HANDLER: [AtomicUsize; COUNT] = [const { AtomicUsize::new(0) }; COUNT];
+/// Serialises install and drop (the records' read-modify-write), not the
+/// handlers, which only load.
+static SETUP: Mutex<()> = Mutex::new(());
+
+/// Take the setup lock. Not async-signal-safe.
+pub(crate) fn setup_lock() -> MutexGuard<'static, ()> {
+    // The guarded data is `()`: a panic elsewhere cannot leave it broken.
+    SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `getpid(2)`. Async-signal-safe.
+pub(crate) fn pid() -> libc::pid_t {
+    // SAFETY: getpid is async-signal-safe and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The most `Interrupts` that may handle one signal at once in a process.
+pub(crate) const MAX_INSTANCES: u64 = FIELD;
+
+const FIELD: u64 = 0x7fff;
+const LIVE_SHIFT: u32 = 32;
+const OPT_OUT_SHIFT: u32 = 47;
+/// No instance handles the signal and the default action applies.
+const DEFAULT_WHEN_IDLE: u64 = 1 << 62;
+/// An instance that handled the signal since it was last idle asked for no
+/// default after drop.
+const NO_DEFAULT: u64 = 1 << 63;
+
+/// One signal's record: `pid | live << 32 | opt_out << 47 | flags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record(u64);
+
+impl Record {
+    fn load(signal: Signal) -> Record {
+        Record(RECORDS[signal.index()].load(Ordering::SeqCst))
+    }
+
+    fn store(self, signal: Signal) {
+        RECORDS[signal.index()].store(self.0, Ordering::SeqCst);
+    }
+
+    fn pid(self) -> libc::pid_t {
+        self.0 as u32 as libc::pid_t
+    }
+
+    /// Live instances handling the signal in the record's process.
+    fn live(self) -> u64 {
+        (self.0 >> LIVE_SHIFT) & FIELD
+    }
+
+    /// Live instances that do not want "second signal kills".
+    fn opt_out(self) -> u64 {
+        (self.0 >> OPT_OUT_SHIFT) & FIELD
+    }
+
+    fn new(pid: libc::pid_t, live: u64, opt_out: u64, flags: u64) -> Record {
+        debug_assert!(live <= FIELD && opt_out <= FIELD);
+        Record(u64::from(pid as u32) | live << LIVE_SHIFT | opt_out << OPT_OUT_SHIFT | flags)
+    }
+}
+
+fn default_at_start(signal: Signal) -> bool {
+    DEFAULT_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
+}
+
+/// Whether `signal` was `SIG_IGN` when this crate first looked at it.
+pub(crate) fn ignored_at_start(signal: Signal) -> bool {
+    IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
+}
+
+/// The current disposition's handler word (`SIG_DFL`, `SIG_IGN` or a
+/// function address). Async-signal-safe (one `sigaction` query).
+fn current_disposition(signal: Signal) -> io::Result<libc::sighandler_t> {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act`
+    // only queries.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    syscall!(sigaction(signal.as_raw(), ptr::null(), &mut old))?;
+    Ok(old.sa_sigaction)
+}
+
+/// Record the disposition `signal` had before this crate touched it, once
+/// per process tree (a fork child inherits what its parent saw). Call with
+/// the setup lock held.
+pub(crate) fn look_at_start(signal: Signal) -> io::Result<()> {
+    if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() != 0 {
+        return Ok(());
+    }
+    let handler = current_disposition(signal)?;
+    if handler == libc::SIG_IGN {
+        IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+    } else if handler == libc::SIG_DFL {
+        DEFAULT_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+    }
+    LOOKED_AT.fetch_or(signal.bit(), Ordering::SeqCst);
+    Ok(())
+}
+
+/// Register, once per signal, the fallback action (see the module docs),
+/// and remember the handler it left installed. Call with the setup lock
+/// held.
+pub(crate) fn ensure_fallback(signal: Signal) -> io::Result<()> {
+    let raw_bit = 1u64 << (signal.as_raw() - 1);
+    if HANDLED_SIGNALS.load(Ordering::SeqCst) & raw_bit != 0 {
+        return Ok(());
+    }
+    // SAFETY: `on_delivery` loads and swaps atomics, calls `getpid` and, when
+    // it acts, `die_by_default`: all async-signal-safe; it never allocates
+    // and never panics (every index is a `Signal` index).
+    unsafe { signal_hook::low_level::register(signal.as_raw(), move || on_delivery(signal)) }?;
+    HANDLED_SIGNALS.fetch_or(raw_bit, Ordering::SeqCst);
+    // signal-hook installs its handler on the first registration for a
+    // signal, so this is its address (unless other code raced us between
+    // the two calls; then the check reports that code, which is right too).
+    if let Ok(handler) = current_disposition(signal) {
+        HANDLER[signal.index()].store(handler, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Whether another `sigaction` replaced the handler this crate relies on
+/// for `signal` (the `ctrlc` crate does that): `Err` naming the signal.
+/// Async-signal-safe on success (a `sigaction` query); the error allocates.
+pub(crate) fn check_handler(signal: Signal) -> io::Result<()> {
+    let expected = HANDLER[signal.index()].load(Ordering::SeqCst);
+    if expected == 0 {
+        return Ok(()); // never registered in this process tree
+    }
+    let now = current_disposition(signal)?;
+    if now == expected {
+        return Ok(());
+    }
+    let what = match now {
+        libc::SIG_DFL => "reset to SIG_DFL".to_owned(),
+        libc::SIG_IGN => "set to SIG_IGN".to_owned(),
+        other => format!("replaced by the handler at {other:#x}"),
+    };
+    Err(io::Error::other(format!(
+        "{signal}: the signal-hook handler Interrupts relies on was {what} by other code \
+         (a raw sigaction, e.g. the ctrlc crate), so no {signal} can arrive"
+    )))
+}
+
+/// Count one more live instance for `signal` in process `pid`. Call with
+/// the setup lock held. Fails (changing nothing) when
+/// [`MAX_INSTANCES`] already handle it.
+pub(crate) fn join(
+    signal: Signal,
+    pid: libc::pid_t,
+    kills: bool,
+    default_after_drop: bool,
+) -> io::Result<()> {
+    let old = Record::load(signal);
+    let opt_out = u64::from(!kills);
+    let no_default = if default_after_drop { 0 } else { NO_DEFAULT };
+    let new = if old.pid() != pid || old.live() == 0 {
+        // The first instance in this process (a fork child's parent's record
+        // is not ours), or the first since the signal was last idle.
+        Record::new(pid, 1, opt_out, no_default)
+    } else if old.live() == MAX_INSTANCES {
+        return Err(io::Error::other(format!(
+            "{signal}: already handled by {MAX_INSTANCES} Interrupts in this process"
+        )));
+    } else {
+        Record::new(
+            pid,
+            old.live() + 1,
+            old.opt_out() + opt_out,
+            (old.0 & NO_DEFAULT) | no_default,
+        )
+    };
+    new.store(signal);
+    Ok(())
+}
+
+/// Count one instance of process `pid` less for `signal`; the last one out
+/// decides whether the default action applies while the signal is idle.
+/// Call with the setup lock held, only for an instance installed by `pid`.
+pub(crate) fn leave(signal: Signal, pid: libc::pid_t, kills: bool) {
+    let old = Record::load(signal);
+    if old.pid() != pid || old.live() == 0 {
+        debug_assert!(false, "leave without join");
+        return;
+    }
+    let live = old.live() - 1;
+    let opt_out = old.opt_out().saturating_sub(u64::from(!kills));
+    let mut flags = old.0 & NO_DEFAULT;
+    if live == 0 && flags == 0 && default_at_start(signal) {
+        flags |= DEFAULT_WHEN_IDLE;
+    }
+    Record::new(pid, live, opt_out, flags).store(signal);
+}
+
+/// Whether this process is armed. Async-signal-safe.
+pub(crate) fn is_armed() -> bool {
+    ARMED.load(Ordering::SeqCst) == pid()
+}
+
+/// Disarm this process. Async-signal-safe.
+pub(crate) fn disarm() {
+    ARMED.store(0, Ordering::SeqCst);
+}
+
+/// Open a foreground scope in process `pid`. Async-signal-safe.
+pub(crate) fn foreground_enter(pid: libc::pid_t) {
+    let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+        let depth = if word as u32 as libc::pid_t == pid {
+            word >> 32
+        } else {
+            0
+        };
+        Some(u64::from(pid as u32) | (depth.saturating_add(1).min(u32::MAX.into()) << 32))
+    });
+}
+
+/// Close a foreground scope opened in process `pid`; a scope inherited from
+/// another process (a fork parent) changes nothing. Async-signal-safe.
+pub(crate) fn foreground_leave(pid: libc::pid_t) {
+    let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+        let depth = word >> 32;
+        (word as u32 as libc::pid_t == pid && depth > 0)
+            .then(|| u64::from(pid as u32) | ((depth - 1) << 32))
+    });
+}
+
+/// Whether a foreground scope of process `pid` takes `signal` out of the
+/// arm/kill/default decisions. Async-signal-safe.
+fn foreground_covers(signal: Signal, pid: libc::pid_t) -> bool {
+    if !matches!(signal, Signal::Interrupt | Signal::Quit) {
+        return false;
+    }
+    let word = FOREGROUND.load(Ordering::SeqCst);
+    word as u32 as libc::pid_t == pid && word >> 32 > 0
+}
+
+/// The fallback action: every decision of one delivery (module docs).
+/// Async-signal-safe.
+fn on_delivery(signal: Signal) {
+    let pid = pid();
+    let record = Record::load(signal);
+    if foreground_covers(signal, pid) {
+        return;
+    }
+    let ours = record.pid() == pid;
+    if !ours || record.live() == 0 {
+        // No `Interrupts` of this process handles the signal. In a process
+        // that never installed one (a fork child), give it the default
+        // action it would have had without this crate.
+        let default = if ours {
+            record.0 & DEFAULT_WHEN_IDLE != 0
+        } else {
+            default_at_start(signal)
+        };
+        if default {
+            die_by_default(signal.as_raw());
+        }
+        return;
+    }
+    if record.opt_out() == 0 && ARMED.swap(pid, Ordering::SeqCst) == pid {
+        // Armed by an earlier delivery: this is the second Ctrl-C.
+        die_by_default(signal.as_raw());
+    }
+}
+
+/// Restore the default action of `sig`, unblock it on this thread and raise
+/// it; `_exit(128 + sig)` if the process is somehow still alive.
+/// Async-signal-safe.
+pub(crate) fn die_by_default(sig: c_int) -> ! {
+    // EINVAL for a number that is not a signal: `_exit` below handles it.
+    let _ = sys::set_default_disposition(sig);
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/raise/_exit are
+    // async-signal-safe; every pointer refers to an initialised local.
+    unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), ptr::null_mut());
+        // With the default action and the signal unblocked on this thread,
+        // POSIX delivers it before `raise` returns, and the process ends.
+        libc::raise(sig);
+        // Only reached if the signal could not end the process: wrap
+        // instead of overflowing, the status keeps 8 bits anyway.
+        libc::_exit(128i32.wrapping_add(sig))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_keeps_pid_counts_and_flags_apart() {
+        let r = Record::new(i32::MAX, FIELD, 3, NO_DEFAULT);
+        assert_eq!((r.pid(), r.live(), r.opt_out()), (i32::MAX, FIELD, 3));
+        assert_eq!(r.0 & (NO_DEFAULT | DEFAULT_WHEN_IDLE), NO_DEFAULT);
+        let r = Record::new(1, 0, FIELD, DEFAULT_WHEN_IDLE);
+        assert_eq!((r.pid(), r.live(), r.opt_out()), (1, 0, FIELD));
+        assert_eq!(r.0 & (NO_DEFAULT | DEFAULT_WHEN_IDLE), DEFAULT_WHEN_IDLE);
+    }
+}

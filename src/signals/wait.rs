@@ -1,0 +1,188 @@
+//! Blocking receives: [`Interrupts::recv`], [`Interrupts::recv_timeout`] and
+//! [`Interrupts::wait_readable`], one `poll(2)` loop behind all three.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+
+use super::interrupts::{Interrupts, Received};
+
+/// A blocked receive checks the handlers again at least this often, so a
+/// takeover that happens while it waits is reported, not waited out.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// What [`Interrupts::wait_readable`] woke up for.
+#[must_use = "the outcome says whether to read, clean up, or wait again"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitOutcome {
+    /// The descriptor is readable: data, end of file, or an error condition
+    /// (`POLLIN`, `POLLHUP` or `POLLERR`), so one `read` will not block.
+    Readable,
+    /// A handled signal arrived first (or was already pending); reported
+    /// and consumed as [`Interrupts::try_recv`] does.
+    Signal(Received),
+    /// Neither happened before the timeout.
+    TimedOut,
+}
+
+impl Interrupts {
+    /// Block until a handled signal arrives, then report it as
+    /// [`try_recv`](Interrupts::try_recv) does.
+    ///
+    /// # Errors
+    /// The error of [`check_handlers`](Interrupts::check_handlers) when
+    /// other code took one of this instance's signals over (checked before
+    /// blocking and at least once a second while blocked), or the OS error
+    /// of `poll(2)` other than `EINTR`.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::User1).install()?;
+    /// // SAFETY: raise has no preconditions.
+    /// unsafe { libc::raise(libc::SIGUSR1) };
+    /// assert_eq!(interrupts.recv()?.signal(), Signal::User1);
+    /// interrupts.disarm(); // the next SIGUSR1 would end this doc test
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Not async-signal-safe (the error allocates); do not call it from a
+    /// signal handler.
+    pub fn recv(&self) -> io::Result<Received> {
+        loop {
+            // Without a descriptor or a deadline only a signal ends the wait.
+            if let WaitOutcome::Signal(received) = self.wait(None, None)? {
+                return Ok(received);
+            }
+        }
+    }
+
+    /// Like [`recv`](Interrupts::recv), giving up after `timeout`:
+    /// `Ok(None)` when nothing arrived in time. Returns no earlier than
+    /// `timeout` unless a signal arrives; a `timeout` too large for
+    /// `Instant` waits forever.
+    ///
+    /// # Errors
+    /// As [`recv`](Interrupts::recv).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::Interrupts;
+    /// use std::time::Duration;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// assert_eq!(interrupts.recv_timeout(Duration::from_millis(10))?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Not async-signal-safe.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<Received>> {
+        let deadline = Instant::now().checked_add(timeout);
+        match self.wait(None, deadline)? {
+            WaitOutcome::Signal(received) => Ok(Some(received)),
+            WaitOutcome::Readable | WaitOutcome::TimedOut => Ok(None),
+        }
+    }
+
+    /// Wait until `fd` is readable or a handled signal arrives, for at most
+    /// `timeout` (`None`: no limit). A signal that is already pending, or
+    /// arrives together with the data, wins: the caller cleans up first.
+    ///
+    /// This is the tool for a program that would otherwise block in
+    /// `read`, where Ctrl-C goes unnoticed (see
+    /// [A thread blocked in `read`](Interrupts#a-thread-blocked-in-read-does-not-see-ctrl-c)):
+    /// wait here, then read once (it will not block).
+    ///
+    /// # Errors
+    /// As [`recv`](Interrupts::recv); also `EBADF`-like errors `poll(2)`
+    /// reports for `fd` (`POLLNVAL`).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, WaitOutcome};
+    /// use std::io::Write;
+    /// use std::os::fd::AsFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// let (mut tx, rx) = UnixStream::pair()?;
+    /// let wait = || interrupts.wait_readable(rx.as_fd(), Some(Duration::from_millis(10)));
+    /// assert_eq!(wait()?, WaitOutcome::TimedOut);
+    /// tx.write_all(b"line\n")?;
+    /// assert_eq!(wait()?, WaitOutcome::Readable);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Not async-signal-safe.
+    pub fn wait_readable(
+        &self,
+        fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> io::Result<WaitOutcome> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait(Some(fd), deadline)
+    }
+
+    /// The loop behind the three: pending signal first, then the handler
+    /// check, then `poll` on the pipe (and `fd`) until the deadline.
+    fn wait(
+        &self,
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Option<Instant>,
+    ) -> io::Result<WaitOutcome> {
+        loop {
+            if let Some(received) = self.try_recv() {
+                return Ok(WaitOutcome::Signal(received));
+            }
+            self.check_handlers()?;
+            let mut slice = RECHECK;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(WaitOutcome::TimedOut);
+                }
+                slice = slice.min(left);
+            }
+            let mut pfds = [
+                libc::pollfd {
+                    fd: self.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let n = if fd.is_some() { 2 } else { 1 };
+            // Round up so we never wake a hair early and spin.
+            let ms = slice.as_nanos().div_ceil(1_000_000);
+            let ms = c_int::try_from(ms).unwrap_or(c_int::MAX);
+            // SAFETY: `n` valid pollfds in a local array.
+            let ready = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
+            if ready < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let theirs = pfds[1].revents;
+            if fd.is_some() && theirs != 0 {
+                if theirs & libc::POLLNVAL != 0 {
+                    return Err(io::Error::from_raw_os_error(libc::EBADF));
+                }
+                // A signal that came with the data still wins.
+                if let Some(received) = self.try_recv() {
+                    return Ok(WaitOutcome::Signal(received));
+                }
+                return Ok(WaitOutcome::Readable);
+            }
+        }
+    }
+}
