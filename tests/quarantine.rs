@@ -6,7 +6,9 @@
 //! - guards on quarantined threads need no syscall, yet a handler never sees
 //!   a half-update (checked by `contains` vs `fcntl` from the handler);
 //! - a thread that existed before `enter` is reported, and its guards keep
-//!   the syscall pair (run in a child copy of this binary).
+//!   the syscall pair (run in a child copy of this binary);
+//! - a quarantined thread that unblocks signals itself after a guard is
+//!   protected again by its next guard (the decision is never cached).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -57,7 +59,8 @@ fn main() {
     entering_quarantine_under_a_live_mask_guard_is_refused();
     spawned_program_starts_with_the_mask_from_before_quarantine(&mask_before);
     ctrl_c_still_arrives_through_interrupts();
-    println!("quarantine: 5 passed, 0 failed");
+    a_thread_that_unblocks_signals_after_a_guard_is_protected_by_its_next_guard();
+    println!("quarantine: 6 passed, 0 failed");
 }
 
 fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
@@ -271,4 +274,109 @@ fn ctrl_c_still_arrives_through_interrupts() {
         .expect("SIGINT never arrived through the quarantine thread");
     assert_eq!(got.signal(), Signal::Interrupt);
     assert!(got.count() >= 1);
+}
+
+/// The signals blocked by thread `tid` while it sleeps inside `close(2)`:
+/// `SO_LINGER` with unsent data makes the close wait in the kernel, long
+/// enough to read `SigBlk` from /proc (the technique of
+/// `tests/signals.rs::the_close_syscall_runs_with_async_signals_blocked`).
+/// `drop_on_thread` runs on the thread and must end by dropping the
+/// lingering handle it is given.
+fn sig_blk_during_close(
+    drop_on_thread: impl FnOnce(fdtable::Tracked<'static, std::net::TcpStream>) + Send + 'static,
+) -> u64 {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap(); // never reads: data stays unsent
+    client.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 64 * 1024];
+    for _ in 0..100_000 {
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 2,
+    };
+    // SAFETY: a valid `linger` for SO_LINGER on our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let handle = TABLE.track(client).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        drop_on_thread(handle);
+    });
+    let tid = tid_rx.recv().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = None;
+    while Instant::now() < deadline && !closer.is_finished() {
+        let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
+        if syscall.is_ok_and(|s| {
+            s.split_whitespace().next() == Some(libc::SYS_close.to_string().as_str())
+        }) {
+            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+            seen = Some(u64::from_str_radix(&sig_blk(&status), 16).unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    closer.join().unwrap();
+    drop(peer);
+    seen.expect("never saw the closing thread inside close(2)")
+}
+
+/// A thread of a quarantined process has everything blocked, so its first
+/// guard finds the mask fully blocked. If it then unblocks signals for its
+/// own reasons, its next close must still run with them blocked (I3): the
+/// guard decides from the real mask every time, never from a cached
+/// observation.
+fn a_thread_that_unblocks_signals_after_a_guard_is_protected_by_its_next_guard() {
+    let before = quarantine::unprotected_threads_seen();
+    let blocked = sig_blk_during_close(|handle| {
+        drop(MaskGuard::new()); // first guard: everything is blocked here
+        let set = {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            // SAFETY: sigemptyset/sigaddset initialise and edit a local set.
+            unsafe {
+                libc::sigemptyset(set.as_mut_ptr());
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+                    libc::sigaddset(set.as_mut_ptr(), sig);
+                }
+                set.assume_init()
+            }
+        };
+        // SAFETY: unblocks three signals on this thread only.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        drop(handle); // lingers in close(2)
+    });
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+        assert_ne!(
+            blocked & (1 << (sig - 1)),
+            0,
+            "signal {sig} was deliverable during close(2) (SigBlk {blocked:#x}) on a \
+             thread that unblocked it after a guard"
+        );
+    }
+    assert_eq!(
+        quarantine::unprotected_threads_seen(),
+        before + 1,
+        "the thread with an open mask is reported"
+    );
+    assert!(TABLE.is_empty());
 }
