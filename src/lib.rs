@@ -49,16 +49,20 @@
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
-//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`]: Ctrl-C (and other
-//!   termination signals) as events on a pollable self-pipe, with the
-//!   "second Ctrl-C kills" and "die by the signal" conventions
-//!   (`src/interrupts.rs`; `examples/ctrlc_cleanup.rs` shows the whole
-//!   pattern).
+//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`],
+//!   [`WaitOutcome`], [`ForegroundChild`]: Ctrl-C (and other termination
+//!   signals) as events on a pollable self-pipe, with one process-wide
+//!   "second Ctrl-C kills" policy, "die by the signal", a wait for "this
+//!   descriptor or an interrupt", and a scope that leaves Ctrl-C to an
+//!   interactive child (`src/signals/`; `examples/ctrlc_cleanup.rs`,
+//!   `examples/read_lines.rs` and `examples/foreground_child.rs` show the
+//!   patterns).
 //! - [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
 //!   and allocation-free (`src/child/`).
 //! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
-//!   on one thread, so guards elsewhere cost no syscall (`src/quarantine.rs`).
+//!   on one thread, so guards elsewhere cost one cheap syscall instead of a
+//!   pair (`src/quarantine.rs`).
 //! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
 //!   `src/sync.rs`.
 //!
@@ -67,9 +71,10 @@
 //! handler or a fork child. In short: [`FdTable::contains`], [`FdTable::len`],
 //! [`FdTable::is_empty`], [`FdTable::swallowed_close_errors`],
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
-//! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`] and
-//! [`Interrupts::try_recv`] may; anything that runs your code or allocates
-//! may not.
+//! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
+//! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`]
+//! and dropping a [`ForegroundChild`] may; anything that runs your code,
+//! blocks or allocates may not.
 //!
 //! # Limitations
 //! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as
