@@ -1,10 +1,11 @@
 //! Quarantine mode: all asynchronous signals handled on one dedicated
-//! thread, so the table's critical sections need no mask syscall at all.
+//! thread, so the table's critical sections need no mask syscall pair.
 //!
 //! A mask guard costs a `pthread_sigmask` pair per close because a signal
 //! handler could otherwise interrupt the closing thread between "close" and
 //! "unregister". If no handler can ever run on the threads that touch the
-//! table, the pair buys nothing. [`enter`] arranges exactly that:
+//! table, the pair buys nothing but the check that it is so. [`enter`]
+//! arranges exactly that:
 //!
 //! 1. it blocks the asynchronous signals (the set [`MaskGuard`] blocks) on
 //!    the calling thread, normally the main thread at the top of `main`;
@@ -35,8 +36,8 @@
 //!     // First thing, before any thread exists:
 //!     let report = fdtable::quarantine::enter()?;
 //!     assert_eq!(report.preexisting_threads(), Some(0));
-//!     // ... spawn workers, track descriptors: drops now cost one close(2)
-//!     // plus two atomic operations.
+//!     // ... spawn workers, track descriptors: drops now cost one close(2),
+//!     // one pthread_sigmask that changes nothing, and two atomic operations.
 //!     Ok(())
 //! }
 //! ```

@@ -14,12 +14,12 @@ use super::signal::Signal;
 /// action; made by [`Interrupts::foreground_child`].
 ///
 /// Scopes nest (the outermost one's drop ends the effect), and a scope ends
-/// on drop, including during a panic's unwinding. It is `!Send`: open and
-/// close it on the thread that waits for the child.
+/// on drop, including during a panic's unwinding. The state is the
+/// process's, not the thread's, so the scope may be dropped on any thread
+/// (it is `Send` and `Sync`, and may be held across an `.await`).
 #[must_use = "the scope ends when the ForegroundChild is dropped"]
 pub struct ForegroundChild<'a> {
     _interrupts: PhantomData<&'a Interrupts>,
-    _not_send: PhantomData<*const ()>,
     pid: libc::pid_t,
 }
 
@@ -78,7 +78,6 @@ impl Interrupts {
         policy::foreground_enter(pid);
         Ok(ForegroundChild {
             _interrupts: PhantomData,
-            _not_send: PhantomData,
             pid,
         })
     }
