@@ -58,27 +58,98 @@ const SYNCHRONOUS: [libc::c_int; 6] = [
 
 /// The set of signals a [`MaskGuard`] blocks. Async-signal-safe.
 pub(crate) fn async_signal_set() -> libc::sigset_t {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigfillset initialises the whole set; sigdelset only edits it.
-    // Both are async-signal-safe and cannot fail for valid signal numbers.
-    unsafe {
-        libc::sigfillset(set.as_mut_ptr());
-        for sig in SYNCHRONOUS {
-            libc::sigdelset(set.as_mut_ptr(), sig);
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64",
+            target_arch = "s390x"
+        )
+    ))]
+    {
+        // Built at compile time: the guard's hot path pays no sigfillset
+        // and no sigdelset calls.
+        ASYNC_SET
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64",
+            target_arch = "s390x"
+        )
+    )))]
+    {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset initialises the whole set; sigdelset only edits
+        // it. Both are async-signal-safe and cannot fail for valid numbers.
+        unsafe {
+            libc::sigfillset(set.as_mut_ptr());
+            for sig in SYNCHRONOUS {
+                libc::sigdelset(set.as_mut_ptr(), sig);
+            }
+            set.assume_init()
         }
-        set.assume_init()
     }
 }
+
+/// Signals 1-64 (the kernel's whole mask, the first 64 bits of the set)
+/// minus the synchronous ones and the C library's internal 32 and 33, which
+/// glibc's `pthread_sigmask` would otherwise strip from a copy of the set on
+/// every call.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )
+))]
+const ASYNC_SET: libc::sigset_t = {
+    const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
+    let mut synchronous = 0u64;
+    let mut i = 0;
+    while i < SYNCHRONOUS.len() {
+        synchronous |= 1 << (SYNCHRONOUS[i] - 1);
+        i += 1;
+    }
+    let mut words = [0u64; WORDS];
+    words[0] = !synchronous & !(1 << 31 | 1 << 32);
+    // SAFETY: `sigset_t` is plain data, exactly `WORDS` 64-bit words on
+    // these 64-bit Linux targets (glibc and musl: 1024 bits), with signal
+    // `n` at bit `n - 1` of the first word (their kernels have 64 signals);
+    // any bit pattern is a valid value.
+    unsafe { std::mem::transmute::<[u64; WORDS], libc::sigset_t>(words) }
+};
 
 /// Whether `mask` already blocks every signal of `set` that the kernel lets
 /// a thread block, so that `SIG_BLOCK` of `set` over `mask` changed nothing.
 /// Async-signal-safe, no syscall.
 ///
-/// Exact on Linux, where it is what lets a fully blocked thread skip the
-/// restore. Elsewhere it answers `false` (the guard always restores: two
-/// syscalls, always sound).
+/// Exact on 64-bit Linux with 64 signals, where it is what lets a fully
+/// blocked thread skip the restore. Elsewhere it answers `false` (the guard
+/// always restores: two syscalls, always sound).
 fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64",
+            target_arch = "s390x"
+        )
+    ))]
     {
         // Signals 1-64 are the first 64 bits of the set, the part the kernel
         // reads and writes; the rest of glibc's 1024-bit `sigset_t` is never
@@ -95,7 +166,17 @@ fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
         let want = word(set) & !NEVER_BLOCKED;
         word(mask) & want == want
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64",
+            target_arch = "s390x"
+        )
+    )))]
     {
         let _ = (mask, set);
         false
@@ -278,7 +359,10 @@ mod tests {
     /// never-blocked bits were wrong, a fully blocked thread would restore
     /// on every drop (slow), and worse, a wrong "all blocked" would skip a
     /// restore and leave signals blocked for good.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     #[test]
     fn the_mask_under_a_guard_blocks_all_and_an_open_mask_does_not() {
         std::thread::spawn(|| {
