@@ -255,7 +255,7 @@ pub(crate) fn open_mask_threads() -> usize {
 /// ```
 /// ```compile_fail
 /// #![deny(unused_must_use)]
-/// <fdtable::MaskGuard as Default>::default();
+/// fdtable::MaskGuard::default();
 /// ```
 #[must_use = "signals are unblocked again as soon as the guard is dropped"]
 pub struct MaskGuard {
