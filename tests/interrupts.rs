@@ -662,7 +662,7 @@ fn sigint_in_a_fork_child_before_exec_never_reaches_the_parent() {
 }
 
 #[test]
-fn wait_timeout_returns_on_time_when_nothing_arrives() {
+fn recv_timeout_returns_on_time_when_nothing_arrives() {
     let _serial = util::serial();
     let interrupts = sigint_events();
     for wait in [
