@@ -9,6 +9,7 @@
 //!   counts, opt-outs), the armed flag, the foreground scope depth, and the
 //!   per-signal fallback action that makes every arm/kill/default decision
 //!   of a delivery before the instances' actions run.
+//! - `builder.rs`: [`InterruptsBuilder`] and `install`.
 //! - `interrupts.rs`: one instance: its pipe, counts, actions, `try_recv`.
 //! - `wait.rs`: the blocking receives and `wait_readable`.
 //! - `foreground.rs`: [`ForegroundChild`].
@@ -26,6 +27,7 @@
 //! handler: the fallback gives it the default action, or its own
 //! `Interrupts` their events.
 
+mod builder;
 mod foreground;
 mod interrupts;
 mod pipe;
@@ -33,8 +35,9 @@ mod policy;
 mod signal;
 mod wait;
 
+pub use builder::InterruptsBuilder;
 pub use foreground::ForegroundChild;
-pub use interrupts::{Interrupts, InterruptsBuilder, Received};
+pub use interrupts::{Interrupts, Received};
 pub(crate) use policy::HANDLED_SIGNALS;
 pub use signal::{Signal, UnsupportedSignal};
 pub use wait::WaitOutcome;

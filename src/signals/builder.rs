@@ -1,0 +1,154 @@
+//! [`InterruptsBuilder`]: which signals, which conventions; `install`.
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::interrupts::{Interrupts, Shared};
+use super::pipe::self_pipe;
+use super::policy::{self, pid};
+use super::signal::{Signal, COUNT};
+
+/// Chooses the signals and conventions of an [`Interrupts`]; made by
+/// [`Interrupts::builder`], which takes the first signal, so a builder
+/// always has one and [`install`](InterruptsBuilder::install) cannot fail
+/// for a bad choice.
+///
+/// ```
+/// use fdtable::{Interrupts, Signal};
+///
+/// let interrupts = Interrupts::builder(Signal::Interrupt)
+///     .signal(Signal::Terminate)
+///     .second_signal_kills(false)
+///     .install()?;
+/// # drop(interrupts);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Every setter returns the builder, which does nothing until installed:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// use fdtable::{Interrupts, Signal};
+/// Interrupts::builder(Signal::Interrupt).second_signal_kills(false);
+/// ```
+#[must_use = "a builder does nothing until `install` is called"]
+#[derive(Debug, Clone)]
+pub struct InterruptsBuilder {
+    /// [`Signal::bit`]s of the chosen signals.
+    signals: u8,
+    respect_ignored: bool,
+    second_signal_kills: bool,
+    default_after_drop: bool,
+}
+
+impl InterruptsBuilder {
+    /// Handle `first`, every convention on (see [`Interrupts::builder`]).
+    pub(super) fn new(first: Signal) -> InterruptsBuilder {
+        InterruptsBuilder {
+            signals: first.bit(),
+            respect_ignored: true,
+            second_signal_kills: true,
+            default_after_drop: true,
+        }
+    }
+
+    /// Handle `signal` too. Adding a signal twice is the same as adding it
+    /// once.
+    ///
+    /// Async-signal-safe (no allocation), like every setter.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn signal(mut self, signal: Signal) -> Self {
+        self.signals |= signal.bit();
+        self
+    }
+
+    /// When `true` (the default), a signal that was ignored (`SIG_IGN`) when
+    /// this crate first looked at it stays ignored: it is not handled, and
+    /// [`Interrupts::ignored`] lists it. `false` handles it anyway.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn respect_ignored(mut self, respect: bool) -> Self {
+        self.respect_ignored = respect;
+        self
+    }
+
+    /// When `true` (the default), this instance asks for "a second signal
+    /// kills at once": the first delivery arms the process and the next one
+    /// ends it by the signal's default action, even while cleanup runs.
+    /// `false` turns every delivery into an event.
+    ///
+    /// The choice is combined with other instances' (a library's and the
+    /// program's): a signal arms and kills only while **every** live
+    /// `Interrupts` handling it asked for this, so one opt-out wins. See
+    /// [Several instances](Interrupts#several-instances-one-process-wide-policy).
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn second_signal_kills(mut self, kills: bool) -> Self {
+        self.second_signal_kills = kills;
+        self
+    }
+
+    /// When `true` (the default), the signal's default action (terminate)
+    /// applies again once the last `Interrupts` handling it in this process
+    /// is dropped, provided the signal had the default disposition before
+    /// this crate first handled it. One instance that asked `false` since
+    /// the signal was last unhandled wins: then a signal arriving while no
+    /// `Interrupts` handles it runs only the handlers other code registered
+    /// through signal-hook, if any; with none, it is lost.
+    #[must_use = "a builder does nothing until `install` is called"]
+    pub fn default_after_drop(mut self, restore: bool) -> Self {
+        self.default_after_drop = restore;
+        self
+    }
+
+    /// Create the pipe and register the handler actions.
+    ///
+    /// # Errors
+    /// The OS error of `pipe2(2)` (`EMFILE`, ...) or `sigaction(2)`, or an
+    /// error when [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances
+    /// already handle one of the signals. Nothing stays registered on
+    /// failure.
+    ///
+    /// Not async-signal-safe (allocates, takes a lock).
+    pub fn install(self) -> io::Result<Interrupts> {
+        let _setup = policy::setup_lock();
+        let installer = pid();
+        let mut handled = 0u8;
+        let mut ignored = Vec::new();
+        for signal in Signal::ALL {
+            if self.signals & signal.bit() == 0 {
+                continue;
+            }
+            policy::look_at_start(signal)?;
+            if self.respect_ignored && policy::ignored_at_start(signal) {
+                ignored.push(signal);
+            } else {
+                handled |= signal.bit();
+            }
+        }
+        let (read, write) = self_pipe()?;
+        let mut interrupts = Interrupts {
+            shared: Arc::new(Shared {
+                installer,
+                write,
+                counts: [const { AtomicU64::new(0) }; COUNT],
+            }),
+            read,
+            handled,
+            registered: [None; COUNT],
+            ignored,
+            kills: self.second_signal_kills,
+            default_after_drop: self.default_after_drop,
+        };
+        for signal in Signal::ALL {
+            if handled & signal.bit() == 0 {
+                continue;
+            }
+            if let Err(error) = interrupts.register(signal) {
+                // Undo what is registered; the drop that follows finds
+                // nothing left to do (and so never takes the lock we hold).
+                interrupts.unregister_all();
+                return Err(error);
+            }
+        }
+        Ok(interrupts)
+    }
+}
