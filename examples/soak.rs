@@ -2,13 +2,15 @@
 //! all along.
 //!
 //! ```text
-//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet]
+//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet] [--unpaced]
 //! FDTABLE_SOAK_SECONDS=N cargo run --release --example soak
 //! ```
 //!
 //! `--seconds` (default 60; the flag wins over `FDTABLE_SOAK_SECONDS`) is how
 //! long the load runs; shutting down and the final checks take a moment more.
 //! `--spin` is the busy-wait between two signals of the storm (default 200).
+//! `--unpaced` turns the storm's pacing off (see below): the negative
+//! control for the watchdog, which must then fail the run.
 //!
 //! What runs at the same time, on one `static` table:
 //! - **churners** (3 threads): track, `close`, drop, `into_inner`, and
@@ -33,8 +35,47 @@
 //!   fail with `NotFound`, `true` must succeed.
 //!
 //! At the end: every churner number closed, `len() == 0`, sentinels intact
-//! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline. It prints
-//! its totals and exits with status 1 if anything failed.
+//! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline, and at
+//! least [`MIN_CHECKS_PER_CHURNER`] handler checks inside each churner's
+//! close window. It prints its totals, operations per second per churner,
+//! and exits with status 1 if anything failed.
+//!
+//! # A soak that stops working fails
+//! Every worker (the churners, the forker, the closer) bumps a progress
+//! counter from its own code at each table operation, walk callback, fork
+//! and spawn. The main thread is the watchdog: when a worker's counter has
+//! not moved for 5 s ([`STALL_LIMIT`]), during the run or while winding
+//! down, the soak exits at once with status 1 and one line naming each
+//! stalled worker and the step it is in (`soak: FAIL: no progress: churn-0
+//! for 5.1 s (forking and waiting for the child)`).
+//!
+//! # The storm cannot starve its targets
+//! A standard signal does not queue, and a thread handles it on its way
+//! back to user space; if the next one is already pending when the handler
+//! returns, the thread runs the handler again without running a line of its
+//! own code. Before this was paced, a storm at `--spin 0` or `--spin 20`
+//! (or the default on a loaded machine) did exactly that: after 10-20 s two
+//! churners sat in walk callbacks in the fork-and-wait step, their children
+//! already zombies, interrupted faster than they could reach `waitpid`,
+//! and the third waited in `into_inner` for the pins those two held. Table
+//! operations stopped for good, the signals kept coming, and the soak still
+//! said OK.
+//!
+//! That live-lock is now **impossible**, and anything like it is
+//! **detected**:
+//! - the storm sends a churner its next SIGUSR1 only once that churner's
+//!   handler has counted the previous one (or 100 ms passed: then the
+//!   signal is held by a mask or merged with a pending one, and another
+//!   would add nothing) *and* the churner has made progress of its own
+//!   since ([`util::Pace`]). So each signal costs the churner at most one
+//!   unit of work, whatever the machine's load: the storm can slow the
+//!   churners, never stop them. The process-directed SIGUSR2 is paced the
+//!   same way, on any table operation;
+//! - a stall of any other cause (a real deadlock in the table, an
+//!   `into_inner` waiting forever for a pin) trips the watchdog within 5 s.
+//!
+//! `--unpaced` brings the old storm back; with `--spin 0` it starves the
+//! churners within seconds, and the watchdog fails the run.
 //!
 //! # Why each churner owns a range of numbers
 //! The handler's check is about the *interrupted thread's own* close. If any
@@ -69,7 +110,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fdtable::{CommandExt, FdTable, Interrupts, Tracked};
-use util::{ChildEnd, Sentinels};
+use util::{ChildEnd, Pace, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -80,6 +121,8 @@ const RANGE_LEN: RawFd = 64;
 const RANGE_END: RawFd = RANGE_BASE + RANGE_LEN * CHURNERS as RawFd;
 /// Most handles a churner holds at once.
 const MAX_LIVE: usize = 24;
+/// Handler runs inside each churner's close window that a run must reach.
+const MIN_CHECKS_PER_CHURNER: u64 = 100;
 /// How long a fork child or a spawned `true` may take before it is a hang.
 const CHILD_LIMIT: Duration = Duration::from_secs(20);
 
@@ -93,6 +136,11 @@ static OWN_WALKS: [AtomicI64; CHURNERS] = [const { AtomicI64::new(0) }; CHURNERS
 static USR1_HANDLED: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
 /// SIGUSR2 deliveries handled, on any thread (last step too).
 static USR2_HANDLED: AtomicU64 = AtomicU64::new(0);
+/// Per churner, kept up to date by the storm: the longest wait (µs)
+/// from a signal to its handler's count, and signals not seen handled
+/// within [`PACE_BOUND`].
+static LONGEST_WAIT_US: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
+static UNANSWERED: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
 /// I3 checks made on churner `i`: handler runs inside its close window.
 static CHECKS_ON: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
 /// Walks begun / ended by anyone.
@@ -751,28 +799,72 @@ fn walk(state: &RefCell<Churner>, depth: u32, sentinels: &[(RawFd, (u64, u64))])
 
 // --- the other threads --------------------------------------------------------
 
-fn storm(targets: Vec<libc::pthread_t>, spin: u32) {
+/// How long the storm waits for a handler's count before it treats the
+/// signal as merged or held by a mask (see [`util::Pace`]).
+const PACE_BOUND: Duration = Duration::from_millis(100);
+
+/// The storm: SIGUSR1 at each churner, and every eighth round a SIGUSR2 at
+/// the process. Paced (unless `unpaced`): a churner gets its next signal
+/// only after its handler has counted the previous one and the churner has
+/// made progress of its own since ([`util::Pace`]); the process gets its
+/// next SIGUSR2 only after the previous one was handled and some table
+/// operation happened since. So the storm cannot starve anyone.
+fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
+    let mut paces: Vec<Pace> = (0..CHURNERS)
+        .map(|i| Pace::new(&USR1_HANDLED[i], &PROGRESS[i], PACE_BOUND))
+        .collect();
+    let mut process_pace = Pace::new(&USR2_HANDLED, &TABLE_OPS, PACE_BOUND);
     let mut round = 0u64;
+    let mut passes = 0u64;
     while !STOP_STORM.load(SeqCst) {
-        for &t in &targets {
+        passes += 1;
+        if passes % 1024 == 0 {
+            // Kept current for the watchdog's report too.
+            publish_pace(&paces);
+        }
+        let mut sent = false;
+        for (&t, pace) in targets.iter().zip(&mut paces) {
+            if !unpaced && !pace.ready() {
+                continue;
+            }
+            pace.sending();
             // SAFETY: every target is a churner that stays alive until this
             // thread has been joined (STOP_WORK is set only after that).
             let rc = unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
             if rc == 0 {
                 count(&THREAD_SIGNALS);
+                sent = true;
             }
             for _ in 0..spin {
                 std::hint::spin_loop();
             }
         }
+        if !sent {
+            // Every churner is in its handler or has not moved since. Spin,
+            // never yield: a storm that yields gives its time slice away,
+            // comes back milliseconds later, and on a loaded machine sends a
+            // few hundred signals a second. (The scheduler still preempts
+            // the spinning storm, so a churner waiting for this core runs.)
+            std::hint::spin_loop();
+            continue;
+        }
         round += 1;
-        if round % 8 == 0 {
+        if round % 8 == 0 && (unpaced || process_pace.ready()) {
+            process_pace.sending();
             // SAFETY: a process-directed signal at ourselves; SIGUSR2 is
             // handled (our action plus the Interrupts pipe).
             if unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) } == 0 {
                 count(&PROCESS_SIGNALS);
             }
         }
+    }
+    publish_pace(&paces);
+}
+
+fn publish_pace(paces: &[Pace]) {
+    for (i, pace) in paces.iter().enumerate() {
+        LONGEST_WAIT_US[i].store(pace.longest_wait.as_micros() as u64, SeqCst);
+        UNANSWERED[i].store(pace.unanswered, SeqCst);
     }
 }
 
@@ -872,18 +964,20 @@ impl Watchdog {
 /// and I3 checks made in its close window.
 fn print_churners(run: Duration) {
     println!(
-        "  {:<10} {:>12} {:>10} {:>14} {:>12}",
-        "churner", "table ops", "ops/s", "SIGUSR1 hits", "I3 checks"
+        "  {:<10} {:>11} {:>9} {:>13} {:>10} {:>13} {:>11}",
+        "churner", "table ops", "ops/s", "SIGUSR1 runs", "I3 checks", "longest wait", ">100ms"
     );
     for i in 0..CHURNERS {
         let ops = OPS[i].load(SeqCst);
         println!(
-            "  {:<10} {:>12} {:>10.0} {:>14} {:>12}",
+            "  {:<10} {:>11} {:>9.0} {:>13} {:>10} {:>10} ms {:>11}",
             worker_name(i),
             ops,
             ops as f64 / run.as_secs_f64().max(1e-9),
             USR1_HANDLED[i].load(SeqCst),
             CHECKS_ON[i].load(SeqCst),
+            LONGEST_WAIT_US[i].load(SeqCst) / 1000,
+            UNANSWERED[i].load(SeqCst),
         );
     }
 }
@@ -894,6 +988,7 @@ struct Options {
     seconds: u64,
     spin: u32,
     quiet: bool,
+    unpaced: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -901,6 +996,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 60,
         spin: 200,
         quiet: false,
+        unpaced: false,
     };
     if let Ok(value) = std::env::var("FDTABLE_SOAK_SECONDS") {
         options.seconds = value
@@ -919,8 +1015,9 @@ fn parse_options() -> Result<Options, String> {
             "--seconds" => options.seconds = number("--seconds")?,
             "--spin" => options.spin = number("--spin")? as u32,
             "--quiet" => options.quiet = true,
+            "--unpaced" => options.unpaced = true,
             "-h" | "--help" => {
-                return Err("usage: soak [--seconds N] [--spin N] [--quiet]".into());
+                return Err("usage: soak [--seconds N] [--spin N] [--quiet] [--unpaced]".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -980,8 +1077,8 @@ fn main() {
         let interrupts = Arc::clone(&interrupts);
         thread::spawn(move || drain_interrupts(&interrupts.lock().expect("interrupts")))
     };
-    let spin = options.spin;
-    let storm = thread::spawn(move || storm(targets, spin));
+    let (spin, unpaced) = (options.spin, options.unpaced);
+    let storm = thread::spawn(move || storm(targets, spin, unpaced));
     let forker = {
         let ids = Arc::clone(&ids);
         thread::spawn(move || {
@@ -1089,7 +1186,18 @@ fn main() {
             failures.push(format!("{n} {name}"));
         }
     }
-    // Guards against a run that proves nothing.
+    // Guards against a run that proves nothing: the storm must have hit
+    // every churner inside its close window.
+    for i in 0..CHURNERS {
+        let checks = CHECKS_ON[i].load(SeqCst);
+        if checks < MIN_CHECKS_PER_CHURNER {
+            failures.push(format!(
+                "{}: only {checks} handler checks inside its close window \
+                 (at least {MIN_CHECKS_PER_CHURNER}): the storm did not reach it",
+                worker_name(i)
+            ));
+        }
+    }
     for (name, counter) in [
         ("handler checks", &HANDLER_CHECKS),
         ("forks", &FORKS),
@@ -1102,9 +1210,10 @@ fn main() {
     }
 
     println!(
-        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}",
+        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}{}",
         elapsed.as_secs_f64(),
-        options.spin
+        options.spin,
+        if options.unpaced { ", UNPACED" } else { "" }
     );
     print_totals();
     print_churners(run_time);
