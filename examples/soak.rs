@@ -1188,8 +1188,8 @@ fn main() {
     }
     // Guards against a run that proves nothing: the storm must have hit
     // every churner inside its close window.
-    for i in 0..CHURNERS {
-        let checks = CHECKS_ON[i].load(SeqCst);
+    for (i, checks) in CHECKS_ON.iter().enumerate() {
+        let checks = checks.load(SeqCst);
         if checks < MIN_CHECKS_PER_CHURNER {
             failures.push(format!(
                 "{}: only {checks} handler checks inside its close window \
