@@ -816,6 +816,7 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
     let mut process_pace = Pace::new(&USR2_HANDLED, &TABLE_OPS, PACE_BOUND);
     let mut round = 0u64;
     let mut passes = 0u64;
+    let mut idle_since = None;
     while !STOP_STORM.load(SeqCst) {
         passes += 1;
         if passes % 1024 == 0 {
@@ -840,14 +841,11 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
             }
         }
         if !sent {
-            // Every churner is in its handler or has not moved since. Spin,
-            // never yield: a storm that yields gives its time slice away,
-            // comes back milliseconds later, and on a loaded machine sends a
-            // few hundred signals a second. (The scheduler still preempts
-            // the spinning storm, so a churner waiting for this core runs.)
-            std::hint::spin_loop();
+            // Every churner is in its handler or has not moved since.
+            util::storm_idle(&mut idle_since);
             continue;
         }
+        idle_since = None;
         round += 1;
         if round % 8 == 0 && (unpaced || process_pace.ready()) {
             process_pace.sending();

@@ -522,6 +522,7 @@ impl Storm {
         let thread = std::thread::spawn(move || {
             let mut targets = targets;
             let mut deadline = Deadline::new(limit, u64::MAX);
+            let mut idle_since = None;
             while !flag.load(SeqCst) && deadline.tick() {
                 let mut sent = false;
                 for (thread, pace) in &mut targets {
@@ -535,13 +536,11 @@ impl Storm {
                     assert_eq!(rc, 0, "pthread_kill");
                     sent = true;
                 }
-                if !sent {
+                if sent {
+                    idle_since = None;
+                } else {
                     // Every target is in its handler or has not moved yet.
-                    // Spin, never yield: a storm that yields gives its time
-                    // slice away and, on a loaded machine, sends a few
-                    // hundred signals a second. (The scheduler still preempts
-                    // it, so a target waiting for this core runs.)
-                    std::hint::spin_loop();
+                    storm_idle(&mut idle_since);
                 }
             }
             StormReport {
@@ -577,5 +576,20 @@ impl Drop for Storm {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// What a paced storm does while none of its targets may be signalled yet:
+/// spin for up to 20 µs (a target running on the other core answers within
+/// microseconds), then yield once and start over. Yielding at once would give
+/// the time slice away and, on a loaded machine, send a few hundred signals a
+/// second; spinning only would hold the core a target may be waiting for.
+pub fn storm_idle(idle_since: &mut Option<Instant>) {
+    let since = *idle_since.get_or_insert_with(Instant::now);
+    if since.elapsed() < Duration::from_micros(20) {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+        *idle_since = None;
     }
 }
