@@ -17,7 +17,8 @@
 //!   `for_each` whose callbacks track, close, drop, walk again (nested),
 //!   call `close_all`, fork, or panic;
 //! - a **signal storm**: `pthread_kill(SIGUSR1)` at the churners, and
-//!   `kill(getpid(), SIGUSR2)` at the process;
+//!   `kill(getpid(), SIGUSR2)` at the process, paced so it cannot starve
+//!   them (see below);
 //! - an **I3 check in the handler**: each churner publishes "the fd I am
 //!   closing" in its own atomic; the handler (a signal-hook action, run on
 //!   whichever thread the signal interrupted) finds its thread's slot
@@ -54,7 +55,7 @@
 //! back to user space; if the next one is already pending when the handler
 //! returns, the thread runs the handler again without running a line of its
 //! own code. Before this was paced, a storm at `--spin 0` or `--spin 20`
-//! (or the default on a loaded machine) did exactly that: after 10-20 s two
+//! (or the default on a loaded machine) did exactly that: within 10-40 s two
 //! churners sat in walk callbacks in the fork-and-wait step, their children
 //! already zombies, interrupted faster than they could reach `waitpid`,
 //! and the third waited in `into_inner` for the pins those two held. Table
@@ -819,7 +820,7 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
     let mut idle_since = None;
     while !STOP_STORM.load(SeqCst) {
         passes += 1;
-        if passes % 1024 == 0 {
+        if passes & 1023 == 0 {
             // Kept current for the watchdog's report too.
             publish_pace(&paces);
         }
@@ -847,7 +848,7 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
         }
         idle_since = None;
         round += 1;
-        if round % 8 == 0 && (unpaced || process_pace.ready()) {
+        if round & 7 == 0 && (unpaced || process_pace.ready()) {
             process_pace.sending();
             // SAFETY: a process-directed signal at ourselves; SIGUSR2 is
             // handled (our action plus the Interrupts pipe).
@@ -878,7 +879,7 @@ fn drain_interrupts(interrupts: &Interrupts) {
 }
 
 fn forker(sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
-    let mut round = 0u64;
+    let mut round = 0i64;
     while !STOP_WORK.load(SeqCst) {
         round += 1;
         fork_and_check(&sentinels);

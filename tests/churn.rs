@@ -322,7 +322,7 @@ fn churn(me: usize, seed: u64, stop: &AtomicBool) -> (u64, u64) {
             }
             75..=98 => {
                 let victim = rng.below(SLOTS as u64);
-                let mut visited = 0u32;
+                let mut visited = 0i32;
                 let _walking = Running::enter(&WALKS_RUNNING, &OWN_WALKS);
                 TABLE.for_each(|fd| {
                     progress();
