@@ -2,20 +2,23 @@
 //! all along.
 //!
 //! ```text
-//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet]
+//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet] [--unpaced]
 //! FDTABLE_SOAK_SECONDS=N cargo run --release --example soak
 //! ```
 //!
 //! `--seconds` (default 60; the flag wins over `FDTABLE_SOAK_SECONDS`) is how
 //! long the load runs; shutting down and the final checks take a moment more.
 //! `--spin` is the busy-wait between two signals of the storm (default 200).
+//! `--unpaced` turns the storm's pacing off (see below): the negative
+//! control for the watchdog, which must then fail the run.
 //!
 //! What runs at the same time, on one `static` table:
 //! - **churners** (3 threads): track, `close`, drop, `into_inner`, and
 //!   `for_each` whose callbacks track, close, drop, walk again (nested),
 //!   call `close_all`, fork, or panic;
 //! - a **signal storm**: `pthread_kill(SIGUSR1)` at the churners, and
-//!   `kill(getpid(), SIGUSR2)` at the process;
+//!   `kill(getpid(), SIGUSR2)` at the process, paced so it cannot starve
+//!   them (see below);
 //! - an **I3 check in the handler**: each churner publishes "the fd I am
 //!   closing" in its own atomic; the handler (a signal-hook action, run on
 //!   whichever thread the signal interrupted) finds its thread's slot
@@ -33,8 +36,47 @@
 //!   fail with `NotFound`, `true` must succeed.
 //!
 //! At the end: every churner number closed, `len() == 0`, sentinels intact
-//! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline. It prints
-//! its totals and exits with status 1 if anything failed.
+//! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline, and at
+//! least [`MIN_CHECKS_PER_CHURNER`] handler checks inside each churner's
+//! close window. It prints its totals, operations per second per churner,
+//! and exits with status 1 if anything failed.
+//!
+//! # A soak that stops working fails
+//! Every worker (the churners, the forker, the closer) bumps a progress
+//! counter from its own code at each table operation, walk callback, fork
+//! and spawn. The main thread is the watchdog: when a worker's counter has
+//! not moved for 5 s ([`STALL_LIMIT`]), during the run or while winding
+//! down, the soak exits at once with status 1 and one line naming each
+//! stalled worker and the step it is in (`soak: FAIL: no progress: churn-0
+//! for 5.1 s (forking and waiting for the child)`).
+//!
+//! # The storm cannot starve its targets
+//! A standard signal does not queue, and a thread handles it on its way
+//! back to user space; if the next one is already pending when the handler
+//! returns, the thread runs the handler again without running a line of its
+//! own code. Before this was paced, a storm at `--spin 0` or `--spin 20`
+//! (or the default on a loaded machine) did exactly that: within 10-40 s two
+//! churners sat in walk callbacks in the fork-and-wait step, their children
+//! already zombies, interrupted faster than they could reach `waitpid`,
+//! and the third waited in `into_inner` for the pins those two held. Table
+//! operations stopped for good, the signals kept coming, and the soak still
+//! said OK.
+//!
+//! That live-lock is now **impossible**, and anything like it is
+//! **detected**:
+//! - the storm sends a churner its next SIGUSR1 only once that churner's
+//!   handler has counted the previous one (or 100 ms passed: then the
+//!   signal is held by a mask or merged with a pending one, and another
+//!   would add nothing) *and* the churner has made progress of its own
+//!   since ([`util::Pace`]). So each signal costs the churner at most one
+//!   unit of work, whatever the machine's load: the storm can slow the
+//!   churners, never stop them. The process-directed SIGUSR2 is paced the
+//!   same way, on any table operation;
+//! - a stall of any other cause (a real deadlock in the table, an
+//!   `into_inner` waiting forever for a pin) trips the watchdog within 5 s.
+//!
+//! `--unpaced` brings the old storm back; with `--spin 0` it starves the
+//! churners within seconds, and the watchdog fails the run.
 //!
 //! # Why each churner owns a range of numbers
 //! The handler's check is about the *interrupted thread's own* close. If any
@@ -63,13 +105,13 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fdtable::{CommandExt, FdTable, Interrupts, Signal, Tracked};
-use util::{ChildEnd, Sentinels};
+use util::{ChildEnd, Pace, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -80,6 +122,8 @@ const RANGE_LEN: RawFd = 64;
 const RANGE_END: RawFd = RANGE_BASE + RANGE_LEN * CHURNERS as RawFd;
 /// Most handles a churner holds at once.
 const MAX_LIVE: usize = 24;
+/// Handler runs inside each churner's close window that a run must reach.
+const MIN_CHECKS_PER_CHURNER: u64 = 100;
 /// How long a fork child or a spawned `true` may take before it is a hang.
 const CHILD_LIMIT: Duration = Duration::from_secs(20);
 
@@ -89,6 +133,17 @@ const CHILD_LIMIT: Duration = Duration::from_secs(20);
 static CLOSING: [AtomicI32; CHURNERS] = [const { AtomicI32::new(-1) }; CHURNERS];
 /// Walks (`for_each`, `close_all`) churner `i` is inside right now.
 static OWN_WALKS: [AtomicI64; CHURNERS] = [const { AtomicI64::new(0) }; CHURNERS];
+/// SIGUSR1 deliveries handled on churner `i` (counted as the handler's last step).
+static USR1_HANDLED: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
+/// SIGUSR2 deliveries handled, on any thread (last step too).
+static USR2_HANDLED: AtomicU64 = AtomicU64::new(0);
+/// Per churner, kept up to date by the storm: the longest wait (µs)
+/// from a signal to its handler's count, and signals not seen handled
+/// within [`PACE_BOUND`].
+static LONGEST_WAIT_US: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
+static UNANSWERED: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
+/// I3 checks made on churner `i`: handler runs inside its close window.
+static CHECKS_ON: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
 /// Walks begun / ended by anyone.
 static WALKS_BEGUN: AtomicI64 = AtomicI64::new(0);
 static WALKS_ENDED: AtomicI64 = AtomicI64::new(0);
@@ -97,6 +152,116 @@ thread_local! {
     /// This thread's churner index, `usize::MAX` elsewhere. `const`, no
     /// destructor: reading it in a signal handler is a plain TLS load.
     static CHURNER: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's index among the watched workers, `usize::MAX` elsewhere.
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+// --- progress, for the watchdog -------------------------------------------
+
+/// Watched workers: the churners, then the forker, then the closer.
+const WORKERS: usize = CHURNERS + 2;
+const FORKER: usize = CHURNERS;
+const CLOSER: usize = CHURNERS + 1;
+/// A worker that makes no progress for this long fails the soak.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Bumped by each worker's own code (never by a handler) at every table
+/// operation, walk callback, fork and spawn: what the watchdog watches.
+static PROGRESS: [AtomicU64; WORKERS] = [const { AtomicU64::new(0) }; WORKERS];
+/// Table operations per churner, for ops/s.
+static OPS: [AtomicU64; CHURNERS] = [const { AtomicU64::new(0) }; CHURNERS];
+/// What each worker is doing right now (a [`Step`]), for the verdict.
+static DOING: [AtomicU8; WORKERS] = [const { AtomicU8::new(Step::Starting as u8) }; WORKERS];
+
+fn worker_name(i: usize) -> String {
+    match i {
+        FORKER => "forker".into(),
+        CLOSER => "closer".into(),
+        _ => format!("churn-{i}"),
+    }
+}
+
+/// Where a worker is, as the watchdog reports it when it stalls.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Step {
+    Starting,
+    Idle,
+    Track,
+    Close,
+    Drop,
+    IntoInner,
+    TryIntoInner,
+    Walk,
+    Callback,
+    CloseAll,
+    ForkWait,
+    Spawn,
+    Sleep,
+    WindDown,
+}
+
+impl Step {
+    const ALL: [Step; 14] = [
+        Step::Starting,
+        Step::Idle,
+        Step::Track,
+        Step::Close,
+        Step::Drop,
+        Step::IntoInner,
+        Step::TryIntoInner,
+        Step::Walk,
+        Step::Callback,
+        Step::CloseAll,
+        Step::ForkWait,
+        Step::Spawn,
+        Step::Sleep,
+        Step::WindDown,
+    ];
+
+    fn describe(raw: u8) -> &'static str {
+        match Step::ALL.get(raw as usize) {
+            Some(Step::Starting) => "not started",
+            Some(Step::Idle) => "between operations",
+            Some(Step::Track) => "in track",
+            Some(Step::Close) => "in Tracked::close",
+            Some(Step::Drop) => "dropping a Tracked",
+            Some(Step::IntoInner) => "in into_inner (waits for other threads' pins)",
+            Some(Step::TryIntoInner) => "in try_into_inner",
+            Some(Step::Walk) => "in for_each",
+            Some(Step::Callback) => "in a for_each callback",
+            Some(Step::CloseAll) => "in close_all",
+            Some(Step::ForkWait) => "forking and waiting for the child",
+            Some(Step::Spawn) => "spawning through CommandExt",
+            Some(Step::Sleep) => "sleeping between rounds",
+            Some(Step::WindDown) => "closing its handles at the end",
+            None => "?",
+        }
+    }
+}
+
+/// Publishes this worker's step until dropped, then puts the outer step
+/// back (steps nest: a callback that closes, a close_all in a callback).
+struct Doing(Option<(usize, u8)>);
+
+fn doing(step: Step) -> Doing {
+    let me = WORKER.with(Cell::get);
+    Doing(DOING.get(me).map(|d| (me, d.swap(step as u8, SeqCst))))
+}
+
+impl std::ops::Drop for Doing {
+    fn drop(&mut self) {
+        if let Some((me, outer)) = self.0 {
+            DOING[me].store(outer, SeqCst);
+        }
+    }
+}
+
+/// One unit of progress for this worker (no-op on other threads).
+fn progress() {
+    if let Some(p) = PROGRESS.get(WORKER.with(Cell::get)) {
+        p.fetch_add(1, SeqCst);
+    }
 }
 
 // --- totals ---------------------------------------------------------------
@@ -151,6 +316,10 @@ fn count(counter: &AtomicU64) {
 fn op(counter: &AtomicU64) {
     counter.fetch_add(1, SeqCst);
     TABLE_OPS.fetch_add(1, SeqCst);
+    if let Some(ops) = OPS.get(CHURNER.with(Cell::get)) {
+        ops.fetch_add(1, SeqCst);
+    }
+    progress();
 }
 
 // --- the handler ------------------------------------------------------------
@@ -175,6 +344,7 @@ fn on_signal() {
     let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
     let begun_after = WALKS_BEGUN.load(SeqCst);
     count(&HANDLER_CHECKS);
+    count(&CHECKS_ON[me]);
     match (tracked, open) {
         (true, true) => count(&SAW_TRACKED_OPEN),
         (false, false) => count(&SAW_UNTRACKED_CLOSED),
@@ -192,14 +362,31 @@ fn on_signal() {
     }
 }
 
+/// SIGUSR1 (from the storm, aimed at one churner): the check, then the
+/// count the storm waits for before it aims at this churner again.
+fn on_usr1() {
+    on_signal();
+    if let Some(handled) = USR1_HANDLED.get(CHURNER.with(Cell::get)) {
+        handled.fetch_add(1, SeqCst);
+    }
+}
+
+/// SIGUSR2 (process-directed, any thread may take it): the check, then the
+/// count the storm waits for before it sends the next one.
+fn on_usr2() {
+    on_signal();
+    USR2_HANDLED.fetch_add(1, SeqCst);
+}
+
 /// A signal-hook action, unregistered on drop.
 struct Action(signal_hook::SigId);
 
 impl Action {
-    fn register(signal: libc::c_int) -> io::Result<Action> {
-        // SAFETY: `on_signal` touches only atomics and a const thread-local
-        // and calls `contains` and `fcntl`, all async-signal-safe.
-        unsafe { signal_hook::low_level::register(signal, on_signal) }.map(Action)
+    fn register(signal: libc::c_int, action: fn()) -> io::Result<Action> {
+        // SAFETY: the actions (`on_usr1`, `on_usr2`) touch only atomics and
+        // const thread-locals and call `contains` and `fcntl`, all
+        // async-signal-safe.
+        unsafe { signal_hook::low_level::register(signal, action) }.map(Action)
     }
 }
 
@@ -237,8 +424,10 @@ impl Drop for WalkMark {
 }
 
 fn close_all(churner: Option<usize>) {
+    let _doing = doing(Step::CloseAll);
     let _walk = WalkMark::begin(churner);
     let report = TABLE.close_all();
+    progress();
     count(&CLOSE_ALLS);
     RELEASED.fetch_add(report.released() as u64, SeqCst);
     if !report.is_ok() {
@@ -252,6 +441,7 @@ fn close_all(churner: Option<usize>) {
 /// Fork; in the child close the table and check, async-signal-safe only;
 /// in the parent wait with a deadline and count the outcome.
 fn fork_and_check(sentinels: &[(RawFd, (u64, u64))]) {
+    let _doing = doing(Step::ForkWait);
     // SAFETY: the child runs `child_checks` (async-signal-safe: atomics,
     // fcntl, fstat, close/close_range, reading memory) and `_exit`s.
     let pid = unsafe { libc::fork() };
@@ -266,7 +456,9 @@ fn fork_and_check(sentinels: &[(RawFd, (u64, u64))]) {
         return;
     }
     count(&FORKS);
-    match util::wait_child(pid, CHILD_LIMIT) {
+    let end = util::wait_child(pid, CHILD_LIMIT);
+    progress();
+    match end {
         Ok(ChildEnd::Exited(0)) => {}
         Ok(ChildEnd::Hung) => {
             count(&FAIL_HUNG);
@@ -311,6 +503,7 @@ fn child_checks(sentinels: &[(RawFd, (u64, u64))]) -> i32 {
 // --- spawns -------------------------------------------------------------------
 
 fn spawn_checks() {
+    let _doing = doing(Step::Spawn);
     match Command::new("/nonexistent/fdtable-soak")
         .close_tracked_fds(&TABLE)
         .spawn()
@@ -328,6 +521,7 @@ fn spawn_checks() {
         }
     }
     count(&SPAWNS);
+    progress();
     let spawned = Command::new("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -343,7 +537,9 @@ fn spawn_checks() {
             return;
         }
     };
-    match util::wait_child(child.id() as libc::pid_t, CHILD_LIMIT) {
+    let end = util::wait_child(child.id() as libc::pid_t, CHILD_LIMIT);
+    progress();
+    match end {
         Ok(ChildEnd::Exited(0)) => {}
         Ok(ChildEnd::Hung) => {
             count(&FAIL_HUNG);
@@ -451,6 +647,7 @@ impl Churner {
             }
             let raw = fd.as_raw_fd();
             op(&TRACKS);
+            let _doing = doing(Step::Track);
             match TABLE.track(fd) {
                 Ok(handle) => {
                     self.in_use[(raw - self.base()) as usize] = true;
@@ -481,6 +678,7 @@ fn release(me: usize, handle: Handle, how: Release) {
     let fd = handle.as_raw_fd();
     match how {
         Release::Close => {
+            let _doing = doing(Step::Close);
             CLOSING[me].store(fd, SeqCst);
             let result = handle.close();
             CLOSING[me].store(-1, SeqCst);
@@ -491,6 +689,7 @@ fn release(me: usize, handle: Handle, how: Release) {
             }
         }
         Release::Drop => {
+            let _doing = doing(Step::Drop);
             CLOSING[me].store(fd, SeqCst);
             drop(handle);
             CLOSING[me].store(-1, SeqCst);
@@ -499,16 +698,23 @@ fn release(me: usize, handle: Handle, how: Release) {
         Release::IntoInner => {
             // Not the table's close: the number is ours, untracked and open,
             // until we close it ourselves. Not published for the handler.
+            let _doing = doing(Step::IntoInner);
             drop(handle.into_inner());
             op(&INTO_INNERS);
         }
-        Release::TryIntoInner => match handle.try_into_inner() {
-            Ok(owned) => {
-                drop(owned);
-                op(&INTO_INNERS);
+        Release::TryIntoInner => {
+            let tried = {
+                let _doing = doing(Step::TryIntoInner);
+                handle.try_into_inner()
+            };
+            match tried {
+                Ok(owned) => {
+                    drop(owned);
+                    op(&INTO_INNERS);
+                }
+                Err(handle) => release(me, handle, Release::Close),
             }
-            Err(handle) => release(me, handle, Release::Close),
-        },
+        }
     }
 }
 
@@ -521,6 +727,7 @@ fn churn(me: usize, sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
         handles: Vec::new(),
         in_use: [false; RANGE_LEN as usize],
     });
+    let _idle = doing(Step::Idle);
     // Ends when main sets STOP_WORK, after the run time.
     while !STOP_WORK.load(SeqCst) {
         let choice = state.borrow_mut().rng.below(100);
@@ -540,6 +747,7 @@ fn churn(me: usize, sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
         }
     }
     // Wind down: every handle closed through the table.
+    let _doing = doing(Step::WindDown);
     let handles = std::mem::take(&mut state.borrow_mut().handles);
     for handle in handles {
         release(me, handle, Release::Close);
@@ -560,8 +768,11 @@ fn walk(state: &RefCell<Churner>, depth: u32, sentinels: &[(RawFd, (u64, u64))])
     let me = state.borrow().me;
     let _mark = WalkMark::begin(Some(me));
     op(&WALKS);
+    let _doing = doing(Step::Walk);
     TABLE.for_each(|fd: BorrowedFd<'_>| {
+        let _doing = doing(Step::Callback);
         count(&CALLBACKS);
+        progress();
         if !util::is_open(fd.as_raw_fd()) {
             count(&FAIL_VISITED_CLOSED);
             eprintln!("visited fd {} is not open", fd.as_raw_fd());
@@ -589,28 +800,70 @@ fn walk(state: &RefCell<Churner>, depth: u32, sentinels: &[(RawFd, (u64, u64))])
 
 // --- the other threads --------------------------------------------------------
 
-fn storm(targets: Vec<libc::pthread_t>, spin: u32) {
+/// How long the storm waits for a handler's count before it treats the
+/// signal as merged or held by a mask (see [`util::Pace`]).
+const PACE_BOUND: Duration = Duration::from_millis(100);
+
+/// The storm: SIGUSR1 at each churner, and every eighth round a SIGUSR2 at
+/// the process. Paced (unless `unpaced`): a churner gets its next signal
+/// only after its handler has counted the previous one and the churner has
+/// made progress of its own since ([`util::Pace`]); the process gets its
+/// next SIGUSR2 only after the previous one was handled and some table
+/// operation happened since. So the storm cannot starve anyone.
+fn storm(targets: Vec<libc::pthread_t>, spin: u32, unpaced: bool) {
+    let mut paces: Vec<Pace> = (0..CHURNERS)
+        .map(|i| Pace::new(&USR1_HANDLED[i], &PROGRESS[i], PACE_BOUND))
+        .collect();
+    let mut process_pace = Pace::new(&USR2_HANDLED, &TABLE_OPS, PACE_BOUND);
     let mut round = 0u64;
+    let mut passes = 0u64;
+    let mut idle_since = None;
     while !STOP_STORM.load(SeqCst) {
-        for &t in &targets {
+        passes += 1;
+        if passes & 1023 == 0 {
+            // Kept current for the watchdog's report too.
+            publish_pace(&paces);
+        }
+        let mut sent = false;
+        for (&t, pace) in targets.iter().zip(&mut paces) {
+            if !unpaced && !pace.ready() {
+                continue;
+            }
+            pace.sending();
             // SAFETY: every target is a churner that stays alive until this
             // thread has been joined (STOP_WORK is set only after that).
             let rc = unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
             if rc == 0 {
                 count(&THREAD_SIGNALS);
+                sent = true;
             }
             for _ in 0..spin {
                 std::hint::spin_loop();
             }
         }
+        if !sent {
+            // Every churner is in its handler or has not moved since.
+            util::storm_idle(&mut idle_since);
+            continue;
+        }
+        idle_since = None;
         round += 1;
-        if round % 8 == 0 {
+        if round & 7 == 0 && (unpaced || process_pace.ready()) {
+            process_pace.sending();
             // SAFETY: a process-directed signal at ourselves; SIGUSR2 is
             // handled (our action plus the Interrupts pipe).
             if unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) } == 0 {
                 count(&PROCESS_SIGNALS);
             }
         }
+    }
+    publish_pace(&paces);
+}
+
+fn publish_pace(paces: &[Pace]) {
+    for (i, pace) in paces.iter().enumerate() {
+        LONGEST_WAIT_US[i].store(pace.longest_wait.as_micros() as u64, SeqCst);
+        UNANSWERED[i].store(pace.unanswered, SeqCst);
     }
 }
 
@@ -626,21 +879,105 @@ fn drain_interrupts(interrupts: &Interrupts) {
 }
 
 fn forker(sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
-    let mut round = 0u64;
+    let mut round = 0i64;
     while !STOP_WORK.load(SeqCst) {
         round += 1;
         fork_and_check(&sentinels);
         if round % 10 == 0 {
             spawn_checks();
         }
+        let _doing = doing(Step::Sleep);
         thread::sleep(Duration::from_millis(2));
     }
 }
 
 fn closer() {
     while !STOP_WORK.load(SeqCst) {
-        thread::sleep(Duration::from_millis(25));
+        {
+            let _doing = doing(Step::Sleep);
+            thread::sleep(Duration::from_millis(25));
+        }
         close_all(None);
+    }
+}
+
+// --- the watchdog ----------------------------------------------------------------
+
+/// Fails the soak, at once, when a worker makes no progress for
+/// [`STALL_LIMIT`]: a soak whose work has stopped proves nothing, however
+/// many signals it sends.
+struct Watchdog {
+    seen: [u64; WORKERS],
+    since: [Instant; WORKERS],
+    finished: [bool; WORKERS],
+}
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        Watchdog {
+            seen: [0; WORKERS],
+            since: [Instant::now(); WORKERS],
+            finished: [false; WORKERS],
+        }
+    }
+
+    /// A worker that has ended is no longer expected to progress.
+    fn finished(&mut self, worker: usize) {
+        self.finished[worker] = true;
+    }
+
+    /// Exit with status 1 and one line naming every stalled worker (and
+    /// where it is) if any has made no progress for [`STALL_LIMIT`].
+    fn check(&mut self, start: Instant) {
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for i in 0..WORKERS {
+            let seen = PROGRESS[i].load(SeqCst);
+            if seen != self.seen[i] || self.finished[i] {
+                self.seen[i] = seen;
+                self.since[i] = now;
+            } else if now - self.since[i] >= STALL_LIMIT {
+                stalled.push(format!(
+                    "{} for {:.1} s ({})",
+                    worker_name(i),
+                    (now - self.since[i]).as_secs_f64(),
+                    Step::describe(DOING[i].load(SeqCst))
+                ));
+            }
+        }
+        if stalled.is_empty() {
+            return;
+        }
+        println!(
+            "fdtable soak: stopped after {:.1}s, {CHURNERS} churners",
+            start.elapsed().as_secs_f64()
+        );
+        print_totals();
+        print_churners(start.elapsed());
+        println!("soak: FAIL: no progress: {}", stalled.join("; "));
+        std::process::exit(1);
+    }
+}
+
+/// Per churner: table operations, ops/s over `run`, signals handled on it
+/// and I3 checks made in its close window.
+fn print_churners(run: Duration) {
+    println!(
+        "  {:<10} {:>11} {:>9} {:>13} {:>10} {:>13} {:>11}",
+        "churner", "table ops", "ops/s", "SIGUSR1 runs", "I3 checks", "longest wait", ">100ms"
+    );
+    for i in 0..CHURNERS {
+        let ops = OPS[i].load(SeqCst);
+        println!(
+            "  {:<10} {:>11} {:>9.0} {:>13} {:>10} {:>10} ms {:>11}",
+            worker_name(i),
+            ops,
+            ops as f64 / run.as_secs_f64().max(1e-9),
+            USR1_HANDLED[i].load(SeqCst),
+            CHECKS_ON[i].load(SeqCst),
+            LONGEST_WAIT_US[i].load(SeqCst) / 1000,
+            UNANSWERED[i].load(SeqCst),
+        );
     }
 }
 
@@ -650,6 +987,7 @@ struct Options {
     seconds: u64,
     spin: u32,
     quiet: bool,
+    unpaced: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -657,6 +995,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 60,
         spin: 200,
         quiet: false,
+        unpaced: false,
     };
     if let Ok(value) = std::env::var("FDTABLE_SOAK_SECONDS") {
         options.seconds = value
@@ -675,8 +1014,9 @@ fn parse_options() -> Result<Options, String> {
             "--seconds" => options.seconds = number("--seconds")?,
             "--spin" => options.spin = number("--spin")? as u32,
             "--quiet" => options.quiet = true,
+            "--unpaced" => options.unpaced = true,
             "-h" | "--help" => {
-                return Err("usage: soak [--seconds N] [--spin N] [--quiet]".into());
+                return Err("usage: soak [--seconds N] [--spin N] [--quiet] [--unpaced]".into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -707,8 +1047,8 @@ fn main() {
         .default_after_drop(false)
         .install()
         .expect("install Interrupts(SIGUSR2)");
-    let usr1 = Action::register(libc::SIGUSR1).expect("register SIGUSR1");
-    let usr2 = Action::register(libc::SIGUSR2).expect("register SIGUSR2");
+    let usr1 = Action::register(libc::SIGUSR1, on_usr1).expect("register SIGUSR1");
+    let usr2 = Action::register(libc::SIGUSR2, on_usr2).expect("register SIGUSR2");
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let churners: Vec<_> = (0..CHURNERS)
@@ -719,6 +1059,7 @@ fn main() {
                 .name(format!("churn-{me}"))
                 .spawn(move || {
                     CHURNER.with(|c| c.set(me));
+                    WORKER.with(|w| w.set(me));
                     // SAFETY: always safe to call.
                     let _ = tx.send(unsafe { libc::pthread_self() });
                     churn(me, ids);
@@ -734,42 +1075,75 @@ fn main() {
         let interrupts = Arc::clone(&interrupts);
         thread::spawn(move || drain_interrupts(&interrupts.lock().expect("interrupts")))
     };
-    let spin = options.spin;
-    let storm = thread::spawn(move || storm(targets, spin));
+    let (spin, unpaced) = (options.spin, options.unpaced);
+    let storm = thread::spawn(move || storm(targets, spin, unpaced));
     let forker = {
         let ids = Arc::clone(&ids);
-        thread::spawn(move || forker(ids))
+        thread::spawn(move || {
+            WORKER.with(|w| w.set(FORKER));
+            forker(ids)
+        })
     };
-    let closer = thread::spawn(closer);
+    let closer = thread::spawn(|| {
+        WORKER.with(|w| w.set(CLOSER));
+        closer()
+    });
+    let mut workers: Vec<(usize, thread::JoinHandle<()>)> = churners
+        .into_iter()
+        .enumerate()
+        .chain([(FORKER, forker), (CLOSER, closer)])
+        .collect();
 
+    let mut watchdog = Watchdog::new();
     let run = Duration::from_secs(options.seconds);
     let mut next_report = Duration::from_secs(10);
+    let mut ops_at_report = [0u64; CHURNERS];
     while start.elapsed() < run {
         thread::sleep(Duration::from_millis(100).min(run.saturating_sub(start.elapsed())));
+        watchdog.check(start);
         if !options.quiet && start.elapsed() >= next_report {
+            let rates: Vec<String> = (0..CHURNERS)
+                .map(|i| {
+                    let ops = OPS[i].load(SeqCst);
+                    let rate = (ops - ops_at_report[i]) / 10;
+                    ops_at_report[i] = ops;
+                    rate.to_string()
+                })
+                .collect();
             eprintln!(
-                "soak {:>4}s: signals {} checks {} ops {} forks {} mismatches {}",
+                "soak {:>4}s: signals {} checks {} ops {} (ops/s per churner {}) forks {} mismatches {}",
                 start.elapsed().as_secs(),
                 THREAD_SIGNALS.load(SeqCst) + PROCESS_SIGNALS.load(SeqCst),
                 HANDLER_CHECKS.load(SeqCst),
                 TABLE_OPS.load(SeqCst),
+                rates.join("/"),
                 FORKS.load(SeqCst),
                 MISMATCHES.load(SeqCst),
             );
             next_report += Duration::from_secs(10);
         }
     }
+    let run_time = start.elapsed();
 
     // The storm stops before any churner may exit: pthread_kill on a thread
     // that has ended is undefined.
     STOP_STORM.store(true, SeqCst);
     storm.join().expect("storm thread");
     STOP_WORK.store(true, SeqCst);
-    for t in churners {
-        t.join().expect("churner");
+    // Winding down is watched too: a worker that never finishes is a stall,
+    // not a hung soak.
+    while !workers.is_empty() {
+        let (done, running): (Vec<_>, Vec<_>) =
+            workers.into_iter().partition(|(_, t)| t.is_finished());
+        workers = running;
+        for (i, t) in done {
+            t.join()
+                .unwrap_or_else(|_| panic!("{} panicked", worker_name(i)));
+            watchdog.finished(i);
+        }
+        watchdog.check(start);
+        thread::sleep(Duration::from_millis(20));
     }
-    forker.join().expect("forker");
-    closer.join().expect("closer");
     drain.join().expect("interrupt drainer");
     drop(usr1);
     drop(usr2);
@@ -810,7 +1184,18 @@ fn main() {
             failures.push(format!("{n} {name}"));
         }
     }
-    // Guards against a run that proves nothing.
+    // Guards against a run that proves nothing: the storm must have hit
+    // every churner inside its close window.
+    for (i, checks) in CHECKS_ON.iter().enumerate() {
+        let checks = checks.load(SeqCst);
+        if checks < MIN_CHECKS_PER_CHURNER {
+            failures.push(format!(
+                "{}: only {checks} handler checks inside its close window \
+                 (at least {MIN_CHECKS_PER_CHURNER}): the storm did not reach it",
+                worker_name(i)
+            ));
+        }
+    }
     for (name, counter) in [
         ("handler checks", &HANDLER_CHECKS),
         ("forks", &FORKS),
@@ -823,11 +1208,13 @@ fn main() {
     }
 
     println!(
-        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}",
+        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}{}",
         elapsed.as_secs_f64(),
-        options.spin
+        options.spin,
+        if options.unpaced { ", UNPACED" } else { "" }
     );
     print_totals();
+    print_churners(run_time);
     println!(
         "  {:<34} {:>12}",
         "signals sent (total)",

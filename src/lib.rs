@@ -81,7 +81,15 @@
 //!   its placeholder.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
+//!
+//! # Minimum supported Rust version
+//! The library builds with Rust 1.87 or newer (`rust-version` in
+//! `Cargo.toml`; std's `PipeReader`/`PipeWriter` need it). Raising it is
+//! not a breaking change before 1.0, and is said in the changelog. The
+//! crate's own tests, examples and benches need 1.88 (a dev-dependency,
+//! proptest 1.12, does).
 #![cfg(unix)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_debug_implementations, rust_2018_idioms)]

@@ -3,107 +3,141 @@
 //! so blocks exactly what it should and restores exactly what it found.
 //!
 //! The storm tests aim `SIGUSR1` at the mutating thread from another thread
-//! as fast as it can. The handler (registered through signal-hook) looks at
-//! the descriptor being closed right now and compares `TABLE.contains(fd)`
-//! with `fcntl(fd, F_GETFD)`: (tracked and open) and (untracked and closed)
-//! are fine, anything else is a half-update. The tests demand a minimum
-//! number of checks so they cannot pass by never being interrupted, and a
-//! negative control shows that the very same handler catches the bug when
-//! the close is not masked.
+//! ([`util::Storm`], paced so it cannot starve the thread it aims at). The
+//! handler (registered through signal-hook) looks at the descriptor being
+//! released right now and compares `TABLE.contains(fd)` with what the
+//! number refers to (`fstat`): (tracked, open on its file), (tracked, open
+//! on `close_all`'s placeholder) and (untracked, closed) are fine, anything
+//! else is a half-update. A negative control shows that the very same
+//! handler catches the bug when the close is not masked.
+//!
+//! # The storms must hit the windows they claim to cover
+//! Each release is split into phases, and the handler counts what it saw in
+//! each. A signal that arrives while the release's critical section runs
+//! with signals blocked is delivered when the section unblocks them, that
+//! is *inside the same phase, after the change*: so "the new state, seen
+//! inside the phase that makes it" counts the signals that really landed in
+//! that critical section (its edges included). Each test names the windows
+//! it covers, runs until each has [`MIN_WINDOW_HITS`] of those (or a
+//! generous deadline passes) and then fails if any has fewer: a storm that
+//! never hit cannot pass. Counting all signals, or all checks made anywhere
+//! inside the release call, could (a storm that only ever lands in the walk
+//! around a deferred close, or in `close_all` but never in the placeholder's
+//! close, would pass).
 
 mod util;
 
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fdtable::{FdTable, MaskGuard};
 use signal_hook::consts::{SIGUSR1, SIGUSR2};
 use signal_hook::SigId;
-use util::Deadline;
+use util::{Deadline, Storm, StormTarget};
 
 static TABLE: FdTable = FdTable::new();
 
-/// Busy-wait between two signals: fast enough to hit every window, slow
-/// enough that the mutating thread still makes progress.
-const SPINS: u32 = 50;
-
-/// The descriptor whose close is in progress on the mutating thread, or -1.
+/// The descriptor whose release is in progress on the mutating thread, or -1,
+/// and the `(st_dev, st_ino)` it had when tracked.
 static CURRENT: AtomicI32 = AtomicI32::new(-1);
+static CURRENT_ID: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 /// Negative control: the handler asks this flag instead of the table.
 static USE_FAKE: AtomicBool = AtomicBool::new(false);
 static FAKE_REGISTERED: AtomicBool = AtomicBool::new(false);
 
-/// Where the mutating thread is: 0 before the release call, 1 inside it,
-/// 2 after it (both edges end with a syscall, where pending signals land).
+/// Where the mutating thread is (see [`Release`] for what each window is).
+/// A pending signal is delivered on the way out of a syscall or when a
+/// mask is lifted, so a phase's own critical section shows up as the new
+/// state seen inside that phase.
+const BEFORE: usize = 0;
+const WINDOW_1: usize = 1;
+const WINDOW_2: usize = 2;
+const AFTER: usize = 3;
 static PHASE: AtomicU64 = AtomicU64::new(0);
-/// Consistent checks made in each phase.
-static CHECKS_IN_PHASE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
-static SIGNALS: AtomicU64 = AtomicU64::new(0);
-static SAW_TRACKED_OPEN: AtomicU64 = AtomicU64::new(0);
-static SAW_UNTRACKED_CLOSED: AtomicU64 = AtomicU64::new(0);
-static SAW_TRACKED_CLOSED: AtomicU64 = AtomicU64::new(0);
-static SAW_UNTRACKED_OPEN: AtomicU64 = AtomicU64::new(0);
+/// What the handler can see of `CURRENT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Tracked, open on the file it was tracked with.
+    Original,
+    /// Tracked, open on something else: `close_all`'s placeholder.
+    Retired,
+    /// Untracked and closed.
+    Gone,
+    /// Half-updates.
+    TrackedClosed,
+    UntrackedOpen,
+}
+const SEEN_KINDS: usize = 5;
+
+/// `SEEN[phase][kind]`: what the handler saw, by phase.
+static SEEN: [[AtomicU64; SEEN_KINDS]; 4] =
+    [const { [const { AtomicU64::new(0) }; SEEN_KINDS] }; 4];
+/// Handler runs (the storm's pace: counted as the handler's last step).
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// Bumped by the mutating thread's own code: the storm's other pace.
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+fn seen(phase: usize, kind: Seen) -> u64 {
+    SEEN[phase][kind as usize].load(SeqCst)
+}
+
+fn seen_anywhere(kind: Seen) -> u64 {
+    (0..4).map(|phase| seen(phase, kind)).sum()
+}
+
+fn progress() {
+    PROGRESS.fetch_add(1, SeqCst);
+}
 
 /// The I3 check, run inside the signal handler: atomics, `contains` and
-/// `fcntl` only, all async-signal-safe.
+/// `fstat` only, all async-signal-safe. Then the count the storm waits for.
 fn check_current() {
-    SIGNALS.fetch_add(1, SeqCst);
+    look_at_current();
+    HANDLED.fetch_add(1, SeqCst);
+}
+
+fn look_at_current() {
     let fd = CURRENT.load(SeqCst);
     if fd < 0 {
         return;
     }
+    // The handler interrupts the mutating thread, so the phase cannot move
+    // while it looks.
+    let phase = (PHASE.load(SeqCst) as usize).min(AFTER);
     let tracked = if USE_FAKE.load(SeqCst) {
         FAKE_REGISTERED.load(SeqCst)
     } else {
         TABLE.contains(fd)
     };
-    // SAFETY: F_GETFD only reads descriptor flags; async-signal-safe.
-    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
-    let counter = match (tracked, open) {
-        (true, true) => &SAW_TRACKED_OPEN,
-        (false, false) => &SAW_UNTRACKED_CLOSED,
-        (true, false) => &SAW_TRACKED_CLOSED,
-        (false, true) => &SAW_UNTRACKED_OPEN,
+    let original = (CURRENT_ID.0.load(SeqCst), CURRENT_ID.1.load(SeqCst));
+    let kind = match (tracked, util::identity(fd)) {
+        (true, Some(id)) if id == original => Seen::Original,
+        (true, Some(_)) => Seen::Retired,
+        (false, None) => Seen::Gone,
+        (true, None) => Seen::TrackedClosed,
+        (false, Some(_)) => Seen::UntrackedOpen,
     };
-    counter.fetch_add(1, SeqCst);
-    if tracked == open {
-        let phase = PHASE.load(SeqCst) as usize;
-        CHECKS_IN_PHASE[phase.min(2)].fetch_add(1, SeqCst);
-    }
+    SEEN[phase][kind as usize].fetch_add(1, SeqCst);
 }
 
 fn reset_counters() {
     CURRENT.store(-1, SeqCst);
-    PHASE.store(0, SeqCst);
-    for c in &CHECKS_IN_PHASE {
-        c.store(0, SeqCst);
+    PHASE.store(BEFORE as u64, SeqCst);
+    for row in &SEEN {
+        for c in row {
+            c.store(0, SeqCst);
+        }
     }
     USE_FAKE.store(false, SeqCst);
     FAKE_REGISTERED.store(false, SeqCst);
-    for c in [
-        &SIGNALS,
-        &SAW_TRACKED_OPEN,
-        &SAW_UNTRACKED_CLOSED,
-        &SAW_TRACKED_CLOSED,
-        &SAW_UNTRACKED_OPEN,
-    ] {
-        c.store(0, SeqCst);
-    }
+    // No storm runs between tests (serial), so its pace may restart at 0.
+    HANDLED.store(0, SeqCst);
 }
 
 fn mismatches() -> u64 {
-    SAW_TRACKED_CLOSED.load(SeqCst) + SAW_UNTRACKED_OPEN.load(SeqCst)
-}
-
-fn consistent_checks() -> (u64, u64) {
-    (
-        SAW_TRACKED_OPEN.load(SeqCst),
-        SAW_UNTRACKED_CLOSED.load(SeqCst),
-    )
+    seen_anywhere(Seen::TrackedClosed) + seen_anywhere(Seen::UntrackedOpen)
 }
 
 /// A signal-hook action, unregistered on drop (also on panic).
@@ -112,7 +146,7 @@ struct Handler(Option<SigId>);
 impl Handler {
     fn register(signal: libc::c_int, action: fn()) -> Handler {
         // SAFETY: every action passed here only touches atomics and calls
-        // async-signal-safe functions (`contains`, `fcntl`).
+        // async-signal-safe functions (`contains`, `fstat`).
         let id = unsafe { signal_hook::low_level::register(signal, action) }
             .expect("register signal handler");
         Handler(Some(id))
@@ -127,79 +161,77 @@ impl Drop for Handler {
     }
 }
 
-/// A thread that `pthread_kill`s `target` with SIGUSR1 until stopped. Stops
-/// and joins on drop, so it never signals a thread that has exited.
-struct Storm {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
+/// Storm the calling thread with SIGUSR1, paced by [`HANDLED`] and
+/// [`PROGRESS`].
+fn storm_at_me() -> Storm {
+    let me = StormTarget {
+        thread: util::pthread_self(),
+        handled: &HANDLED,
+        progress: &PROGRESS,
+    };
+    // SAFETY: the calling thread (the test's) finishes or drops the storm
+    // before it returns, so the target outlives the storm.
+    unsafe { Storm::start(SIGUSR1, vec![me], Duration::from_secs(90)) }
 }
 
-impl Storm {
-    fn start(target: libc::pthread_t) -> Storm {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let target = target as usize;
-        let thread = std::thread::spawn(move || {
-            let mut sent = 0u64;
-            // Hard bound in case the owner forgets to stop us.
-            let mut limit = Deadline::new(Duration::from_secs(30), u64::MAX);
-            while !flag.load(SeqCst) && limit.tick() {
-                // SAFETY: `target` is the mutating thread, which joins this
-                // thread (via `Storm::drop`) before it can exit.
-                let rc = unsafe { libc::pthread_kill(target as libc::pthread_t, SIGUSR1) };
-                assert_eq!(rc, 0, "pthread_kill");
-                sent += 1;
-                for _ in 0..SPINS {
-                    std::hint::spin_loop();
-                }
-            }
-            sent
-        });
-        Storm {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stop and return how many signals were sent.
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, SeqCst);
-        self.thread.take().unwrap().join().expect("storm thread")
-    }
-}
-
-impl Drop for Storm {
-    fn drop(&mut self) {
-        self.stop.store(true, SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// How a handle is released while `CURRENT` names its descriptor.
+/// How a handle is released while `CURRENT` names its descriptor, and the
+/// windows each one covers.
 #[derive(Clone, Copy, Debug)]
 enum Release {
-    /// `Tracked::close()`.
+    /// `Tracked::close()`. Window 1: the call (the masked unregister and
+    /// `close(2)`).
     Close,
-    /// `drop(Tracked)`.
+    /// `drop(Tracked)`. Window 1: the drop.
     Drop,
-    /// `close_all()` retires it (number reserved), then the handle drops.
+    /// `close_all()` retires it (the number now names the placeholder),
+    /// then the handle drops. Window 1: `close_all` (the masked `dup3` of
+    /// the placeholder); window 2: the drop (the placeholder's close).
     CloseAllThenDrop,
     /// Dropped inside a `for_each` callback visiting it: deferred close.
+    /// Window 2: from that drop until `for_each` returns (the unpin that
+    /// unpublishes and closes).
     DropWhileVisited,
 }
 
-/// Consistent checks demanded per storm: in all, and made by signals that
-/// landed inside the release call itself (the critical section and its edges).
-const MIN_TOTAL: u64 = 1000;
-const MIN_DURING: u64 = 200;
-/// Release rounds demanded per storm: each is one interrupted close.
+impl Release {
+    /// The windows this release covers: phase, the state that shows the
+    /// critical section happened, and a name for messages.
+    fn windows(self) -> &'static [(usize, Seen, &'static str)] {
+        match self {
+            Release::Close => &[(WINDOW_1, Seen::Gone, "the masked close")],
+            Release::Drop => &[(WINDOW_1, Seen::Gone, "the masked close in drop")],
+            Release::CloseAllThenDrop => &[
+                (WINDOW_1, Seen::Retired, "close_all's retire (dup3)"),
+                (WINDOW_2, Seen::Gone, "the placeholder's close"),
+            ],
+            Release::DropWhileVisited => &[(
+                WINDOW_2,
+                Seen::Gone,
+                "the deferred close after the callback",
+            )],
+        }
+    }
+}
+
+/// Hits demanded in each window a storm test covers.
+const MIN_WINDOW_HITS: u64 = 200;
+/// Release rounds demanded per storm: each is one interrupted release.
 const MIN_ROUNDS: u64 = 2000;
+/// Looks at each side (tracked on its own file, and gone) demanded per
+/// storm: the check must have seen both to mean anything.
+const MIN_SIDES: u64 = 20;
 
 fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
     unsafe { libc::sched_yield() };
+}
+
+fn window_hits(release: Release) -> Vec<(u64, &'static str)> {
+    release
+        .windows()
+        .iter()
+        .map(|&(phase, kind, name)| (seen(phase, kind), name))
+        .collect()
 }
 
 fn storm_while_releasing(release: Release) {
@@ -208,34 +240,44 @@ fn storm_while_releasing(release: Release) {
     let sentinels = util::Sentinels::open(2);
     let baseline = util::open_fd_count();
     let handler = Handler::register(SIGUSR1, check_current);
-    let storm = Storm::start(util::pthread_self());
+    let storm = storm_at_me();
 
     let started = std::time::Instant::now();
-    let mut deadline = Deadline::new(Duration::from_secs(20), 5_000_000);
+    // Generous: a loaded 2-core machine takes a second or two.
+    let mut deadline = Deadline::new(Duration::from_secs(60), 50_000_000);
     let mut rounds = 0u64;
     while deadline.tick() {
-        let (before, after) = consistent_checks();
-        if before + after >= MIN_TOTAL
-            && CHECKS_IN_PHASE[1].load(SeqCst) >= MIN_DURING
-            && rounds >= MIN_ROUNDS
-        {
+        let enough = window_hits(release)
+            .iter()
+            .all(|&(hits, _)| hits >= MIN_WINDOW_HITS)
+            && seen_anywhere(Seen::Original) >= MIN_SIDES
+            && seen_anywhere(Seen::Gone) >= MIN_SIDES;
+        // A half-update fails the test below; no need to wait for more.
+        if (enough && rounds >= MIN_ROUNDS) || mismatches() > 0 {
             break;
         }
         rounds += 1;
         let handle = TABLE.track(util::dev_null()).expect("track");
         let fd = handle.as_raw_fd();
-        PHASE.store(0, SeqCst);
+        let id = util::identity(fd).expect("tracked fd is open");
+        PHASE.store(BEFORE as u64, SeqCst);
+        CURRENT_ID.0.store(id.0, SeqCst);
+        CURRENT_ID.1.store(id.1, SeqCst);
         CURRENT.store(fd, SeqCst);
+        progress();
         // A pending signal is delivered on the way out of any syscall: this
         // lets the handler see the "tracked and open" side often too.
         yield_now();
-        PHASE.store(1, SeqCst);
+        PHASE.store(WINDOW_1 as u64, SeqCst);
+        progress();
         match release {
             Release::Close => handle.close().expect("close"),
             Release::Drop => drop(handle),
             Release::CloseAllThenDrop => {
                 let report = TABLE.close_all();
                 assert_eq!(report.released(), 1, "{report:?}");
+                PHASE.store(WINDOW_2 as u64, SeqCst);
+                progress();
                 drop(handle);
             }
             Release::DropWhileVisited => {
@@ -247,39 +289,50 @@ fn storm_while_releasing(release: Release) {
                         drop(handle.take());
                         // Deferred: the visited number is still ours.
                         assert!(util::is_open(fd) && TABLE.contains(fd));
+                        PHASE.store(WINDOW_2 as u64, SeqCst);
+                        progress();
                     }
                 });
                 assert_eq!(visited, 1);
             }
         }
-        PHASE.store(2, SeqCst);
+        PHASE.store(AFTER as u64, SeqCst);
+        progress();
         yield_now();
         CURRENT.store(-1, SeqCst);
     }
-    let sent = storm.finish();
+    let report = storm.finish();
     drop(handler);
 
-    let (before, after) = consistent_checks();
-    let during = CHECKS_IN_PHASE[1].load(SeqCst);
+    let hits = window_hits(release);
+    let (original, gone) = (seen_anywhere(Seen::Original), seen_anywhere(Seen::Gone));
     let (tc, uo) = (
-        SAW_TRACKED_CLOSED.load(SeqCst),
-        SAW_UNTRACKED_OPEN.load(SeqCst),
+        seen_anywhere(Seen::TrackedClosed),
+        seen_anywhere(Seen::UntrackedOpen),
     );
     eprintln!(
-        "{release:?}: {:?} rounds={rounds} sent={sent} handled={} during={during} tracked+open={before} \
-         untracked+closed={after} tracked+closed={tc} untracked+open={uo}",
+        "{release:?}: {:?} rounds={rounds} {report:?} handled={} windows={hits:?} \
+         original={original} retired={} gone={gone} tracked+closed={tc} untracked+open={uo}",
         started.elapsed(),
-        SIGNALS.load(SeqCst)
+        HANDLED.load(SeqCst),
+        seen_anywhere(Seen::Retired),
     );
     assert_eq!(
         mismatches(),
         0,
         "{release:?}: a handler saw a half-update: tracked+closed={tc}, untracked+open={uo}"
     );
+    for (hits, name) in hits {
+        assert!(
+            hits >= MIN_WINDOW_HITS,
+            "{release:?}: the storm hit {name} only {hits} times (at least \
+             {MIN_WINDOW_HITS}): too few to mean anything"
+        );
+    }
     assert!(
-        before + after >= MIN_TOTAL && during >= MIN_DURING && before > 0 && after > 0,
-        "{release:?}: too few checks to mean anything \
-         (tracked+open={before}, untracked+closed={after}, inside the release={during})"
+        original >= MIN_SIDES && gone >= MIN_SIDES,
+        "{release:?}: the handler hardly saw one side (original={original}, gone={gone}, \
+         at least {MIN_SIDES} each)"
     );
     assert!(
         rounds >= MIN_ROUNDS,
@@ -322,29 +375,33 @@ fn negative_control_unmasked_close_then_unregister_is_caught() {
     reset_counters();
     USE_FAKE.store(true, SeqCst);
     let handler = Handler::register(SIGUSR1, check_current);
-    let storm = Storm::start(util::pthread_self());
+    let storm = storm_at_me();
 
-    let mut deadline = Deadline::new(Duration::from_secs(20), 5_000_000);
-    while deadline.tick() && SAW_TRACKED_CLOSED.load(SeqCst) < 3 {
+    let mut deadline = Deadline::new(Duration::from_secs(60), 5_000_000);
+    while deadline.tick() && seen_anywhere(Seen::TrackedClosed) < 3 {
         let fd: RawFd = util::dev_null().into_raw_fd();
+        let id = util::identity(fd).expect("open");
+        CURRENT_ID.0.store(id.0, SeqCst);
+        CURRENT_ID.1.store(id.1, SeqCst);
         FAKE_REGISTERED.store(true, SeqCst);
         CURRENT.store(fd, SeqCst);
+        progress();
         // The bug under test: close first, unregister after, no mask.
         // SAFETY: `fd` was just released from its OwnedFd; we own it.
         unsafe { libc::close(fd) };
         FAKE_REGISTERED.store(false, SeqCst);
         CURRENT.store(-1, SeqCst);
     }
-    let sent = storm.finish();
+    let report = storm.finish();
     drop(handler);
     USE_FAKE.store(false, SeqCst);
     eprintln!(
-        "control: sent={sent} tracked+closed={} untracked+open={}",
-        SAW_TRACKED_CLOSED.load(SeqCst),
-        SAW_UNTRACKED_OPEN.load(SeqCst)
+        "control: {report:?} tracked+closed={} untracked+open={}",
+        seen_anywhere(Seen::TrackedClosed),
+        seen_anywhere(Seen::UntrackedOpen)
     );
     assert!(
-        SAW_TRACKED_CLOSED.load(SeqCst) >= 1,
+        seen_anywhere(Seen::TrackedClosed) >= 1,
         "the handler never caught the unmasked half-update: the storm tests are vacuous"
     );
 }

@@ -390,3 +390,206 @@ pub fn refuse_syscall(nr: libc::c_long, errno: libc::c_int) -> bool {
         bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ALLOW),
     ])
 }
+
+// --- paced signal storms ---------------------------------------------------
+
+/// When a storm may signal one thread again, so that it cannot starve it.
+///
+/// A storm that signals a thread faster than the thread gets through its
+/// handler starves it: each return from the handler finds the next signal
+/// pending, and the thread never runs a line of its own code again while the
+/// signals keep coming (issue 13: the soak's churners stopped for good after
+/// 10-20 s and the soak still said OK). So a paced storm sends the next
+/// signal to a thread only once
+/// - the thread's handler has counted the previous one in `handled` (as its
+///   last step), or `bound` has passed without that (the signal is held by
+///   the thread's mask, or merged with one already pending: another one
+///   would add nothing), and
+/// - the thread has made progress since: `progress`, bumped by the thread's
+///   own code and never by a handler, has moved since the storm saw the
+///   handler's count.
+///
+/// So the thread does at least one unit of its own work per signal, however
+/// loaded the machine is: starvation is impossible by construction.
+pub struct Pace {
+    handled: &'static std::sync::atomic::AtomicU64,
+    progress: &'static std::sync::atomic::AtomicU64,
+    bound: Duration,
+    /// The `handled` count that means "the previous signal was handled",
+    /// and when it was sent.
+    awaited: Option<(u64, Instant)>,
+    /// `progress` as last seen; the next signal waits until it moves.
+    mark: u64,
+    /// Signals sent.
+    pub sent: u64,
+    /// Signals whose handling was not seen within `bound`.
+    pub unanswered: u64,
+    /// The longest time from a send to seeing its handler's count.
+    pub longest_wait: Duration,
+}
+
+impl Pace {
+    /// Pace signals to a thread whose handler bumps `handled` and whose own
+    /// code bumps `progress`.
+    pub fn new(
+        handled: &'static std::sync::atomic::AtomicU64,
+        progress: &'static std::sync::atomic::AtomicU64,
+        bound: Duration,
+    ) -> Pace {
+        Pace {
+            handled,
+            progress,
+            bound,
+            awaited: None,
+            mark: progress.load(std::sync::atomic::Ordering::SeqCst),
+            sent: 0,
+            unanswered: 0,
+            longest_wait: Duration::ZERO,
+        }
+    }
+
+    /// Whether the next signal may be sent now. Never blocks.
+    pub fn ready(&mut self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some((count, at)) = self.awaited {
+            if self.handled.load(SeqCst) >= count {
+                self.longest_wait = self.longest_wait.max(at.elapsed());
+                self.awaited = None;
+                self.mark = self.progress.load(SeqCst);
+            } else if at.elapsed() >= self.bound {
+                self.unanswered += 1;
+                self.awaited = None;
+            } else {
+                return false;
+            }
+        }
+        self.progress.load(SeqCst) != self.mark
+    }
+
+    /// Record that a signal is being sent now (call right before sending).
+    pub fn sending(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.awaited = Some((self.handled.load(SeqCst) + 1, Instant::now()));
+        self.mark = self.progress.load(SeqCst);
+        self.sent += 1;
+    }
+}
+
+/// One thread a [`Storm`] aims at: its handler bumps `handled` as its last
+/// step, its own code bumps `progress` (see [`Pace`]).
+pub struct StormTarget {
+    pub thread: libc::pthread_t,
+    pub handled: &'static std::sync::atomic::AtomicU64,
+    pub progress: &'static std::sync::atomic::AtomicU64,
+}
+
+/// What a [`Storm`] did.
+#[derive(Debug, Clone)]
+pub struct StormReport {
+    /// Signals sent, per target.
+    pub sent: Vec<u64>,
+    /// Signals whose handling was not seen within the bound, per target.
+    pub unanswered: Vec<u64>,
+    /// The longest wait for a handler, over all targets.
+    pub longest_wait: Duration,
+}
+
+/// A thread that `pthread_kill`s its targets with one signal, paced by
+/// [`Pace`], until stopped or `limit` has passed. Stops and joins on drop.
+pub struct Storm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<StormReport>>,
+}
+
+impl Storm {
+    /// Start storming `targets` with `signal`.
+    ///
+    /// # Safety
+    /// Every target thread must stay alive until this storm has been
+    /// finished or dropped: `pthread_kill` on a thread that has ended is
+    /// undefined behaviour.
+    pub unsafe fn start(signal: libc::c_int, targets: Vec<StormTarget>, limit: Duration) -> Storm {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let targets: Vec<(usize, Pace)> = targets
+            .into_iter()
+            .map(|t| {
+                let pace = Pace::new(t.handled, t.progress, Duration::from_millis(100));
+                (t.thread as usize, pace)
+            })
+            .collect();
+        let thread = std::thread::spawn(move || {
+            let mut targets = targets;
+            let mut deadline = Deadline::new(limit, u64::MAX);
+            let mut idle_since = None;
+            while !flag.load(SeqCst) && deadline.tick() {
+                let mut sent = false;
+                for (thread, pace) in &mut targets {
+                    if !pace.ready() {
+                        continue;
+                    }
+                    pace.sending();
+                    // SAFETY: the caller of `start` keeps every target alive
+                    // until this thread has been joined.
+                    let rc = unsafe { libc::pthread_kill(*thread as libc::pthread_t, signal) };
+                    assert_eq!(rc, 0, "pthread_kill");
+                    sent = true;
+                }
+                if sent {
+                    idle_since = None;
+                } else {
+                    // Every target is in its handler or has not moved yet.
+                    storm_idle(&mut idle_since);
+                }
+            }
+            StormReport {
+                sent: targets.iter().map(|(_, p)| p.sent).collect(),
+                unanswered: targets.iter().map(|(_, p)| p.unanswered).collect(),
+                longest_wait: targets
+                    .iter()
+                    .map(|(_, p)| p.longest_wait)
+                    .max()
+                    .unwrap_or_default(),
+            }
+        });
+        Storm {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop, join, and say what the storm did.
+    pub fn finish(mut self) -> StormReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .expect("storm thread")
+            .join()
+            .expect("storm thread panicked")
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a paced storm does while none of its targets may be signalled yet:
+/// spin for up to 20 µs (a target running on the other core answers within
+/// microseconds), then yield once and start over. Yielding at once would give
+/// the time slice away and, on a loaded machine, send a few hundred signals a
+/// second; spinning only would hold the core a target may be waiting for.
+pub fn storm_idle(idle_since: &mut Option<Instant>) {
+    let since = *idle_since.get_or_insert_with(Instant::now);
+    if since.elapsed() < Duration::from_micros(20) {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+        *idle_since = None;
+    }
+}
