@@ -409,8 +409,9 @@ impl Drop for MaskGuard {
         // object's own mask, or the hand-over of an outermost guard dropped
         // earlier. Read while the depth is still at least 1, so a handler's
         // guard is nested and writes none of it.
-        let restore = match &self.outermost {
-            Some(own) if left == 0 => own.restore.then_some(own.saved),
+        let handed_over;
+        let restore: Option<&libc::sigset_t> = match &self.outermost {
+            Some(own) if left == 0 => own.restore.then_some(&own.saved),
             Some(own) => {
                 // Dropped before the guards made after it: the last of them
                 // restores what this one found.
@@ -424,7 +425,8 @@ impl Drop for MaskGuard {
                 // SAFETY: RESTORE_LATE is set only right after SAVED was
                 // written with an initialised mask, at a depth of at least
                 // 2 (so no guard wrote SAVED since: every one was nested).
-                Some(unsafe { SAVED.with(Cell::get).assume_init() })
+                handed_over = unsafe { SAVED.with(Cell::get).assume_init() };
+                Some(&handed_over)
             }
             None => None,
         };
@@ -433,7 +435,7 @@ impl Drop for MaskGuard {
             // SAFETY: `saved` is an initialised mask this thread had before
             // its outermost guard.
             unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut());
+                libc::pthread_sigmask(libc::SIG_SETMASK, saved, std::ptr::null_mut());
             }
         }
     }
