@@ -72,8 +72,9 @@
 //! [`FdTable::is_empty`], [`FdTable::swallowed_close_errors`],
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
 //! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
-//! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`]
-//! and dropping a [`ForegroundChild`] may; anything that runs your code,
+//! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],
+//! [`Interrupts::disable_default_after_drop_globally`] and dropping a
+//! [`ForegroundChild`] may; anything that runs your code,
 //! blocks or allocates may not.
 //!
 //! # Limitations

@@ -4,11 +4,42 @@
 //! `mem::forget` caveat, where a guard may be used) is on [`MaskGuard`].
 //!
 //! # Internal details
-//! The depth and the mask in force before the outermost guard live in
-//! `const`-initialised thread-locals without a destructor, so a guard works
-//! from a thread-local destructor, at exit, in a fork child and inside a
-//! signal handler. `SAVED` is valid while `DEPTH > 0`: it is always the mask
-//! in force before this thread's outermost live guard.
+//! The outermost guard of a thread keeps the mask it found, and whether it
+//! must restore it, in the guard object itself; the only thread-local the
+//! guard's own work depends on is `DEPTH`, the number of live guards. The
+//! order makes a guard correct even when a handler that makes its own guard
+//! interrupts it anywhere (a handler for a signal the guard leaves
+//! deliverable: SIGTRAP, SIGSEGV, SIGSYS, ..., also sent by `kill`):
+//!
+//! - `new`: read `DEPTH`; if 0, block and keep the old mask in the object;
+//!   then `DEPTH = depth + 1`. A handler that runs before the block finds
+//!   depth 0 and restores what it found; one that runs after it finds
+//!   depth 0 too, but everything already blocked, so its guard restores
+//!   nothing; either way the object still holds the right mask.
+//! - `drop`: `DEPTH = depth - 1`, then restore from the object if it says
+//!   so. A handler in between finds depth 0 and everything blocked: it
+//!   restores nothing.
+//!
+//! Guards may be dropped in another order than they were made. When the
+//! outermost object drops while others live, it hands its restore over
+//! through the thread-locals `SAVED`/`RESTORE_LATE`, and the guard whose
+//! drop brings `DEPTH` to 0 performs it. That one reads them *before*
+//! lowering `DEPTH`: at depth 1 a handler's guard is nested and writes
+//! nothing, so the hand-over cannot be overwritten.
+//!
+//! `SAVED` also holds, while `DEPTH > 0`, the mask in force before this
+//! thread's outermost guard (written by the outermost guard after its
+//! block, before it raises `DEPTH`), for readers other than the guard
+//! itself. It has one harmless race of its own: a handler that interrupts
+//! the outermost guard's `new` between that write and the `DEPTH` store
+//! makes a guard that finds depth 0 and overwrites `SAVED` with the
+//! blocked mask, so `SAVED` says "everything blocked" for the rest of the
+//! outer guard's life. The guard's own restore never reads it (it uses the
+//! object), so only a reader of `SAVED` sees the blocked mask.
+//!
+//! The thread-locals are `const`-initialised and have no destructor, so a
+//! guard works from a thread-local destructor, at exit, in a fork child and
+//! inside a signal handler.
 //!
 //! There is no per-thread cache of "this thread has everything blocked":
 //! the outermost guard always issues `pthread_sigmask(SIG_BLOCK)` and learns
@@ -29,12 +60,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 thread_local! {
     /// How many guards are alive on this thread.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
-    /// The mask in force before the outermost live guard (valid while
-    /// `DEPTH > 0`).
+    /// The mask in force before this thread's outermost guard (valid while
+    /// `DEPTH > 0`; see the module's internal details for its one race).
+    /// Also the hand-over of an outermost guard dropped before the others.
     static SAVED: Cell<MaybeUninit<libc::sigset_t>> = const { Cell::new(MaybeUninit::uninit()) };
-    /// Whether the outermost guard's block changed the mask, so its drop
-    /// must restore `SAVED`.
-    static RESTORE: Cell<bool> = const { Cell::new(false) };
+    /// The outermost guard was dropped while others lived and its restore
+    /// of `SAVED` falls to the guard whose drop brings `DEPTH` to 0.
+    static RESTORE_LATE: Cell<bool> = const { Cell::new(false) };
     /// This thread was counted in [`OPEN_MASK_THREADS`].
     static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
@@ -99,10 +131,43 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
     }
 }
 
+/// The C library's internal signals, as bits of the kernel's mask (signal
+/// `n` at bit `n - 1`): never blocked by a guard.
+///
+/// glibc keeps 32 (SIGCANCEL) and 33 (SIGSETXID) and strips them from a
+/// copy of every set passed to `pthread_sigmask`. musl keeps 32, 33 and 34
+/// (SIGSYNCCALL, which `setuid`, `setgroups` and friends send to every
+/// thread and wait for), passes the set to the kernel as it is, and clears
+/// all three from the old mask it reports. So on musl 34 must stay out of
+/// the set (a held guard would stall `setuid` in other threads until it
+/// drops) and out of the "all blocked" comparison (the reported old mask
+/// never has it, and every guard would restore). On glibc, 34 is SIGRTMIN,
+/// the program's own, and is blocked like any other.
+///
+/// Only the glibc value is built and tested on this project's CI (no musl
+/// target there); the musl value follows musl's `pthread_sigmask` and
+/// `sigfillset` sources.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )
+))]
+const LIBC_INTERNAL: u64 = if cfg!(target_env = "musl") {
+    1 << 31 | 1 << 32 | 1 << 33
+} else {
+    1 << 31 | 1 << 32
+};
+
 /// Signals 1-64 (the kernel's whole mask, the first 64 bits of the set)
-/// minus the synchronous ones and the C library's internal 32 and 33, which
-/// glibc's `pthread_sigmask` would otherwise strip from a copy of the set on
-/// every call.
+/// minus the synchronous ones and the C library's internal ones
+/// ([`LIBC_INTERNAL`]), which glibc's `pthread_sigmask` would otherwise
+/// strip from a copy of the set on every call.
 #[cfg(all(
     target_os = "linux",
     any(
@@ -123,7 +188,7 @@ const ASYNC_SET: libc::sigset_t = {
         i += 1;
     }
     let mut words = [0u64; WORDS];
-    words[0] = !synchronous & !(1 << 31 | 1 << 32);
+    words[0] = !synchronous & !LIBC_INTERNAL;
     // SAFETY: `sigset_t` is plain data, exactly `WORDS` 64-bit words on
     // these 64-bit Linux targets (glibc and musl: 1024 bits), with signal
     // `n` at bit `n - 1` of the first word (their kernels have 64 signals);
@@ -152,12 +217,13 @@ fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
     ))]
     {
         // Signals 1-64 are the first 64 bits of the set, the part the kernel
-        // reads and writes; the rest of glibc's 1024-bit `sigset_t` is never
+        // reads and writes; the rest of the 1024-bit `sigset_t` is never
         // read or written by it. The kernel never blocks SIGKILL and
-        // SIGSTOP, and the C library never lets 32 and 33 (glibc's and
-        // musl's internal signals; musl's 34 is not in `set`) be blocked.
+        // SIGSTOP, and the C library's internal signals are never blocked
+        // by `set` (glibc also strips them from what it blocks, musl strips
+        // them from the old mask it reports).
         const NEVER_BLOCKED: u64 =
-            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | 1 << 31 | 1 << 32;
+            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | LIBC_INTERNAL;
         // SAFETY: `sigset_t` is at least 8 bytes of plain, initialised data
         // (both sets come from sigfillset/sigemptyset, then the kernel).
         let word = |s: &libc::sigset_t| unsafe {
@@ -207,14 +273,21 @@ pub(crate) fn open_mask_threads() -> usize {
 /// Every blockable signal except the synchronous fault signals `SIGSEGV`,
 /// `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP` and `SIGSYS`, which must still be
 /// able to kill the process (blocking them would turn a crash into a hang).
-/// `SIGKILL` and `SIGSTOP` cannot be blocked at all; glibc also keeps its
-/// internal thread-cancellation signals deliverable.
+/// `SIGKILL` and `SIGSTOP` cannot be blocked at all, and the C library's
+/// internal signals stay deliverable (glibc's 32 and 33; musl's 32, 33 and
+/// 34).
 ///
 /// # Where it may be used
 /// Async-signal-safe: creating and dropping a guard may be done inside a
 /// signal handler, in a fork child, in a thread-local destructor and at
-/// exit (its state is `const`-initialised thread-locals without a
-/// destructor).
+/// exit (its thread-local state is `const`-initialised, without a
+/// destructor). That includes a handler for a signal the guard leaves
+/// deliverable (`SIGTRAP`, `SIGSEGV`, ...) which interrupts another guard
+/// of the same thread in the middle of its creation or drop: the
+/// interrupted guard still restores exactly the mask it found.
+///
+/// Guards may be dropped in any order; the mask comes back when the last
+/// guard of the thread drops.
 ///
 /// The guard is neither `Send` nor `Sync`: a mask belongs to the thread that
 /// set it.
@@ -259,7 +332,17 @@ pub(crate) fn open_mask_threads() -> usize {
 /// ```
 #[must_use = "signals are unblocked again as soon as the guard is dropped"]
 pub struct MaskGuard {
+    /// What the outermost guard found; `None` for a nested guard.
+    outermost: Option<Outermost>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// The outermost guard's own state (see the module's internal details).
+struct Outermost {
+    /// The mask in force before the guard.
+    saved: libc::sigset_t,
+    /// The block changed the mask, so the drop must restore `saved`.
+    restore: bool,
 }
 
 impl MaskGuard {
@@ -273,31 +356,33 @@ impl MaskGuard {
     #[must_use = "signals are unblocked again as soon as the guard is dropped"]
     pub fn new() -> MaskGuard {
         let depth = DEPTH.with(Cell::get);
-        if depth == 0 {
+        let outermost = (depth == 0).then(|| {
             let block = async_signal_set();
             let mut old = MaybeUninit::<libc::sigset_t>::uninit();
             // SAFETY: `block` is initialised; sigemptyset initialises `old`
             // fully (the kernel writes only its first 64 bits), then the
             // call writes the previous mask into it.
-            let old = unsafe {
+            let saved = unsafe {
                 libc::sigemptyset(old.as_mut_ptr());
                 libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr());
                 old.assume_init()
             };
-            // From here on no handler runs on this thread, so the
-            // thread-local writes cannot be observed half done.
-            let changed = !blocks_all(&old, &block);
-            SAVED.with(|saved| saved.set(MaybeUninit::new(old)));
-            RESTORE.with(|r| r.set(changed));
-            if changed
+            let restore = !blocks_all(&saved, &block);
+            // For readers of the mask before this thread's guards; the
+            // guard itself restores from the object.
+            SAVED.with(|s| s.set(MaybeUninit::new(saved)));
+            if restore
                 && COUNT_OPEN_MASK_THREADS.load(Ordering::Relaxed)
                 && !COUNTED.with(|c| c.replace(true))
             {
                 OPEN_MASK_THREADS.fetch_add(1, Ordering::Relaxed);
             }
-        }
+            Outermost { saved, restore }
+        });
+        // Only now does a handler's guard on this thread count as nested.
         DEPTH.with(|d| d.set(depth + 1));
         MaskGuard {
+            outermost,
             _not_send: PhantomData,
         }
     }
@@ -319,15 +404,38 @@ impl Drop for MaskGuard {
     fn drop(&mut self) {
         let depth = DEPTH.with(Cell::get);
         debug_assert!(depth > 0);
-        let depth = depth.saturating_sub(1);
-        DEPTH.with(|d| d.set(depth));
-        if depth == 0 && RESTORE.with(|r| r.replace(false)) {
-            let old = SAVED.with(Cell::get);
-            // SAFETY: the outermost guard stored an initialised mask in SAVED
-            // before raising the depth above zero; signals have stayed blocked
-            // since, so nothing overwrote it.
+        let left = depth.saturating_sub(1);
+        // What to restore once this drop brings the depth to 0: this
+        // object's own mask, or the hand-over of an outermost guard dropped
+        // earlier. Read while the depth is still at least 1, so a handler's
+        // guard is nested and writes none of it.
+        let handed_over;
+        let restore: Option<&libc::sigset_t> = match &self.outermost {
+            Some(own) if left == 0 => own.restore.then_some(&own.saved),
+            Some(own) => {
+                // Dropped before the guards made after it: the last of them
+                // restores what this one found.
+                if own.restore {
+                    SAVED.with(|s| s.set(MaybeUninit::new(own.saved)));
+                    RESTORE_LATE.with(|r| r.set(true));
+                }
+                None
+            }
+            None if left == 0 && RESTORE_LATE.with(|r| r.replace(false)) => {
+                // SAFETY: RESTORE_LATE is set only right after SAVED was
+                // written with an initialised mask, at a depth of at least
+                // 2 (so no guard wrote SAVED since: every one was nested).
+                handed_over = unsafe { SAVED.with(Cell::get).assume_init() };
+                Some(&handed_over)
+            }
+            None => None,
+        };
+        DEPTH.with(|d| d.set(left));
+        if let Some(saved) = restore {
+            // SAFETY: `saved` is an initialised mask this thread had before
+            // its outermost guard.
             unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+                libc::pthread_sigmask(libc::SIG_SETMASK, saved, std::ptr::null_mut());
             }
         }
     }
@@ -344,6 +452,38 @@ impl fmt::Debug for MaskGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Signals 1-64 of a set.
+    fn kernel_word(set: &libc::sigset_t) -> u64 {
+        // SAFETY: a sigset_t is at least 8 bytes of plain data.
+        unsafe {
+            (set as *const libc::sigset_t)
+                .cast::<u64>()
+                .read_unaligned()
+        }
+    }
+
+    /// A guard must never block the C library's own signals: glibc's 32 and
+    /// 33, and on musl also 34 (SIGSYNCCALL: a guard held on one thread
+    /// would stall `setuid` on every other). On glibc, 34 is SIGRTMIN, an
+    /// application signal, and is blocked. (The musl branch is compiled
+    /// only for a musl target, which this project's CI does not build.)
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    #[test]
+    fn the_guard_set_leaves_the_c_librarys_internal_signals_alone() {
+        let word = kernel_word(&async_signal_set());
+        let bit = |sig: u32| word & (1u64 << (sig - 1)) != 0;
+        assert!(!bit(32) && !bit(33));
+        if cfg!(target_env = "musl") {
+            assert!(!bit(34), "musl's SIGSYNCCALL is in the guard's set");
+        } else {
+            assert!(bit(34), "glibc's SIGRTMIN is not in the guard's set");
+        }
+        assert!(bit(64) && bit(libc::SIGINT as u32) && !bit(libc::SIGSEGV as u32));
+    }
 
     fn current_mask() -> libc::sigset_t {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();

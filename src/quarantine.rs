@@ -49,6 +49,17 @@
 //!   there again (guards on it then pay the syscall pair); do not do that.
 //! - Quarantine cannot be left: the masks it set are inherited by every
 //!   thread created since.
+//! - A `fork` child that goes on running (no `exec`) inherits the forking
+//!   thread's fully blocked mask but not the signal thread: no asynchronous
+//!   signal is ever delivered to it (it survives `kill -TERM`, and an
+//!   `Interrupts` it installs never receives anything).
+//!   [`FdTable::retire_all_in_child`](crate::FdTable::retire_all_in_child)
+//!   leaves quarantine in the child: it restores the pre-quarantine mask on
+//!   the child's thread and turns the mode off there (call it on any table,
+//!   `FdTable::global()` if the child has nothing to release). A child
+//!   that does not call it must restore an open mask itself, first thing.
+//!   Programs spawned through [`CommandExt`](crate::CommandExt) get the
+//!   pre-quarantine mask anyway (see above).
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -209,6 +220,35 @@ pub(crate) fn mask_before_quarantine() -> Option<libc::sigset_t> {
     } else {
         None
     }
+}
+
+/// In a fork child that goes on running: leave quarantine. The child has
+/// only the forking thread, with the fully blocked mask it inherited, and
+/// no signal thread, so no asynchronous signal could ever be delivered to
+/// it. Restores the pre-quarantine mask on the calling thread and turns
+/// the mode off (the signal thread's id goes too). Does nothing when
+/// quarantine is off.
+///
+/// Async-signal-safe (atomics, a copy, one `pthread_sigmask`), for the
+/// child side of `fork`.
+///
+/// # Safety
+/// Call it only in a fork child, on its only thread, before it starts any
+/// other: in a process whose signal thread exists, it would unblock a
+/// worker thread and let handlers run there. (A guard the forking thread
+/// held at fork time, against the docs, protects nothing in the child from
+/// here on; its drop keeps the open mask.)
+pub(crate) unsafe fn leave_in_child() {
+    let Some(original) = mask_before_quarantine() else {
+        return;
+    };
+    // Off first: from here on a guard on this thread finds the mask open
+    // and restores it, as on any thread outside quarantine.
+    STATE.store(OFF, Ordering::Release);
+    SIGNAL_THREAD_TID.store(0, Ordering::Relaxed);
+    // SAFETY: `original` is the initialised mask from before `enter`; this
+    // changes the calling thread's mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &original, std::ptr::null_mut()) };
 }
 
 /// Threads in this process, where the system says.

@@ -16,68 +16,21 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fdtable::{FdTable, Interrupts, Signal, WaitOutcome};
-use util::ChildEnd;
+use util::{assert_lines, raise, say, ChildEnd};
 
 const HELPER_ENV: &str = "FDTABLE_POLICY_HELPER";
 const PROMPTLY: Duration = Duration::from_secs(60);
 
-/// Run this binary as the helper `mode`; its exit status and the lines it
-/// printed. Bounded: a helper that hangs fails the test.
+/// Run this binary as the helper `mode` (see [`util::run_helper`]).
 fn helper(mode: &str) -> (ExitStatus, Vec<String>) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "helper_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, mode);
-    // SAFETY: runs in the child before exec; `signal` and `setrlimit` are
-    // async-signal-safe and the closure allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            Ok(())
-        });
-    }
-    let what = format!("helper {mode}");
-    let out = util::within(PROMPTLY, &what, move || {
-        command.output().expect("spawn helper")
-    });
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    (out.status, lines)
-}
-
-fn assert_lines(lines: &[String], expected: &[&str], absent: &[&str]) {
-    for want in expected {
-        assert!(
-            lines.iter().any(|l| l == want),
-            "{want:?} missing: {lines:#?}"
-        );
-    }
-    for not in absent {
-        assert!(
-            !lines.iter().any(|l| l == not),
-            "{not:?} printed: {lines:#?}"
-        );
-    }
+    util::run_helper(HELPER_ENV, mode, PROMPTLY)
 }
 
 fn died_by(status: ExitStatus, sig: libc::c_int) -> bool {
@@ -96,25 +49,12 @@ fn helper_process() {
         }
         ["disarm_any"] => helper_disarm_any(),
         ["fork_children"] => helper_fork_children(),
-        ["takeover"] => helper_takeover(),
+        ["stale_armed"] => helper_stale_armed(),
+        ["program_handles_it", opt_out] => helper_program_handles_it(opt_out == "opt_out"),
         ["foreground"] => helper_foreground(),
         _ => panic!("unknown helper mode {mode}"),
     }
     std::process::exit(0);
-}
-
-/// Print `line` on a line of its own (libtest has just printed
-/// `test helper_process ... ` without a newline).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "\n{line}").unwrap();
-    out.flush().unwrap();
-}
-
-fn raise(sig: libc::c_int) {
-    // SAFETY: raise has no preconditions; every caller has a handler (or
-    // wants the default action).
-    assert_eq!(unsafe { libc::raise(sig) }, 0);
 }
 
 /// Every delivery pending on `interrupts`, summed.
@@ -247,6 +187,129 @@ fn disarm_on_any_instance_disarms_the_whole_process() {
 }
 
 // ---------------------------------------------------------------------------
+// Review finding 1: "armed" does not outlive every instance
+// ---------------------------------------------------------------------------
+
+fn helper_stale_armed() {
+    // A command-scoped instance, twice: each sees one Ctrl-C (which arms
+    // the process), handles it, and is dropped.
+    for round in 0..2 {
+        let interrupts = Interrupts::install().unwrap();
+        say(&format!(
+            "round {round}: armed at install={}",
+            interrupts.is_armed()
+        ));
+        raise(libc::SIGINT);
+        let got = interrupts.recv_timeout(Duration::from_secs(10)).unwrap();
+        say(&format!("round {round}: got {:?}", got.map(|r| r.count())));
+    }
+    // "Armed" is one flag for every signal: armed through SIGUSR1's
+    // instance, it stays armed while any instance lives...
+    let user1 = Interrupts::builder(Signal::User1).install().unwrap();
+    let user2 = Interrupts::builder(Signal::User2).install().unwrap();
+    raise(libc::SIGUSR1);
+    drop(user1);
+    say(&format!("user1 dropped: armed={}", user2.is_armed()));
+    drop(user2);
+    // ... and is cleared once none does: a later SIGTERM instance starts
+    // unarmed, and its first SIGTERM is an event.
+    let term = Interrupts::builder(Signal::Terminate).install().unwrap();
+    say(&format!("term: armed at install={}", term.is_armed()));
+    raise(libc::SIGTERM);
+    say(&format!("term: got {}", drain(&term)));
+}
+
+/// Install, receive one signal, drop, install again, raise once: the new
+/// instance gets an event, the process is not killed by its first Ctrl-C.
+/// "Armed" stays process-wide (any signal arms, the next of any kills)
+/// while some instance lives, and is cleared when the process goes from
+/// no instance to one.
+#[test]
+fn a_new_instance_after_every_instance_was_dropped_starts_unarmed() {
+    let (status, lines) = helper("stale_armed");
+    assert_lines(
+        &lines,
+        &[
+            "round 0: armed at install=false",
+            "round 0: got Some(1)",
+            "round 1: armed at install=false",
+            "round 1: got Some(1)",
+            "user1 dropped: armed=true",
+            "term: armed at install=false",
+            "term: got 1",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status:?} {lines:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Review finding 8: a library's default after drop vs a program that
+// handles the signal itself through signal-hook
+// ---------------------------------------------------------------------------
+
+fn helper_program_handles_it(opt_out: bool) {
+    // A library opens a scoped instance with every default on (SIGINT had
+    // its default action before, so the default comes back after drop)...
+    let library = Interrupts::install().unwrap();
+    // ... while the program handles Ctrl-C itself through signal-hook
+    // (tokio's `signal::ctrl_c` does the same) and, with `opt_out`, turns
+    // every instance's default after drop off, for the whole process.
+    let program = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGINT, Arc::clone(&program)).unwrap();
+    if opt_out {
+        Interrupts::disable_default_after_drop_globally();
+    }
+    raise(libc::SIGINT);
+    say(&format!(
+        "library alive: library saw {}, program saw {}",
+        drain(&library),
+        program.swap(false, Ordering::SeqCst)
+    ));
+    drop(library);
+    raise(libc::SIGINT);
+    say(&format!(
+        "library dropped: survived, program saw {}",
+        program.swap(false, Ordering::SeqCst)
+    ));
+    // A later library instance asking for the default again changes nothing.
+    drop(Interrupts::install().unwrap());
+    raise(libc::SIGINT);
+    say(&format!(
+        "second library dropped: survived, program saw {}",
+        program.swap(false, Ordering::SeqCst)
+    ));
+}
+
+/// Without the program's opt-out, a library's instance with the default
+/// `default_after_drop` ends a program that handles SIGINT through
+/// signal-hook once the library drops it (documented); with
+/// `Interrupts::disable_default_after_drop_globally()` the program keeps
+/// getting its Ctrl-C, also after later library instances come and go.
+#[test]
+fn the_programs_global_opt_out_keeps_a_librarys_default_from_killing_it() {
+    let (status, lines) = helper("program_handles_it:default");
+    assert_lines(
+        &lines,
+        &["library alive: library saw 1, program saw true"],
+        &["library dropped: survived, program saw true"],
+    );
+    assert!(died_by(status, libc::SIGINT), "{status:?} {lines:#?}");
+
+    let (status, lines) = helper("program_handles_it:opt_out");
+    assert_lines(
+        &lines,
+        &[
+            "library alive: library saw 1, program saw true",
+            "library dropped: survived, program saw true",
+            "second library dropped: survived, program saw true",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status:?} {lines:#?}");
+}
+
+// ---------------------------------------------------------------------------
 // Issue 9 items 5b and 6: fork children that go on running
 // ---------------------------------------------------------------------------
 
@@ -261,17 +324,7 @@ fn events(signal: Signal) -> Interrupts {
 
 /// Fork, run `child` there (it returns an exit code), reap it.
 fn fork_child(child: impl FnOnce() -> i32) -> ChildEnd {
-    // SAFETY: this helper process is single-threaded (libtest runs the one
-    // test with --test-threads=1 and nothing else started a thread), so the
-    // child may allocate; it leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork");
-    if pid == 0 {
-        let code = child();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    util::wait_child(pid, PROMPTLY).unwrap()
+    util::fork_child(PROMPTLY, child)
 }
 
 fn helper_fork_children() {
@@ -336,122 +389,6 @@ fn fork_children_install_their_own_interrupts_and_get_the_default_back_after_dro
          own installed then dropped: Signaled({term})"
     );
     assert_lines(&lines, &[&expected, "parent saw 0"], &[]);
-    assert!(status.success(), "{status:?} {lines:#?}");
-}
-
-// ---------------------------------------------------------------------------
-// Issue 9 item 7 / issue 12 item 6: another crate takes the handler over
-// ---------------------------------------------------------------------------
-
-static CTRLC_LIKE_RAN: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn ctrlc_like_handler(_: libc::c_int) {
-    CTRLC_LIKE_RAN.store(true, Ordering::SeqCst);
-}
-
-/// What `ctrlc::set_handler` does: a raw `sigaction` for SIGINT with its
-/// own handler. Returns the disposition it replaced.
-fn take_sigint_over() -> libc::sigaction {
-    // SAFETY: zeroed sigactions are valid; the handler is an `extern "C"`
-    // function that only stores an atomic.
-    unsafe {
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = ctrlc_like_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        new.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut new.sa_mask);
-        let mut old: libc::sigaction = std::mem::zeroed();
-        assert_eq!(libc::sigaction(libc::SIGINT, &new, &mut old), 0);
-        old
-    }
-}
-
-fn restore_sigint(old: &libc::sigaction) {
-    // SAFETY: puts back a disposition `sigaction` handed us.
-    assert_eq!(
-        unsafe { libc::sigaction(libc::SIGINT, old, std::ptr::null_mut()) },
-        0
-    );
-}
-
-fn helper_takeover() {
-    let interrupts = events(Signal::Interrupt);
-    say(&format!(
-        "before: {:?}",
-        interrupts.check_handlers().map_err(|e| e.to_string())
-    ));
-    let old = take_sigint_over();
-    let error = interrupts
-        .recv_timeout(Duration::from_secs(5))
-        .expect_err("recv_timeout waited for a signal that cannot arrive");
-    say(&format!("recv_timeout: {error}"));
-    let error = interrupts.recv().expect_err("recv");
-    say(&format!("recv kind: {:?}", error.kind()));
-    let (_tx, rx) = UnixStream::pair().unwrap();
-    let error = interrupts
-        .wait_readable(rx.as_fd(), None)
-        .expect_err("wait_readable");
-    say(&format!(
-        "wait_readable: {}",
-        error.to_string().starts_with("SIGINT:")
-    ));
-    raise(libc::SIGINT);
-    say(&format!(
-        "the other handler ran: {}",
-        CTRLC_LIKE_RAN.load(Ordering::SeqCst)
-    ));
-
-    // Put signal-hook's handler back: everything works again.
-    restore_sigint(&old);
-    interrupts.check_handlers().unwrap();
-    raise(libc::SIGINT);
-    say(&format!(
-        "restored: {:?}",
-        interrupts
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .map(|r| r.count())
-    ));
-
-    // A takeover while `recv` is already blocked is reported too.
-    let taker = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_millis(200));
-        take_sigint_over();
-    });
-    let error = interrupts.recv().expect_err("blocked recv");
-    taker.join().unwrap();
-    say(&format!(
-        "blocked recv: {}",
-        error.to_string().starts_with("SIGINT:")
-    ));
-}
-
-/// A later raw `sigaction` on SIGINT (the `ctrlc` crate's way) makes every
-/// blocking receive fail at once with an error naming SIGINT instead of
-/// waiting for a signal that can no longer arrive, also when it happens
-/// while a receive is blocked.
-#[test]
-fn a_handler_taken_over_by_a_raw_sigaction_is_reported_by_every_blocking_receive() {
-    let (status, lines) = helper("takeover");
-    assert_lines(
-        &lines,
-        &[
-            "before: Ok(())",
-            "recv kind: Other",
-            "wait_readable: true",
-            "the other handler ran: true",
-            "restored: Some(1)",
-            "blocked recv: true",
-        ],
-        &[],
-    );
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with("recv_timeout: "))
-        .unwrap_or_else(|| panic!("{lines:#?}"));
-    assert!(
-        line.starts_with("recv_timeout: SIGINT: ") && line.contains("replaced"),
-        "{line}"
-    );
     assert!(status.success(), "{status:?} {lines:#?}");
 }
 

@@ -409,43 +409,11 @@ fn negative_control_unmasked_close_then_unregister_is_caught() {
 // ---------------------------------------------------------------------------
 // MaskGuard
 
-/// Restores the thread's mask on drop, so a failing test leaves no blocked
-/// signals behind on the harness thread.
-struct RestoreMask(libc::sigset_t);
-
-impl RestoreMask {
-    fn save() -> RestoreMask {
-        RestoreMask(util::current_mask())
-    }
-}
-
-impl Drop for RestoreMask {
-    fn drop(&mut self) {
-        // SAFETY: `self.0` is an initialised sigset saved from this thread.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
-}
-
-fn block_by_hand(sigs: &[libc::c_int], how: libc::c_int) {
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: the set is initialised by sigemptyset before use.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for &s in sigs {
-            libc::sigaddset(set.as_mut_ptr(), s);
-        }
-        assert_eq!(
-            libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
 #[test]
 fn mask_guard_blocks_async_signals_but_never_synchronous_faults() {
     let _serial = util::serial();
-    let _restore = RestoreMask::save();
-    block_by_hand(&[SIGUSR1, SIGUSR2], libc::SIG_UNBLOCK);
+    let _restore = util::RestoreMask::save();
+    util::block_by_hand(&[SIGUSR1, SIGUSR2], libc::SIG_UNBLOCK);
     let guard = MaskGuard::new();
     assert!(MaskGuard::is_active());
     let inside = util::current_mask();
@@ -483,10 +451,10 @@ fn mask_guard_blocks_async_signals_but_never_synchronous_faults() {
 #[test]
 fn nested_mask_guard_restores_exactly_the_previous_mask() {
     let _serial = util::serial();
-    let _restore = RestoreMask::save();
+    let _restore = util::RestoreMask::save();
     // A distinctive starting mask: some signals already blocked by the caller.
-    block_by_hand(&[SIGUSR1, libc::SIGINT], libc::SIG_UNBLOCK);
-    block_by_hand(&[SIGUSR2, libc::SIGRTMIN() + 3], libc::SIG_BLOCK);
+    util::block_by_hand(&[SIGUSR1, libc::SIGINT], libc::SIG_UNBLOCK);
+    util::block_by_hand(&[SIGUSR2, libc::SIGRTMIN() + 3], libc::SIG_BLOCK);
     let before = util::members(&util::current_mask());
     assert!(before.contains(&SIGUSR2) && !before.contains(&SIGUSR1));
 
@@ -517,9 +485,9 @@ fn nested_mask_guard_restores_exactly_the_previous_mask() {
 #[test]
 fn nested_mask_guard_issues_no_mask_syscall() {
     let _serial = util::serial();
-    let _restore = RestoreMask::save();
+    let _restore = util::RestoreMask::save();
     let outer = MaskGuard::new();
-    block_by_hand(&[libc::SIGWINCH], libc::SIG_UNBLOCK);
+    util::block_by_hand(&[libc::SIGWINCH], libc::SIG_UNBLOCK);
     let inner = MaskGuard::new();
     assert!(
         !util::has(&util::current_mask(), libc::SIGWINCH),
@@ -542,8 +510,8 @@ fn count_usr2() {
 #[test]
 fn signal_raised_under_mask_guard_is_held_then_delivered_on_drop() {
     let _serial = util::serial();
-    let _restore = RestoreMask::save();
-    block_by_hand(&[SIGUSR2], libc::SIG_UNBLOCK);
+    let _restore = util::RestoreMask::save();
+    util::block_by_hand(&[SIGUSR2], libc::SIG_UNBLOCK);
     USR2_DELIVERED.store(0, SeqCst);
     let handler = Handler::register(SIGUSR2, count_usr2);
 
@@ -579,9 +547,9 @@ fn signal_raised_under_mask_guard_is_held_then_delivered_on_drop() {
 #[test]
 fn table_operations_leave_the_thread_mask_as_they_found_it() {
     let _serial = util::serial();
-    let _restore = RestoreMask::save();
-    block_by_hand(&[SIGUSR1], libc::SIG_UNBLOCK);
-    block_by_hand(&[SIGUSR2], libc::SIG_BLOCK);
+    let _restore = util::RestoreMask::save();
+    util::block_by_hand(&[SIGUSR1], libc::SIG_UNBLOCK);
+    util::block_by_hand(&[SIGUSR2], libc::SIG_BLOCK);
     let expected = util::members(&util::current_mask());
     let same = |what: &str| {
         assert_eq!(

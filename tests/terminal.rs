@@ -5,7 +5,7 @@
 //!
 //! Each test uses its own tmux server (`tmux -L <unique socket>`), killed
 //! when the test ends. Without tmux the tests print why they are skipped
-//! (`.ci/run` installs it).
+//! (`.ci/run` installs it), except under CI (`CI` set), where they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,9 +22,16 @@ struct Tmux {
 
 impl Tmux {
     /// Start the session, or `None` (with the reason printed) when tmux is
-    /// not installed.
+    /// not installed. Under CI (the `CI` environment variable is set, as
+    /// `.ci/run` and hosted CI services do) a missing tmux fails the test
+    /// instead: a skipped terminal test must not pass as a green run.
     fn start(tag: &str) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is not installed but CI is set: {tag} must run in CI \
+                 (apt-get install -y tmux)"
+            );
             eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux); {tag} not run");
             return None;
         }

@@ -103,6 +103,10 @@ impl FdTable {
     /// default action for their signals, and the child may install its own
     /// `Interrupts` afterwards and receive signals as events (resetting the
     /// dispositions behind signal-hook's back would make those never run).
+    /// In the child of a process in [quarantine mode](crate::quarantine),
+    /// it leaves the mode: the child's thread gets the pre-quarantine mask
+    /// back (it has no signal thread, so nothing could be delivered to it
+    /// otherwise), and `quarantine::is_active()` is `false` there.
     ///
     /// Async-signal-safe, allocation-free, no lock. Fails only if the
     /// placeholder cannot be opened (`EMFILE`, say); then nothing was
@@ -157,6 +161,11 @@ impl FdTable {
     /// # References
     /// `fork(2)`, `signal-safety(7)`, `dup3(2)`
     pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
+        // A quarantined parent's child has no signal thread: give its only
+        // thread the pre-quarantine mask back, before the guard below saves
+        // the mask it will restore.
+        // SAFETY: the caller guarantees a fork child before any other thread.
+        unsafe { crate::quarantine::leave_in_child() };
         let _mask = MaskGuard::new();
         let placeholder = sys::open_placeholder()?;
         let placeholder = std::os::fd::AsRawFd::as_raw_fd(&placeholder);

@@ -5,8 +5,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::interrupts::{Interrupts, Shared};
+use super::owner::Owner;
 use super::pipe::self_pipe;
-use super::policy::{self, pid};
+use super::policy;
 use super::signal::{Signal, COUNT};
 
 /// Chooses the signals and conventions of an [`Interrupts`]; made by
@@ -93,6 +94,14 @@ impl InterruptsBuilder {
     /// the signal was last unhandled wins: then a signal arriving while no
     /// `Interrupts` handles it runs only the handlers other code registered
     /// through signal-hook, if any; with none, it is lost.
+    ///
+    /// The default action applies even if other code handles the signal
+    /// through signal-hook (tokio's `signal`, signal-hook's `flag`): a
+    /// library whose short-lived instance keeps this on ends such a program
+    /// at the next delivery after its drop. That program turns the default
+    /// off for every instance, the library's included, with
+    /// [`Interrupts::disable_default_after_drop_globally`], which wins over
+    /// this setting.
     #[must_use = "a builder does nothing until `install` is called"]
     pub fn default_after_drop(mut self, restore: bool) -> Self {
         self.default_after_drop = restore;
@@ -102,15 +111,19 @@ impl InterruptsBuilder {
     /// Create the pipe and register the handler actions.
     ///
     /// # Errors
-    /// The OS error of `pipe2(2)` (`EMFILE`, ...) or `sigaction(2)`, or an
-    /// error when [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances
-    /// already handle one of the signals. Nothing stays registered on
-    /// failure.
+    /// The OS error of `pipe2(2)` (`EMFILE`, ...), `sigaction(2)` or
+    /// `pthread_atfork(3)`, or an error when
+    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
+    /// one of the signals. On failure this instance's actions are
+    /// unregistered again and it counts nowhere; what the first install of
+    /// a signal sets up for good (signal-hook's handler and this crate's
+    /// fallback action, see [Drop](Interrupts#drop)) stays, and gives the
+    /// signal the disposition it had before.
     ///
     /// Not async-signal-safe (allocates, takes a lock).
     pub fn install(self) -> io::Result<Interrupts> {
         let _setup = policy::setup_lock();
-        let installer = pid();
+        let installer = Owner::current();
         let mut handled = 0u8;
         let mut ignored = Vec::new();
         for signal in Signal::ALL {

@@ -5,8 +5,10 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 
+use super::handler;
 use super::interrupts::Interrupts;
-use super::policy::{self, pid};
+use super::owner::Owner;
+use super::policy;
 use super::signal::Signal;
 
 /// While alive, SIGINT and SIGQUIT are counted by the `Interrupts` that
@@ -20,7 +22,7 @@ use super::signal::Signal;
 #[must_use = "the scope ends when the ForegroundChild is dropped"]
 pub struct ForegroundChild<'a> {
     _interrupts: PhantomData<&'a Interrupts>,
-    pid: libc::pid_t,
+    owner: Owner,
 }
 
 impl Interrupts {
@@ -65,20 +67,20 @@ impl Interrupts {
     /// Not async-signal-safe (may install a handler); dropping the scope
     /// is.
     pub fn foreground_child(&self) -> io::Result<ForegroundChild<'_>> {
-        let pid = pid();
+        let owner = Owner::current();
         {
             let _setup = policy::setup_lock();
             for signal in [Signal::Interrupt, Signal::Quit] {
                 policy::look_at_start(signal)?;
                 if !policy::ignored_at_start(signal) || self.signals().any(|s| s == signal) {
-                    policy::ensure_fallback(signal)?;
+                    handler::ensure_fallback(signal)?;
                 }
             }
         }
-        policy::foreground_enter(pid);
+        policy::foreground_enter(owner.pid());
         Ok(ForegroundChild {
             _interrupts: PhantomData,
-            pid,
+            owner,
         })
     }
 }
@@ -87,14 +89,14 @@ impl Drop for ForegroundChild<'_> {
     fn drop(&mut self) {
         // A scope inherited by a fork child is not the child's: it changes
         // nothing there.
-        policy::foreground_leave(self.pid);
+        policy::foreground_leave(self.owner);
     }
 }
 
 impl fmt::Debug for ForegroundChild<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ForegroundChild")
-            .field("pid", &self.pid)
+            .field("pid", &self.owner.pid())
             .finish()
     }
 }

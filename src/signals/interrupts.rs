@@ -9,48 +9,20 @@ use std::sync::Arc;
 use signal_hook::SigId;
 
 use super::builder::InterruptsBuilder;
+use super::handler;
+use super::owner::Owner;
 use super::pipe::{drain, wake, ErrnoGuard};
-use super::policy::{self, pid};
+use super::policy;
+use super::received::Received;
 use super::signal::{Signal, COUNT};
-
-/// One signal as the receives report it: which signal, and how many
-/// deliveries since the last report for it.
-///
-/// `Display` gives `SIGINT (1 delivery)`, `SIGTERM (3 deliveries)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Received {
-    pub(crate) signal: Signal,
-    pub(crate) count: u64,
-}
-
-impl Received {
-    /// The signal. Async-signal-safe.
-    pub fn signal(&self) -> Signal {
-        self.signal
-    }
-
-    /// Deliveries counted since the previous report for this signal; at
-    /// least 1. Standard signals coalesce, so this may be smaller than the
-    /// number of `kill`s sent. Async-signal-safe.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-}
-
-impl fmt::Display for Received {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = if self.count == 1 { "y" } else { "ies" };
-        write!(f, "{} ({} deliver{s})", self.signal, self.count)
-    }
-}
 
 /// Everything an instance's handler action reaches. Shared with
 /// signal-hook's registry, which drops its references only after no handler
 /// can be running them.
 pub(crate) struct Shared {
-    /// The process that installed the actions; others (fork children)
-    /// ignore deliveries.
-    pub(crate) installer: libc::pid_t,
+    /// The process that installed the actions; others (fork children, a
+    /// later process with the same pid) ignore deliveries.
+    pub(crate) installer: Owner,
     /// Non-blocking, close-on-exec write end of the self-pipe.
     pub(crate) write: OwnedFd,
     /// Deliveries not yet reported, per [`Signal::index`].
@@ -62,7 +34,7 @@ impl Shared {
     /// atomic add, one `write`. The arm/kill decision was made just before,
     /// by the signal's fallback action (see `policy`).
     fn on_signal(&self, signal: Signal) {
-        if pid() != self.installer {
+        if !self.installer.is_current() {
             return; // a fork child: not our event
         }
         // No errno save here: signal-hook-registry's handler saves and
@@ -155,11 +127,23 @@ impl Shared {
 ///   signal asked for [`second_signal_kills`](InterruptsBuilder::second_signal_kills).
 ///   A library's defaults cannot override the program's opt-out, in either
 ///   creation or drop order.
-/// - **Armed is one flag for the process**: [`is_armed`](Interrupts::is_armed)
-///   and [`disarm`](Interrupts::disarm) on any instance read and clear it.
+/// - **Armed is one flag for the process**, for every signal: a delivery
+///   of one signal arms, the next of any signal handled that way kills.
+///   [`is_armed`](Interrupts::is_armed) and [`disarm`](Interrupts::disarm)
+///   on any instance read and clear it. It lasts while any instance lives:
+///   once the last one is dropped it is cleared, so a later instance (the
+///   next command of a REPL, a library's scoped instance) never starts
+///   armed by an old delivery.
 /// - **The default after drop**: applies once no instance of this process
 ///   handles the signal, unless one that handled it since it was last
-///   unhandled asked for [`default_after_drop(false)`](InterruptsBuilder::default_after_drop).
+///   unhandled asked for [`default_after_drop(false)`](InterruptsBuilder::default_after_drop),
+///   or the program turned it off for the whole process with
+///   [`disable_default_after_drop_globally`](Interrupts::disable_default_after_drop_globally).
+///   The latter is the program's opt-out when it handles the signal itself
+///   through signal-hook (tokio's `signal`) while a library uses
+///   `Interrupts` with the defaults: otherwise the library's last drop
+///   gives the signal its default action back, and the next delivery ends
+///   the program.
 ///
 /// # A thread blocked in `read` does not see Ctrl-C
 /// signal-hook installs its handler with `SA_RESTART`, and std retries
@@ -183,25 +167,45 @@ impl Shared {
 /// signal-hook's handler must stay the process's handler for the signal.
 /// Code that later calls `sigaction` for the same signal directly (the
 /// `ctrlc` crate's `set_handler` does, for SIGINT) silently takes it over:
-/// `Interrupts` then never sees the signal again.
-/// [`check_handlers`](Interrupts::check_handlers) detects this, and
+/// `Interrupts` then never sees the signal again, unless the new handler
+/// calls the one it replaced (crash reporters and language runtimes often
+/// do). [`check_handlers`](Interrupts::check_handlers) reports any such
+/// replacement (the signal "may no longer reach" `Interrupts`).
 /// [`recv`](Interrupts::recv), [`recv_timeout`](Interrupts::recv_timeout) and
-/// [`wait_readable`](Interrupts::wait_readable) run it before they block and
-/// return its error (naming the signal) instead of waiting for a signal that
-/// cannot arrive. Code that registers through signal-hook (tokio's `signal`,
-/// signal-hook's iterator) coexists with `Interrupts`.
+/// [`wait_readable`](Interrupts::wait_readable) check before they block, and
+/// at least once a second while blocked, whether a handled signal was set
+/// to `SIG_IGN` or `SIG_DFL`, so that certainly nothing can arrive, and
+/// then return an error naming it instead of waiting; a replacement by
+/// another function does not make them fail (it may chain). Code that
+/// registers through signal-hook (tokio's `signal`, signal-hook's iterator)
+/// coexists with `Interrupts`.
 ///
 /// # Fork children
 /// A child forked while `Interrupts` exist inherits them, but not as
 /// its own: their actions check the installer's pid and do nothing in
 /// another process, so the child's signals never wake the parent's loop.
+/// The inherited instance's pipe is the parent's, though, so in the child
+/// it reports nothing and never reads it (a read there would eat the
+/// parent's wake-up): [`try_recv`](Interrupts::try_recv) returns `None`, and
+/// [`recv`](Interrupts::recv), [`recv_timeout`](Interrupts::recv_timeout) and
+/// [`wait_readable`](Interrupts::wait_readable) return an error at once
+/// ("inherited from process N"). Do not poll its descriptor in the child
+/// either (it is readable whenever the parent has a signal pending); a
+/// prefork worker that runs its master's loop installs its own instance.
+///
 /// A child that goes on running (no `exec`) gets the default action for the
 /// signals it did not install an `Interrupts` for (so Ctrl-C still ends
 /// it), may install its own (after
 /// [`FdTable::retire_all_in_child`](crate::FdTable::retire_all_in_child)
 /// too) and receive signals as events, and gets the default action back when
 /// its own last one drops. Dropping an inherited instance in the child
-/// changes nothing for the child's own.
+/// changes nothing for the child's own. Each child of `fork(2)` forgets the
+/// parent's process-wide state in a `pthread_atfork` handler, so a
+/// descendant that is later handed the pid of an exited ancestor (a double
+/// fork, pid wrap-around) does not take that ancestor's instances for its
+/// own. Children made without atfork handlers (glibc's `_Fork`, a raw
+/// `clone`, the `clone3`/`vfork` of std's `Command::spawn`) must `exec` or
+/// `_exit`, as they do.
 ///
 /// # Drop
 /// Dropping unregisters this instance's actions; other instances keep
@@ -239,7 +243,9 @@ impl Shared {
 ///   [`default_after_drop`](InterruptsBuilder::default_after_drop) on, the
 ///   default action runs even if another part of the program registered its
 ///   own signal-hook action for that signal (tokio's `signal`, signal-hook's
-///   iterator). Turn the option off in such programs.
+///   iterator). Such a program turns it off for every instance, a
+///   library's included, with
+///   [`disable_default_after_drop_globally`](Interrupts::disable_default_after_drop_globally).
 /// - A fork made while another thread installs or drops an `Interrupts` may
 ///   leave a lock held in the child: the child then must not install or
 ///   drop one (the same holds for signal-hook's own registry).
@@ -301,8 +307,11 @@ impl Interrupts {
     /// Whether the process is armed: a delivery already arrived of a signal
     /// for which every live instance asked for
     /// [`second_signal_kills`](InterruptsBuilder::second_signal_kills), so
-    /// the next such delivery ends the process. Process-wide (the same
-    /// answer on every instance). Async-signal-safe.
+    /// the next such delivery (of that signal or another handled that way)
+    /// ends the process. Process-wide (the same answer on every instance).
+    /// The arming lasts while any instance lives: it is undone when the
+    /// last one is dropped, so an instance installed when none exists
+    /// starts unarmed. Async-signal-safe.
     pub fn is_armed(&self) -> bool {
         policy::is_armed()
     }
@@ -313,11 +322,53 @@ impl Interrupts {
         policy::disarm();
     }
 
+    /// Turn [`default_after_drop`](InterruptsBuilder::default_after_drop)
+    /// off for every `Interrupts` of this process, those installed before
+    /// and after, for good: once no instance handles a signal, a delivery
+    /// runs only the actions other code registered through signal-hook.
+    ///
+    /// This is the program's switch for a program that handles a signal
+    /// itself through signal-hook (tokio's `signal`, signal-hook's `flag`
+    /// or iterator) while a library it uses installs short-lived
+    /// `Interrupts` with the defaults: without it, the signal's default
+    /// action ends the program as soon as the library's last instance is
+    /// dropped, before the program's own action can matter. Libraries
+    /// should not call it; a program calls it once, early, in `main`.
+    /// Fork children inherit it.
+    ///
+    /// Async-signal-safe (one atomic store).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// // A library's scoped instance, every default on:
+    /// let library = Interrupts::builder(Signal::User2).install()?;
+    /// // The program handles SIGUSR2 itself and keeps it that way:
+    /// let flag = Arc::new(AtomicBool::new(false));
+    /// signal_hook::flag::register(libc::SIGUSR2, Arc::clone(&flag))?;
+    /// Interrupts::disable_default_after_drop_globally();
+    /// drop(library);
+    /// // SAFETY: raise has no preconditions.
+    /// unsafe { libc::raise(libc::SIGUSR2) }; // not the default action
+    /// assert!(flag.load(Ordering::SeqCst));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn disable_default_after_drop_globally() {
+        policy::disable_default_after_drop_globally();
+    }
+
     /// Take one pending signal without blocking: which signal, and how many
     /// deliveries since it was last reported. Returns `None` when nothing is
     /// pending. Call it until `None` after the descriptor polls readable;
     /// draining the pipe never loses a count (counts live in atomics, and a
     /// wake-up byte is written back when other signals are still pending).
+    ///
+    /// In a fork child, an instance inherited from the parent reports
+    /// nothing and leaves the pipe alone: `None`, without reading (see
+    /// [Fork children](Interrupts#fork-children)).
     ///
     /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
     /// leaves `errno` as it found it.
@@ -337,6 +388,11 @@ impl Interrupts {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_recv(&self) -> Option<Received> {
+        if !self.shared.installer.is_current() {
+            // The pipe is shared with the parent, the counts are not: a
+            // byte read here would be a wake-up the parent never gets.
+            return None;
+        }
         // `read` sets EAGAIN on the empty pipe; a caller in a handler must
         // not see its interrupted code's errno change.
         let _errno = ErrnoGuard::save();
@@ -389,84 +445,50 @@ impl Interrupts {
         policy::die_by_default(signal.as_raw())
     }
 
-    /// Check that signal-hook's handler is still the process's handler for
-    /// every signal this instance handles (see
-    /// [Other code that installs a handler later](Interrupts#other-code-that-installs-a-handler-later)).
-    ///
-    /// # Errors
-    /// An error of kind [`Other`](io::ErrorKind::Other) whose message names
-    /// the first signal whose handler was replaced (`sigaction` by other
-    /// code, `signal(SIGINT, SIG_IGN)`, ...): no delivery of it can reach
-    /// this instance any more.
-    ///
-    /// # Examples
-    /// ```
-    /// use fdtable::{Interrupts, Signal};
-    ///
-    /// let interrupts = Interrupts::builder(Signal::Alarm).install()?;
-    /// interrupts.check_handlers()?;
-    /// // Other code takes SIGALRM over behind signal-hook's back:
-    /// // SAFETY: SIG_IGN is a valid disposition for SIGALRM.
-    /// let old = unsafe { libc::signal(libc::SIGALRM, libc::SIG_IGN) };
-    /// let error = interrupts.check_handlers().unwrap_err();
-    /// assert!(error.to_string().starts_with("SIGALRM"));
-    /// // SAFETY: puts signal-hook's handler back.
-    /// unsafe { libc::signal(libc::SIGALRM, old) };
-    /// interrupts.check_handlers()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    ///
-    /// Async-signal-safe when it succeeds (one `sigaction` query per
-    /// signal); the error allocates.
-    pub fn check_handlers(&self) -> io::Result<()> {
-        self.signals().try_for_each(policy::check_handler)
-    }
-
-    /// Register the action for `signal`. Call with the setup lock held.
+    /// Register the action for `signal`, then count it live. Call with
+    /// the setup lock held.
     pub(super) fn register(&mut self, signal: Signal) -> io::Result<()> {
-        policy::ensure_fallback(signal)?;
-        // Count ourselves live before the action exists, so the fallback
-        // never applies the default while we are being installed.
-        policy::join(
-            signal,
-            self.shared.installer,
-            self.kills,
-            self.default_after_drop,
-        )?;
+        handler::ensure_fallback(signal)?;
         let shared = Arc::clone(&self.shared);
         // SAFETY: `on_signal` makes only async-signal-safe calls, never
         // allocates and never panics (indexes are `Signal` indexes).
-        let result = unsafe {
+        let id = unsafe {
             signal_hook::low_level::register(signal.as_raw(), move || shared.on_signal(signal))
-        };
-        match result {
-            Ok(id) => {
-                self.registered[signal.index()] = Some(id);
-                Ok(())
-            }
-            Err(error) => {
-                policy::leave(signal, self.shared.installer, self.kills);
-                Err(error)
-            }
+        }?;
+        // Live only once the action exists: a delivery before this line
+        // finds the signal unhandled (and this action counts it as an
+        // event); none finds it handled with no action to count it.
+        let joined = policy::join(
+            signal,
+            self.shared.installer.pid(),
+            self.kills,
+            self.default_after_drop,
+        );
+        if let Err(error) = joined {
+            signal_hook::low_level::unregister(id);
+            return Err(error);
         }
+        self.registered[signal.index()] = Some(id);
+        Ok(())
     }
 
-    /// Unregister every action of this instance and, in the process that
-    /// installed it, leave the per-signal records. Runs once (the slots are
+    /// In the process that installed it, leave the per-signal records, and
+    /// unregister every action of this instance. Runs once (the slots are
     /// emptied). Call with the setup lock held when `ours`.
     pub(super) fn unregister_all(&mut self) {
-        let ours = pid() == self.shared.installer;
+        let ours = self.shared.installer.is_current();
         for signal in Signal::ALL {
             let Some(id) = self.registered[signal.index()].take() else {
                 continue;
             };
-            signal_hook::low_level::unregister(id);
-            // Unregister before leaving: the default is never applied while
-            // we still count as live. An inherited instance (a fork child
-            // dropping its parent's) never counted in this process.
+            // Leave before unregistering: once the action is gone, the
+            // signal must no longer count this instance as live. An
+            // inherited instance (a fork child dropping its parent's) never
+            // counted in this process.
             if ours {
-                policy::leave(signal, self.shared.installer, self.kills);
+                policy::leave(signal, self.shared.installer.pid(), self.kills);
             }
+            signal_hook::low_level::unregister(id);
         }
     }
 }
@@ -476,7 +498,7 @@ impl Drop for Interrupts {
         if self.registered.iter().all(Option::is_none) {
             return;
         }
-        if pid() != self.shared.installer {
+        if !self.shared.installer.is_current() {
             // A fork child dropping its parent's instance: no record of
             // this process to update, so no lock that another parent thread
             // may have held at fork time.
@@ -532,19 +554,5 @@ mod tests {
         // reset the signal in a child.
         let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
         assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
-    }
-
-    #[test]
-    fn received_displays_the_signal_name_and_the_count() {
-        let one = Received {
-            signal: Signal::Interrupt,
-            count: 1,
-        };
-        let three = Received {
-            signal: Signal::Terminate,
-            count: 3,
-        };
-        assert_eq!(one.to_string(), "SIGINT (1 delivery)");
-        assert_eq!(three.to_string(), "SIGTERM (3 deliveries)");
     }
 }

@@ -9,8 +9,15 @@
 //!   counts, opt-outs), the armed flag, the foreground scope depth, and the
 //!   per-signal fallback action that makes every arm/kill/default decision
 //!   of a delivery before the instances' actions run.
+//! - `handler.rs`: registering the fallback with signal-hook, and checking
+//!   that signal-hook's handler is still the one the kernel calls
+//!   ([`Interrupts::check_handlers`]).
+//! - `owner.rs`: which process a thing belongs to (pid and fork epoch), and
+//!   the `pthread_atfork` child handler that makes fork children forget
+//!   their parent's state.
 //! - `builder.rs`: [`InterruptsBuilder`] and `install`.
 //! - `interrupts.rs`: one instance: its pipe, counts, actions, `try_recv`.
+//! - `received.rs`: [`Received`], what the receives report.
 //! - `wait.rs`: the blocking receives and `wait_readable`.
 //! - `foreground.rs`: [`ForegroundChild`].
 //! - `pipe.rs`: the self-pipe and an `errno` guard.
@@ -29,15 +36,19 @@
 
 mod builder;
 mod foreground;
+mod handler;
 mod interrupts;
+mod owner;
 mod pipe;
 mod policy;
+mod received;
 mod signal;
 mod wait;
 
 pub use builder::InterruptsBuilder;
 pub use foreground::ForegroundChild;
-pub use interrupts::{Interrupts, Received};
-pub(crate) use policy::HANDLED_SIGNALS;
+pub(crate) use handler::HANDLED_SIGNALS;
+pub use interrupts::Interrupts;
+pub use received::Received;
 pub use signal::{Signal, UnsupportedSignal};
 pub use wait::WaitOutcome;

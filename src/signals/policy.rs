@@ -3,14 +3,14 @@
 //! a delivery in one place.
 //!
 //! Per signal, the first time this crate handles it, one permanent action is
-//! registered with signal-hook ([`ensure_fallback`]); every `Interrupts`
-//! registers its own action after it, and signal-hook runs actions in
-//! registration order. So for each delivery the fallback runs first and
-//! decides, from one atomic snapshot of the signal's record:
+//! registered with signal-hook (`handler::ensure_fallback`); every
+//! `Interrupts` registers its own action after it, and signal-hook runs
+//! actions in registration order. So for each delivery the fallback runs
+//! first and decides, from one atomic snapshot of the signal's record:
 //!
 //! - no `Interrupts` of *this process* handles the signal: apply the default
-//!   action (if the signal had it before this crate and no instance opted
-//!   out), or do nothing;
+//!   action (if the signal had it before this crate, no instance opted out,
+//!   and the program did not turn it off for the process), or do nothing;
 //! - a [`ForegroundChild`](crate::ForegroundChild) scope is open and the
 //!   signal is SIGINT or SIGQUIT: nothing (the instances still count it);
 //! - every live instance wants "second signal kills": arm the process, or,
@@ -20,30 +20,40 @@
 //! wake-up bytes, so the process is armed before any program code can see
 //! the event.
 //!
+//! An instance counts as live only while its action is registered: it
+//! registers its action first and joins the record after, and on drop
+//! leaves the record first and unregisters after. A delivery in between
+//! sees the signal unhandled (default or nothing), never armed with no
+//! action to count it.
+//!
 //! Records belong to a pid: a fork child inherits its parent's memory, but
-//! not its parent's `Interrupts` (their actions ignore other pids). Each
-//! record packs the pid that wrote it with its counts in one `AtomicU64`, and
-//! a process that finds another pid's record treats it as empty. The armed
-//! flag holds the pid that is armed, the foreground scope depth is stamped
-//! the same way.
+//! not its parent's `Interrupts` (their actions ignore other processes).
+//! Each record packs the pid that wrote it with its counts in one
+//! `AtomicU64`, and a process that finds another pid's record treats it as
+//! empty. The armed flag holds the pid that is armed, the foreground scope
+//! depth is stamped the same way. A fork child clears all three at once
+//! ([`forget_parent`], from the `pthread_atfork` handler of `owner.rs`), so
+//! a descendant that is handed an exited ancestor's pid does not take the
+//! ancestor's records for its own; the pid stamps still cover children made
+//! without atfork handlers until they `exec`.
+//!
+//! "Armed" is one flag for every signal of the process, cleared whenever
+//! the process goes from no live instance (of any signal) to one, and when
+//! its last one leaves: a later instance never starts armed by an old
+//! delivery.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use libc::c_int;
 
+use super::handler::current_disposition;
+use super::owner::{pid, Owner};
 use super::signal::{Signal, COUNT};
-use crate::sys::{self, syscall};
-
-/// Bit `sig - 1` is set once this crate has an action installed for the raw
-/// signal `sig`: from then on signal-hook's handler and the fallback stay
-/// installed for good. Read (async-signal-safely) by the exec path, which
-/// resets those signals to their default disposition in the child before
-/// `exec`.
-pub(crate) static HANDLED_SIGNALS: AtomicU64 = AtomicU64::new(0);
+use crate::sys;
 
 /// [`Signal::bit`] set: this crate has looked at the original disposition.
 static LOOKED_AT: AtomicU8 = AtomicU8::new(0);
@@ -59,9 +69,11 @@ static ARMED: AtomicI32 = AtomicI32::new(0);
 /// Open [`ForegroundChild`](crate::ForegroundChild) scopes: pid in the low
 /// 32 bits, depth in the high 32.
 static FOREGROUND: AtomicU64 = AtomicU64::new(0);
-/// Per signal: the handler address found right after the fallback was
-/// registered (signal-hook's), 0 when unknown.
-static HANDLER: [AtomicUsize; COUNT] = [const { AtomicUsize::new(0) }; COUNT];
+/// The program turned the default after drop off for every instance
+/// ([`Interrupts::disable_default_after_drop_globally`]); never cleared.
+///
+/// [`Interrupts::disable_default_after_drop_globally`]: crate::Interrupts::disable_default_after_drop_globally
+static NO_DEFAULT_ANYWHERE: AtomicBool = AtomicBool::new(false);
 /// Serialises install and drop (the records' read-modify-write), not the
 /// handlers, which only load.
 static SETUP: Mutex<()> = Mutex::new(());
@@ -72,12 +84,6 @@ pub(crate) fn setup_lock() -> MutexGuard<'static, ()> {
     SETUP
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `getpid(2)`. Async-signal-safe.
-pub(crate) fn pid() -> libc::pid_t {
-    // SAFETY: getpid is async-signal-safe and cannot fail.
-    unsafe { libc::getpid() }
 }
 
 /// The most `Interrupts` that may handle one signal at once in a process.
@@ -97,12 +103,12 @@ const NO_DEFAULT: u64 = 1 << 63;
 struct Record(u64);
 
 impl Record {
-    fn load(signal: Signal) -> Record {
-        Record(RECORDS[signal.index()].load(Ordering::SeqCst))
+    fn load(slot: &AtomicU64) -> Record {
+        Record(slot.load(Ordering::SeqCst))
     }
 
-    fn store(self, signal: Signal) {
-        RECORDS[signal.index()].store(self.0, Ordering::SeqCst);
+    fn store(self, slot: &AtomicU64) {
+        slot.store(self.0, Ordering::SeqCst);
     }
 
     fn pid(self) -> libc::pid_t {
@@ -134,16 +140,6 @@ pub(crate) fn ignored_at_start(signal: Signal) -> bool {
     IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
 }
 
-/// The current disposition's handler word (`SIG_DFL`, `SIG_IGN` or a
-/// function address). Async-signal-safe (one `sigaction` query).
-fn current_disposition(signal: Signal) -> io::Result<libc::sighandler_t> {
-    // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act`
-    // only queries.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    syscall!(sigaction(signal.as_raw(), ptr::null(), &mut old))?;
-    Ok(old.sa_sigaction)
-}
-
 /// Record the disposition `signal` had before this crate touched it, once
 /// per process tree (a fork child inherits what its parent saw). Call with
 /// the setup lock held.
@@ -161,61 +157,47 @@ pub(crate) fn look_at_start(signal: Signal) -> io::Result<()> {
     Ok(())
 }
 
-/// Register, once per signal, the fallback action (see the module docs),
-/// and remember the handler it left installed. Call with the setup lock
-/// held.
-pub(crate) fn ensure_fallback(signal: Signal) -> io::Result<()> {
-    let raw_bit = 1u64 << (signal.as_raw() - 1);
-    if HANDLED_SIGNALS.load(Ordering::SeqCst) & raw_bit != 0 {
-        return Ok(());
-    }
-    // SAFETY: `on_delivery` loads and swaps atomics, calls `getpid` and, when
-    // it acts, `die_by_default`: all async-signal-safe; it never allocates
-    // and never panics (every index is a `Signal` index).
-    unsafe { signal_hook::low_level::register(signal.as_raw(), move || on_delivery(signal)) }?;
-    HANDLED_SIGNALS.fetch_or(raw_bit, Ordering::SeqCst);
-    // signal-hook installs its handler on the first registration for a
-    // signal, so this is its address (unless other code raced us between
-    // the two calls; then the check reports that code, which is right too).
-    if let Ok(handler) = current_disposition(signal) {
-        HANDLER[signal.index()].store(handler, Ordering::SeqCst);
-    }
-    Ok(())
-}
-
-/// Whether another `sigaction` replaced the handler this crate relies on
-/// for `signal` (the `ctrlc` crate does that): `Err` naming the signal.
-/// Async-signal-safe on success (a `sigaction` query); the error allocates.
-pub(crate) fn check_handler(signal: Signal) -> io::Result<()> {
-    let expected = HANDLER[signal.index()].load(Ordering::SeqCst);
-    if expected == 0 {
-        return Ok(()); // never registered in this process tree
-    }
-    let now = current_disposition(signal)?;
-    if now == expected {
-        return Ok(());
-    }
-    let what = match now {
-        libc::SIG_DFL => "reset to SIG_DFL".to_owned(),
-        libc::SIG_IGN => "set to SIG_IGN".to_owned(),
-        other => format!("replaced by the handler at {other:#x}"),
-    };
-    Err(io::Error::other(format!(
-        "{signal}: the signal-hook handler Interrupts relies on was {what} by other code \
-         (a raw sigaction, e.g. the ctrlc crate), so no {signal} can arrive"
-    )))
+/// Whether any signal's record counts a live instance of process `pid`.
+fn any_live(pid: libc::pid_t) -> bool {
+    RECORDS.iter().any(|slot| {
+        let record = Record::load(slot);
+        record.pid() == pid && record.live() > 0
+    })
 }
 
 /// Count one more live instance for `signal` in process `pid`. Call with
-/// the setup lock held. Fails (changing nothing) when
-/// [`MAX_INSTANCES`] already handle it.
+/// the setup lock held, after the instance's action is registered. Fails
+/// (changing nothing) when [`MAX_INSTANCES`] already handle it.
 pub(crate) fn join(
     signal: Signal,
     pid: libc::pid_t,
     kills: bool,
     default_after_drop: bool,
 ) -> io::Result<()> {
-    let old = Record::load(signal);
+    if !any_live(pid) {
+        // From no instance to one: whatever armed the process belonged to
+        // instances that are gone. Cleared before the record says live, so
+        // a delivery that arms from now on is this instance's.
+        ARMED.store(0, Ordering::SeqCst);
+    }
+    join_record(
+        &RECORDS[signal.index()],
+        signal,
+        pid,
+        kills,
+        default_after_drop,
+    )
+}
+
+/// [`join`]'s update of one record.
+fn join_record(
+    slot: &AtomicU64,
+    signal: Signal,
+    pid: libc::pid_t,
+    kills: bool,
+    default_after_drop: bool,
+) -> io::Result<()> {
+    let old = Record::load(slot);
     let opt_out = u64::from(!kills);
     let no_default = if default_after_drop { 0 } else { NO_DEFAULT };
     let new = if old.pid() != pid || old.live() == 0 {
@@ -234,15 +216,27 @@ pub(crate) fn join(
             (old.0 & NO_DEFAULT) | no_default,
         )
     };
-    new.store(signal);
+    new.store(slot);
     Ok(())
 }
 
 /// Count one instance of process `pid` less for `signal`; the last one out
 /// decides whether the default action applies while the signal is idle.
-/// Call with the setup lock held, only for an instance installed by `pid`.
+/// Call with the setup lock held, only for an instance installed by `pid`,
+/// before its action is unregistered.
 pub(crate) fn leave(signal: Signal, pid: libc::pid_t, kills: bool) {
-    let old = Record::load(signal);
+    leave_record(&RECORDS[signal.index()], signal, pid, kills);
+    if !any_live(pid) {
+        // The last instance of the process left: nothing armed is left to
+        // act on. Cleared after the record says idle, so no delivery can
+        // arm again in between.
+        ARMED.store(0, Ordering::SeqCst);
+    }
+}
+
+/// [`leave`]'s update of one record.
+fn leave_record(slot: &AtomicU64, signal: Signal, pid: libc::pid_t, kills: bool) {
+    let old = Record::load(slot);
     if old.pid() != pid || old.live() == 0 {
         debug_assert!(false, "leave without join");
         return;
@@ -253,7 +247,25 @@ pub(crate) fn leave(signal: Signal, pid: libc::pid_t, kills: bool) {
     if live == 0 && flags == 0 && default_at_start(signal) {
         flags |= DEFAULT_WHEN_IDLE;
     }
-    Record::new(pid, live, opt_out, flags).store(signal);
+    Record::new(pid, live, opt_out, flags).store(slot);
+}
+
+/// In a fork child: forget the parent's records, its armed flag and its
+/// foreground scopes (none of them is the child's). Async-signal-safe
+/// (atomic stores only); runs in the `pthread_atfork` child handler.
+pub(crate) fn forget_parent() {
+    // Pid 0 is no process's: the child finds every record empty.
+    for slot in &RECORDS {
+        slot.store(0, Ordering::SeqCst);
+    }
+    ARMED.store(0, Ordering::SeqCst);
+    FOREGROUND.store(0, Ordering::SeqCst);
+}
+
+/// Turn the default after drop off for every instance of this process, now
+/// and later. Async-signal-safe.
+pub(crate) fn disable_default_after_drop_globally() {
+    NO_DEFAULT_ANYWHERE.store(true, Ordering::SeqCst);
 }
 
 /// Whether this process is armed. Async-signal-safe.
@@ -278,9 +290,14 @@ pub(crate) fn foreground_enter(pid: libc::pid_t) {
     });
 }
 
-/// Close a foreground scope opened in process `pid`; a scope inherited from
-/// another process (a fork parent) changes nothing. Async-signal-safe.
-pub(crate) fn foreground_leave(pid: libc::pid_t) {
+/// Close a foreground scope opened by `owner`; a scope inherited from
+/// another process (a fork parent, or an exited process whose pid this one
+/// was handed) changes nothing. Async-signal-safe.
+pub(crate) fn foreground_leave(owner: Owner) {
+    if !owner.is_current() {
+        return;
+    }
+    let pid = owner.pid();
     let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
         let depth = word >> 32;
         (word as u32 as libc::pid_t == pid && depth > 0)
@@ -300,9 +317,9 @@ fn foreground_covers(signal: Signal, pid: libc::pid_t) -> bool {
 
 /// The fallback action: every decision of one delivery (module docs).
 /// Async-signal-safe.
-fn on_delivery(signal: Signal) {
+pub(super) fn on_delivery(signal: Signal) {
     let pid = pid();
-    let record = Record::load(signal);
+    let record = Record::load(&RECORDS[signal.index()]);
     if foreground_covers(signal, pid) {
         return;
     }
@@ -316,7 +333,7 @@ fn on_delivery(signal: Signal) {
         } else {
             default_at_start(signal)
         };
-        if default {
+        if default && !NO_DEFAULT_ANYWHERE.load(Ordering::SeqCst) {
             die_by_default(signal.as_raw());
         }
         return;
@@ -361,5 +378,46 @@ mod tests {
         let r = Record::new(1, 0, FIELD, DEFAULT_WHEN_IDLE);
         assert_eq!((r.pid(), r.live(), r.opt_out()), (1, 0, FIELD));
         assert_eq!(r.0 & (NO_DEFAULT | DEFAULT_WHEN_IDLE), DEFAULT_WHEN_IDLE);
+    }
+
+    /// `MAX_INSTANCES` instances fit in one record (its 15-bit fields), the
+    /// next one is refused with a clear error and changes nothing, and a
+    /// place freed by a leave can be taken again. On a record of its own
+    /// (a slot that is not one of the process's), so the process's real
+    /// records and the fd limit (two descriptors per instance) stay out of
+    /// it.
+    #[test]
+    fn a_record_holds_max_instances_and_refuses_one_more_without_changing() {
+        let slot = AtomicU64::new(0);
+        let pid = libc::pid_t::MAX; // above PID_MAX_LIMIT: no process's record
+        let signal = Signal::User1;
+        // Every other instance opts out of "second signal kills".
+        for i in 0..MAX_INSTANCES {
+            join_record(&slot, signal, pid, i % 2 == 0, true).unwrap();
+        }
+        let full = Record::load(&slot);
+        assert_eq!((full.pid(), full.live()), (pid, MAX_INSTANCES));
+        assert_eq!(full.opt_out(), MAX_INSTANCES / 2);
+        let error = join_record(&slot, signal, pid, true, false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "SIGUSR1: already handled by 32767 Interrupts in this process"
+        );
+        assert_eq!(
+            Record::load(&slot),
+            full,
+            "a refused join changed the record"
+        );
+
+        leave_record(&slot, signal, pid, false);
+        join_record(&slot, signal, pid, false, true).unwrap();
+        assert_eq!(Record::load(&slot), full);
+        assert!(join_record(&slot, signal, pid, true, true).is_err());
+
+        for i in 0..MAX_INSTANCES {
+            leave_record(&slot, signal, pid, i % 2 == 0);
+        }
+        let idle = Record::load(&slot);
+        assert_eq!((idle.live(), idle.opt_out()), (0, 0));
     }
 }

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
-use super::interrupts::{Interrupts, Received};
+use super::handler;
+use super::interrupts::Interrupts;
+use super::received::Received;
 
 /// A blocked receive checks the handlers again at least this often, so a
-/// takeover that happens while it waits is reported, not waited out.
+/// signal set to `SIG_IGN` or `SIG_DFL` while it waits is reported, not
+/// waited out.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// What [`Interrupts::wait_readable`] woke up for.
@@ -32,10 +35,19 @@ impl Interrupts {
     /// [`try_recv`](Interrupts::try_recv) does.
     ///
     /// # Errors
-    /// The error of [`check_handlers`](Interrupts::check_handlers) when
-    /// other code took one of this instance's signals over (checked before
-    /// blocking and at least once a second while blocked), or the OS error
-    /// of `poll(2)` other than `EINTR`.
+    /// An error of kind [`Other`](io::ErrorKind::Other), at once:
+    /// - when other code set one of this instance's signals to `SIG_IGN` or
+    ///   `SIG_DFL`, so that it can no longer arrive (checked before blocking
+    ///   and at least once a second while blocked; a replacement by another
+    ///   handler is not an error here, see
+    ///   [`check_handlers`](Interrupts::check_handlers));
+    /// - when this instance handles no signal at all (every signal it asked
+    ///   for was ignored at start and left ignored, see
+    ///   [`ignored`](Interrupts::ignored)): nothing could ever end the wait;
+    /// - in a fork child, for an instance inherited from the parent (see
+    ///   [Fork children](Interrupts#fork-children)).
+    ///
+    /// Otherwise the OS error of `poll(2)` other than `EINTR`.
     ///
     /// # Examples
     /// ```
@@ -66,7 +78,9 @@ impl Interrupts {
     /// `Instant` waits forever.
     ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv).
+    /// As [`recv`](Interrupts::recv), except that an instance that handles
+    /// no signal waits out the timeout and returns `Ok(None)` (unless the
+    /// timeout is too large for `Instant`: then it fails as `recv` does).
     ///
     /// # Examples
     /// ```
@@ -97,8 +111,10 @@ impl Interrupts {
     /// wait here, then read once (it will not block).
     ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv); also `EBADF`-like errors `poll(2)`
-    /// reports for `fd` (`POLLNVAL`).
+    /// As [`recv`](Interrupts::recv), except that an instance that handles
+    /// no signal still waits for `fd` (a program started under `nohup`
+    /// keeps reading its input); also `EBADF` when `poll(2)` reports `fd`
+    /// invalid (`POLLNVAL`).
     ///
     /// # Examples
     /// ```
@@ -127,18 +143,37 @@ impl Interrupts {
         self.wait(Some(fd), deadline)
     }
 
-    /// The loop behind the three: pending signal first, then the handler
-    /// check, then `poll` on the pipe (and `fd`) until the deadline.
+    /// The loop behind the three: whether anything can end the wait, then
+    /// pending signal first, then the reachability check, then `poll` on the
+    /// pipe (and `fd`) until the deadline.
     fn wait(
         &self,
         fd: Option<BorrowedFd<'_>>,
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome> {
+        let installer = self.shared.installer;
+        if !installer.is_current() {
+            // Polling the pipe here would steal the parent's wake-ups, and
+            // no delivery in this process is ever counted for it.
+            return Err(io::Error::other(format!(
+                "this Interrupts was inherited from process {} through fork: it receives \
+                 nothing in this process (install one here)",
+                installer.pid()
+            )));
+        }
+        if self.handled == 0 && fd.is_none() && deadline.is_none() {
+            let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
+            return Err(io::Error::other(format!(
+                "this Interrupts handles no signal ({} ignored at start and left ignored), \
+                 so nothing can end the wait",
+                ignored.join(", ")
+            )));
+        }
         loop {
             if let Some(received) = self.try_recv() {
                 return Ok(WaitOutcome::Signal(received));
             }
-            self.check_handlers()?;
+            self.signals().try_for_each(handler::check_reachable)?;
             let mut slice = RECHECK;
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -593,3 +593,132 @@ pub fn storm_idle(idle_since: &mut Option<Instant>) {
         *idle_since = None;
     }
 }
+
+/// Run this test binary again as a helper process: only its test named
+/// `helper_process`, single-threaded (`--test-threads=1`), with `env=mode`
+/// in its environment, SIGINT, SIGTERM and SIGQUIT reset to the default
+/// before `exec` (as an interactive shell does: `cargo test` itself may run
+/// with them ignored) and core dumps off. Returns its exit status and the
+/// lines it printed on stdout. A helper still running after `limit` fails
+/// the test (it is leaked, not waited for).
+pub fn run_helper(
+    env: &str,
+    mode: &str,
+    limit: Duration,
+) -> (std::process::ExitStatus, Vec<String>) {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "helper_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, mode);
+    // SAFETY: runs in the child before exec; `signal` and `setrlimit` are
+    // async-signal-safe and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    let what = format!("helper {mode}");
+    let out = within(limit, &what, move || {
+        command.output().expect("spawn helper")
+    });
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out.status, lines)
+}
+
+/// In a helper process: print `line` on a line of its own (libtest has
+/// just printed `test helper_process ... ` without a newline) and flush.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Every line of `expected` was printed, none of `absent` was.
+pub fn assert_lines(lines: &[String], expected: &[&str], absent: &[&str]) {
+    for want in expected {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{want:?} missing: {lines:#?}"
+        );
+    }
+    for not in absent {
+        assert!(
+            !lines.iter().any(|l| l == not),
+            "{not:?} printed: {lines:#?}"
+        );
+    }
+}
+
+/// `raise(sig)`, asserting it worked.
+pub fn raise(sig: libc::c_int) {
+    // SAFETY: raise has no preconditions; callers have a handler for `sig`
+    // or want its default action.
+    assert_eq!(unsafe { libc::raise(sig) }, 0);
+}
+
+/// In a single-threaded helper process: fork, run `child` in the child
+/// (it may allocate there, since no other thread can hold a lock) and
+/// `_exit` with its code; reap it within `limit` ([`wait_child`]).
+pub fn fork_child(limit: Duration, child: impl FnOnce() -> i32) -> ChildEnd {
+    // SAFETY: the caller's process is single-threaded (see above); the
+    // child leaves with `_exit`, never returning into the caller.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    wait_child(pid, limit).expect("waitpid")
+}
+
+/// Restores the thread's mask on drop, so a failing test leaves no blocked
+/// signals behind on the harness thread.
+pub struct RestoreMask(libc::sigset_t);
+
+impl RestoreMask {
+    pub fn save() -> RestoreMask {
+        RestoreMask(current_mask())
+    }
+}
+
+impl Drop for RestoreMask {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is an initialised sigset saved from this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// `pthread_sigmask(how, sigs)` on this thread, asserting it worked.
+pub fn block_by_hand(sigs: &[libc::c_int], how: libc::c_int) {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: the set is initialised by sigemptyset before use.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for &s in sigs {
+            libc::sigaddset(set.as_mut_ptr(), s);
+        }
+        assert_eq!(
+            libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut()),
+            0
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Which process an instance, a record or a foreground scope belongs to.
+//!
+//! A fork child inherits its parent's memory: its `Interrupts`, the
+//! per-signal records, the armed flag. None of it is the child's. A pid
+//! alone does not tell them apart for good: once the parent has exited,
+//! a descendant may be handed its pid (a double fork that daemonises,
+//! pid wrap-around), and would then take the inherited state for its own.
+//! So the owner of an instance or a scope is its pid *and* a fork epoch,
+//! which a `pthread_atfork` child handler bumps in every child made by
+//! `fork(2)`; the same handler clears the process-wide records (see
+//! `policy::forget_parent`), which are stamped with a pid only.
+//!
+//! Children made without the atfork handlers (std's `Command::spawn`,
+//! which may use `clone3`/`vfork`, glibc's `_Fork`, a raw `clone`) keep
+//! the epoch and the records. The pid still tells them apart from their
+//! parent while the parent lives, which covers the time until they `exec`
+//! or `_exit`: std's children always do, and other such children must.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Bumped in every child of `fork(2)` once the handler is registered.
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+/// The atfork handler is registered (inherited by fork children, like the
+/// registration itself).
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// `getpid(2)`. Async-signal-safe.
+pub(crate) fn pid() -> libc::pid_t {
+    // SAFETY: getpid is async-signal-safe and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// A process, as this crate tells processes apart: pid and fork epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pid: libc::pid_t,
+    epoch: u32,
+}
+
+impl Owner {
+    /// The calling process. Async-signal-safe.
+    pub(crate) fn current() -> Owner {
+        Owner {
+            pid: pid(),
+            epoch: EPOCH.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether the calling process is this owner (not a fork child that
+    /// inherited its memory, nor a later process with the same pid).
+    /// Async-signal-safe.
+    pub(crate) fn is_current(self) -> bool {
+        self == Owner::current()
+    }
+
+    pub(crate) fn pid(self) -> libc::pid_t {
+        self.pid
+    }
+}
+
+/// Register, once per process tree, the `pthread_atfork` child handler
+/// that gives every fork child a new epoch and clears the inherited
+/// records. Call with the setup lock held, before anything is stamped.
+///
+/// # Errors
+/// The error of `pthread_atfork` (`ENOMEM`).
+pub(crate) fn register_fork_reset() -> io::Result<()> {
+    if REGISTERED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    // SAFETY: `in_fork_child` is an `extern "C" fn()` that only stores
+    // atomics: async-signal-safe, as a handler run in a fork child of a
+    // multi-threaded process must be. It never unwinds.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(in_fork_child)) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    REGISTERED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Runs in the child of every `fork(2)`, before `fork` returns there.
+extern "C" fn in_fork_child() {
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    super::policy::forget_parent();
+}
