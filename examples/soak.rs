@@ -604,7 +604,7 @@ fn storm(targets: Vec<libc::pthread_t>, spin: u32) {
             }
         }
         round += 1;
-        if round % 8 == 0 {
+        if round.is_multiple_of(8) {
             // SAFETY: a process-directed signal at ourselves; SIGUSR2 is
             // handled (our action plus the Interrupts pipe).
             if unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) } == 0 {
@@ -630,7 +630,7 @@ fn forker(sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
     while !STOP_WORK.load(SeqCst) {
         round += 1;
         fork_and_check(&sentinels);
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             spawn_checks();
         }
         thread::sleep(Duration::from_millis(2));

@@ -82,14 +82,18 @@
 #![deny(missing_debug_implementations, rust_2018_idioms)]
 
 mod child;
+mod chunks;
 mod counter;
 mod interrupts;
 mod mask;
+mod placeholder;
 pub mod quarantine;
+mod retire;
 mod slot;
 mod sync;
 mod sys;
 mod table;
+mod trackable;
 mod tracked;
 
 #[doc(hidden)]
@@ -97,8 +101,18 @@ pub use child::force_close_fallback;
 pub use child::CommandExt;
 pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;
-pub use table::{CloseAllReport, FdTable};
+pub use retire::CloseAllReport;
+pub use table::FdTable;
+pub use trackable::{FdKind, Trackable};
 pub use tracked::{TrackError, Tracked};
+
+// What the docs promise about threads, checked at compile time.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<FdTable>();
+    send_sync::<Tracked<'static, std::fs::File>>();
+    send_sync::<CloseAllReport>();
+};
 
 /// The README's Rust snippets, compiled and run as doc tests.
 #[cfg(doctest)]

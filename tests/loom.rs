@@ -40,7 +40,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use fdtable::FdTable;
+use fdtable::{FdKind, FdTable, Trackable};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -51,10 +51,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// `(st_dev, st_ino)` of an open descriptor ([`util::identity`]).
 type Identity = (u64, u64);
 
-/// What `close_all` swaps in: an `O_PATH` descriptor of `/` on Linux.
+/// What `close_all` swaps in: an `O_PATH` descriptor of `/dev/null` on
+/// Linux.
 fn placeholder_identity() -> Identity {
-    let root = File::open("/").expect("open /");
-    identity(root.as_raw_fd()).expect("fstat /")
+    util::placeholder_identity()
 }
 
 /// The tracked resource: the read end of a pipe.
@@ -67,9 +67,11 @@ impl AsFd for Reader {
     }
 }
 
-impl From<Reader> for OwnedFd {
-    fn from(r: Reader) -> OwnedFd {
-        r.0
+// SAFETY: owns exactly the descriptor `as_fd` borrows and hands it over.
+unsafe impl Trackable for Reader {
+    const KIND: FdKind = FdKind::NotSocket;
+    fn into_owned_fd(self) -> OwnedFd {
+        self.0
     }
 }
 

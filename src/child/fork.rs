@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use super::close::close_published;
 use super::reset_handled_signals;
 use crate::mask::MaskGuard;
+use crate::placeholder;
 use crate::sys;
 use crate::table::FdTable;
 #[cfg(doc)]
@@ -87,26 +88,47 @@ impl FdTable {
 
     /// Release every file the table holds in a `fork(2)` child that does
     /// **not** exec (a prefork worker, a daemonised child), except the numbers
-    /// in `keep`. Returns how many numbers were released.
+    /// in `keep`, and make the child's copy of the table work as if the child
+    /// had started fresh. Returns how many numbers were released.
     ///
     /// Like [`close_all`](FdTable::close_all), but async-signal-safe: each
-    /// published number not in `keep` gets a dead placeholder `dup3`-ed over
-    /// it (on Linux an `O_PATH` descriptor, so I/O on it fails with
-    /// `EBADF`). The child's reference to the parent's file is dropped at
-    /// once (a pipe's writer count falls, a listening socket is no longer
-    /// held by the worker) while the number stays reserved, so the `Tracked`
-    /// handles the child inherited can still be dropped safely: each then
-    /// closes its placeholder, never a file the child opened later.
-    /// Entries stay live in the child's copy of the table (I/O on them fails).
+    /// published number not in `keep` gets the dead placeholder `dup3`-ed
+    /// over it (on Linux an `O_PATH` descriptor of `/dev/null`: I/O through
+    /// it fails with `EBADF`, path lookups with `ENOTDIR`). The child's
+    /// reference to the parent's file is dropped at once (a pipe's writer
+    /// count falls, a listening socket is no longer held by the worker) while
+    /// the number stays reserved, so the `Tracked` handles the child
+    /// inherited can still be dropped safely: each then closes its
+    /// placeholder, never a file the child opened later. Entries stay live in
+    /// the child's copy of the table (I/O on them fails). Nothing is shut
+    /// down: `shutdown(2)` would end the parent's connections too.
+    ///
+    /// Walks in progress on other parent threads at fork time do not exist in
+    /// the child, so their pins are forgotten: a handle of the child can be
+    /// closed (its number really closed), taken back with `into_inner`
+    /// (which does not wait) or `try_into_inner`; and an entry whose close
+    /// was deferred behind such a walk is closed here and its number freed
+    /// (counted as released). Only walks of the forking thread itself (it
+    /// forked from inside a `for_each` callback) keep their pins.
+    ///
+    /// The placeholder is the process-wide one, opened before the fork by the
+    /// first `track`, so this needs no new descriptor and works at the
+    /// `RLIMIT_NOFILE` limit. It is checked first (one `fstat`, one `fcntl`)
+    /// and replaced by a fresh one if its number no longer names it.
     ///
     /// In Go's order, like the [`CommandExt`] hook: signals blocked once,
     /// every signal this crate handles put back to `SIG_DFL` (the parent's
     /// handlers ignore a child, so a Ctrl-C would otherwise be lost on it),
     /// files released, the mask restored.
     ///
-    /// Async-signal-safe, allocation-free, no lock. Fails only if the
-    /// placeholder cannot be opened (`EMFILE`, say); then nothing was
-    /// released and the signal dispositions are already reset.
+    /// Async-signal-safe, allocation-free, no lock.
+    ///
+    /// # Errors
+    /// The placeholder was lost (its number closed or reused by code that
+    /// does not own it) and a new one cannot be opened (`EMFILE`), or a
+    /// `dup3(2)` failed. Every other entry is still released and the pins are
+    /// still forgotten; the entries that could not be released keep their
+    /// files.
     ///
     /// # Safety
     /// Call it only in a child process right after `fork` (before any other
@@ -114,11 +136,21 @@ impl FdTable {
     /// may use the table. Afterwards the handles are safe to drop, but I/O
     /// through any of them except those kept fails.
     ///
-    /// # Limitations
-    /// An entry that was being closed at fork time behind a walk on another
-    /// parent thread (state "closing") is released here too, but its number
-    /// stays reserved by the placeholder for the child's whole life: the
-    /// walk whose end would free it does not exist in the child.
+    /// # What the child can and cannot promise
+    /// `fork(2)` copies the kernel's descriptor table first and the process
+    /// memory afterwards, page by page, while the other threads keep running.
+    /// In that window another thread may close an untracked number `N` and a
+    /// third may open a new file at `N` and track it: the child's memory then
+    /// shows `N` published while its descriptor table holds the old, foreign
+    /// file at `N`, and this call swaps the placeholder over that foreign
+    /// file in the child (the parent is not affected). Conversely an entry
+    /// unpublished and closed in that window stays open in the child,
+    /// close-on-exec and untracked. What the child can promise: it never
+    /// touches a descriptor the forking thread owns (that thread is inside
+    /// `fork` for the whole window, so no other thread can reuse its
+    /// numbers), never one opened before the fork and never tracked, and
+    /// after this call every number the child's table publishes either names
+    /// the placeholder or is in `keep`.
     ///
     /// # Examples
     /// A prefork worker keeps the listening socket and lets go of the rest:
@@ -159,16 +191,32 @@ impl FdTable {
     pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
         let _mask = MaskGuard::new();
         reset_handled_signals();
-        let placeholder = sys::open_placeholder()?;
-        let placeholder = std::os::fd::AsRawFd::as_raw_fd(&placeholder);
-        let mut released = 0;
-        self.for_each_published(|fd| {
-            if !keep.contains(&fd) && sys::replace_with_placeholder(placeholder, fd).is_ok() {
-                released += 1;
+        // Checked lazily, at the first number that needs it: a table with
+        // nothing to release needs no placeholder at all.
+        let mut placeholder: Option<io::Result<RawFd>> = None;
+        let mut failure: Option<io::Error> = None;
+        let mut swapped_in = 0;
+        let closed = self.settle_in_child(|fd| {
+            if keep.contains(&fd) {
+                return;
+            }
+            let swapped = match placeholder.get_or_insert_with(placeholder::checked) {
+                Ok(p) => sys::replace_with_placeholder(*p, fd),
+                // An OS error: copying it allocates nothing.
+                Err(e) => Err(io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(libc::EBADF),
+                )),
+            };
+            match swapped {
+                Ok(()) => swapped_in += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         });
-        // The placeholder's own number is closed when the `OwnedFd` drops
-        // here, still under the mask.
-        Ok(released)
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(closed + swapped_in),
+        }
     }
 }
