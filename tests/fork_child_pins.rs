@@ -81,7 +81,10 @@ fn pins_of_threads_that_do_not_exist_in_the_child_are_forgotten() {
     let (hy, y, _wy) = track_pipe();
     let (hz, z, _wz) = track_pipe();
     let (hv, v, _wv) = track_pipe();
-    assert!(x < y && y < z && z < v, "the nested walks need ascending numbers");
+    assert!(
+        x < y && y < z && z < v,
+        "the nested walks need ascending numbers"
+    );
     let ready = AtomicBool::new(false);
     let release = AtomicBool::new(false);
     let code = std::thread::scope(|s| {

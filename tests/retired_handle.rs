@@ -89,7 +89,11 @@ fn dead(fd: RawFd, probes: &Probes) -> i32 {
                 return 12; // created something somewhere
             }
         }
-        let host = libc::openat(fd, c"etc/hostname".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let host = libc::openat(
+            fd,
+            c"etc/hostname".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
         if host != -1 || errno() != libc::ENOTDIR {
             return 13;
         }
@@ -145,7 +149,10 @@ fn a_handle_retired_by_close_all_resolves_no_path_and_does_no_io() {
     });
     let created = probes.clean_up();
     assert_eq!(code, 0, "{WHAT}");
-    assert!(!created, "a lookup through the retired handle created a file");
+    assert!(
+        !created,
+        "a lookup through the retired handle created a file"
+    );
 }
 
 #[test]
@@ -164,6 +171,9 @@ fn a_handle_retired_by_retire_all_in_child_resolves_no_path_and_does_no_io() {
     let created = probes.clean_up();
     drop(handle);
     assert_eq!(code, 0, "{WHAT}");
-    assert!(!created, "a lookup through the retired handle created a file");
+    assert!(
+        !created,
+        "a lookup through the retired handle created a file"
+    );
     assert!(TABLE.is_empty());
 }

@@ -77,11 +77,26 @@ fn std_descriptor_types_are_trackable_with_their_kinds() {
     assert_eq!(<std::net::TcpListener as Trackable>::KIND, FdKind::Socket);
     assert_eq!(<std::net::UdpSocket as Trackable>::KIND, FdKind::Socket);
     assert_eq!(<UnixStream as Trackable>::KIND, FdKind::Socket);
-    assert_eq!(<std::os::unix::net::UnixListener as Trackable>::KIND, FdKind::Socket);
-    assert_eq!(<std::os::unix::net::UnixDatagram as Trackable>::KIND, FdKind::Socket);
-    assert_eq!(<std::process::ChildStdin as Trackable>::KIND, FdKind::NotSocket);
-    assert_eq!(<std::process::ChildStdout as Trackable>::KIND, FdKind::NotSocket);
-    assert_eq!(<std::process::ChildStderr as Trackable>::KIND, FdKind::NotSocket);
+    assert_eq!(
+        <std::os::unix::net::UnixListener as Trackable>::KIND,
+        FdKind::Socket
+    );
+    assert_eq!(
+        <std::os::unix::net::UnixDatagram as Trackable>::KIND,
+        FdKind::Socket
+    );
+    assert_eq!(
+        <std::process::ChildStdin as Trackable>::KIND,
+        FdKind::NotSocket
+    );
+    assert_eq!(
+        <std::process::ChildStdout as Trackable>::KIND,
+        FdKind::NotSocket
+    );
+    assert_eq!(
+        <std::process::ChildStderr as Trackable>::KIND,
+        FdKind::NotSocket
+    );
     assert_eq!(<std::io::PipeReader as Trackable>::KIND, FdKind::NotSocket);
     assert_eq!(<std::io::PipeWriter as Trackable>::KIND, FdKind::NotSocket);
 

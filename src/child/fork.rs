@@ -30,6 +30,11 @@ impl FdTable {
     /// tracked, and descriptors created by std for `spawn` (the exec-error
     /// pipe) never are.
     ///
+    /// A child forked while other threads open, close and track descriptors
+    /// may find a number published that names another file in its own
+    /// descriptor table: see [what the child can and cannot
+    /// promise](FdTable::retire_all_in_child#what-the-child-can-and-cannot-promise).
+    ///
     /// The table itself is not changed: entries stay published and the
     /// `Tracked` handles the child inherited still name the closed numbers.
     /// So after this call the child must not drop or use those handles; it
