@@ -45,8 +45,14 @@
 //! ```
 //!
 //! # Map of the crate
-//! - [`table`](FdTable): the slot array, `track`, `for_each`, `close_all`
-//!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
+//! - [`table`](FdTable): the slot array, `track`, `for_each`
+//!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
+//!   geometry `src/chunks.rs`); `close_all` and its [`CloseAllReport`]
+//!   (`src/retire.rs`) with the process-wide dead placeholder
+//!   (`src/placeholder.rs`).
+//! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
+//!   types, or your own by an `unsafe impl`) and what `close_all` may do to
+//!   it (`src/trackable.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
 //! - [`Interrupts`], [`InterruptsBuilder`], [`Received`]: Ctrl-C (and other
@@ -76,6 +82,13 @@
 //!   its placeholder.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
+//! - The first `track` opens one descriptor that stays open for the life of
+//!   the process: the dead placeholder `close_all` swaps in (see
+//!   [`FdTable`]'s Resources).
+//! - [`Tracked::into_inner`] panics when called from the `for_each` callback
+//!   that is visiting its entry (it would wait for itself);
+//!   [`Tracked::try_into_inner`] and [`Tracked::close`] are the ways out
+//!   there.
 #![cfg(unix)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -32,8 +32,8 @@ impl FdTable {
     ///
     /// A child forked while other threads open, close and track descriptors
     /// may find a number published that names another file in its own
-    /// descriptor table: see [what the child can and cannot
-    /// promise](FdTable::retire_all_in_child#what-the-child-can-and-cannot-promise).
+    /// descriptor table: see "What the child can and cannot promise" under
+    /// [`retire_all_in_child`](FdTable::retire_all_in_child).
     ///
     /// The table itself is not changed: entries stay published and the
     /// `Tracked` handles the child inherited still name the closed numbers.
