@@ -16,6 +16,10 @@ use util::{identity, is_open};
 
 static TABLE: FdTable = FdTable::new();
 
+/// How long a call that must not wait may take before the test calls it a
+/// hang (generous: a hang detector, not a timing assertion).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Open `n` files, so that a number just freed would be reused by one.
 fn open_some(n: usize) -> Vec<File> {
     (0..n).map(|_| File::open("/dev/zero").unwrap()).collect()
@@ -110,18 +114,24 @@ fn into_inner_inside_its_own_visit_panics_and_the_close_is_deferred() {
     let (r, _w) = util::pipe();
     let fd = r.as_raw_fd();
     let id = identity(fd).unwrap();
-    let mut handle = Some(TABLE.track(r).unwrap());
-    let mut message = String::new();
-    TABLE.for_each(|visited| {
-        let h = handle.take().unwrap();
-        match catch_unwind(AssertUnwindSafe(move || h.into_inner())) {
-            Ok(pipe) => drop(pipe), // before the fix: closes the visited number
-            Err(payload) => message = panic_message(&*payload),
-        }
-        let files = open_some(8);
-        assert_eq!(identity(visited.as_raw_fd()), Some(id), "recycled");
-        assert!(TABLE.contains(fd), "unregistered during its visit");
-        drop(files);
+    let handle = TABLE.track(r).unwrap();
+    // On a helper thread: an `into_inner` that waited for its own visit
+    // would hang.
+    let message = util::within(WAIT, "into_inner inside its own visit", move || {
+        let mut handle = Some(handle);
+        let mut message = String::new();
+        TABLE.for_each(|visited| {
+            let h = handle.take().unwrap();
+            match catch_unwind(AssertUnwindSafe(move || h.into_inner())) {
+                Ok(pipe) => drop(pipe), // before the fix: closes the visited number
+                Err(payload) => message = panic_message(&*payload),
+            }
+            let files = open_some(8);
+            assert_eq!(identity(visited.as_raw_fd()), Some(id), "recycled");
+            assert!(TABLE.contains(fd), "unregistered during its visit");
+            drop(files);
+        });
+        message
     });
     assert!(
         message.contains(&format!("fd {fd}"))
@@ -142,24 +152,26 @@ fn into_inner_panic_unwinding_out_of_the_walk_leaves_nothing_behind() {
     let (other, _w2) = util::pipe();
     let fd = r.as_raw_fd();
     let other_fd = other.as_raw_fd();
-    let mut handle = Some(TABLE.track(r).unwrap());
+    let handle = TABLE.track(r).unwrap();
     let other = TABLE.track(other).unwrap();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        TABLE.for_each(|visited| {
-            if visited.as_raw_fd() == fd {
-                drop(handle.take().unwrap().into_inner());
-            }
-        });
-    }));
-    assert!(outcome.is_err(), "into_inner inside its own visit returned");
+    let outcome = util::within(WAIT, "into_inner inside its own visit", move || {
+        let mut handle = Some(handle);
+        catch_unwind(AssertUnwindSafe(|| {
+            TABLE.for_each(|visited| {
+                if visited.as_raw_fd() == fd {
+                    drop(handle.take().unwrap().into_inner());
+                }
+            });
+        }))
+        .is_err()
+    });
+    assert!(outcome, "into_inner inside its own visit returned");
     assert!(!is_open(fd) && !TABLE.contains(fd));
     // No pin left on the other entry: `into_inner` (which waits for pins)
     // returns at once.
-    let back = util::within(
-        std::time::Duration::from_secs(5),
-        "into_inner after the walk unwound",
-        move || other.into_inner(),
-    );
+    let back = util::within(WAIT, "into_inner after the walk unwound", move || {
+        other.into_inner()
+    });
     assert_eq!(back.as_raw_fd(), other_fd);
     drop(back);
     assert_clean();
@@ -175,31 +187,35 @@ fn into_inner_from_a_nested_walk_on_the_outer_visit_panics() {
     let (b, _wb) = util::pipe();
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
     let id_a = identity(fa).unwrap();
-    let mut ha = Some(TABLE.track(a).unwrap());
+    let ha = TABLE.track(a).unwrap();
     let hb = TABLE.track(b).unwrap();
-    let mut panicked = false;
-    TABLE.for_each(|outer| {
-        if outer.as_raw_fd() != fa.min(fb) {
-            return;
-        }
-        TABLE.for_each(|inner| {
-            if inner.as_raw_fd() != fa.max(fb) || ha.is_none() {
+    let panicked = util::within(WAIT, "into_inner inside an outer visit", move || {
+        let mut ha = Some(ha);
+        let mut panicked = false;
+        TABLE.for_each(|outer| {
+            if outer.as_raw_fd() != fa.min(fb) {
                 return;
             }
-            // The inner walk visits the other entry; the outer one visits `a`
-            // only when `a` has the lower number: arrange for that below.
-            let h = ha.take().unwrap();
-            let h = match h.try_into_inner() {
-                Ok(_) => panic!("try_into_inner took the outer walk's visit"),
-                Err(h) => h,
-            };
-            panicked = catch_unwind(AssertUnwindSafe(move || h.into_inner())).is_err();
+            TABLE.for_each(|inner| {
+                if inner.as_raw_fd() != fa.max(fb) || ha.is_none() {
+                    return;
+                }
+                // The inner walk visits the other entry; the outer one visits `a`
+                // only when `a` has the lower number: arrange for that below.
+                let h = ha.take().unwrap();
+                let h = match h.try_into_inner() {
+                    Ok(_) => panic!("try_into_inner took the outer walk's visit"),
+                    Err(h) => h,
+                };
+                panicked = catch_unwind(AssertUnwindSafe(move || h.into_inner())).is_err();
+            });
+            assert_eq!(
+                identity(outer.as_raw_fd()),
+                Some(id_a),
+                "recycled under the outer visit"
+            );
         });
-        assert_eq!(
-            identity(outer.as_raw_fd()),
-            Some(id_a),
-            "recycled under the outer visit"
-        );
+        panicked
     });
     assert!(fa < fb, "the test needs `a` below `b` ({fa}, {fb})");
     assert!(panicked, "into_inner took the entry an outer walk visits");
@@ -238,7 +254,7 @@ fn a_conversion_panicking_inside_its_own_visit_unregisters_once_and_the_stale_un
     let fd = tracked.as_raw_fd();
     // On a helper thread: a release that waited for its own visit would hang.
     let reborn = util::within(
-        std::time::Duration::from_secs(10),
+        WAIT,
         "release of a panicking conversion inside its own visit",
         move || {
             let mut tracked = Some(tracked);
