@@ -107,7 +107,7 @@ impl FdTable {
                 };
                 // The pin keeps the number ours while we release its file.
                 let outcome = release(fd, w.kind(), &placeholder);
-                if self.retire_and_unpin(slot, fd, w.gen(), outcome.is_ok()) {
+                if self.retire_and_unpin(slot, fd, w, outcome.is_ok()) {
                     report.released += 1;
                 }
                 if let Err(error) = outcome {
@@ -115,12 +115,16 @@ impl FdTable {
                 }
             }
         }
+        // `len` counts the retired entries until here: still under the mask,
+        // so no handler of this thread sees the difference.
+        self.count_retired(report.released);
         report
     }
 }
 
 /// Release the file behind the live number `fd` of kind `kind`, keeping the
 /// number reserved. Async-signal-safe except for the error values it builds.
+#[inline]
 fn release(fd: RawFd, kind: FdKind, placeholder: &io::Result<RawFd>) -> io::Result<()> {
     let swap = || match placeholder {
         Ok(p) => sys::replace_with_placeholder(*p, fd),

@@ -423,11 +423,12 @@ impl FdTable {
     }
 
     /// Pin a `Live` slot, only if tracked before `epoch` when one is given.
-    /// Returns the entry's word as it was pinned (its generation and kind).
+    /// Returns the entry's word as the pin left it (its generation, kind and
+    /// pins).
     pub(crate) fn pin(&self, slot: &Slot, epoch: Option<u64>) -> Option<Word> {
         let mut round = 0;
+        let mut w = slot.load();
         loop {
-            let w = slot.load();
             let in_walk = epoch.is_none_or(|epoch| tracked_by(w.gen(), epoch));
             if w.state() != SlotState::Live || !in_walk {
                 return None;
@@ -435,10 +436,13 @@ impl FdTable {
             if w.pins() == MAX_PINS {
                 backoff(round);
                 round += 1;
+                w = slot.load();
                 continue;
             }
-            if slot.cas(w, w.with_pins(w.pins() + 1)).is_ok() {
-                return Some(w);
+            let pinned = w.with_pins(w.pins() + 1);
+            match slot.cas(w, pinned) {
+                Ok(()) => return Some(pinned),
+                Err(now) => w = now,
             }
         }
     }
@@ -588,30 +592,43 @@ impl FdTable {
     /// file is released) and the entry is still live, mark it `Retired` in
     /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
     /// also performs a close deferred behind this pin. Returns whether this
-    /// call retired a live entry.
+    /// call retired a live entry; the caller then owes one
+    /// [`count_retired`](Self::count_retired) for it (batched: one atomic
+    /// operation per `close_all`, not per entry).
+    ///
+    /// `pinned` is the word as the pin left it: the likely current value, so
+    /// the common case is one compare-and-swap and no extra load.
     pub(crate) fn retire_and_unpin(
         &self,
         slot: &Slot,
         fd: RawFd,
-        gen: u64,
+        pinned: Word,
         released: bool,
     ) -> bool {
         if released {
+            let mut w = pinned;
             loop {
-                let w = slot.load();
-                debug_assert!(w.gen() == gen && w.pins() > 0, "pinned slot changed owner");
+                debug_assert!(
+                    w.gen() == pinned.gen() && w.pins() > 0,
+                    "pinned slot changed owner"
+                );
                 if w.state() != SlotState::Live {
                     break;
                 }
                 let retired = w.with_state(SlotState::Retired).with_pins(w.pins() - 1);
-                if slot.cas(w, retired).is_ok() {
-                    self.live.sub();
-                    return true;
+                match slot.cas(w, retired) {
+                    Ok(()) => return true,
+                    Err(now) => w = now,
                 }
             }
         }
-        self.unpin(slot, fd, gen);
+        self.unpin(slot, fd, pinned.gen());
         false
+    }
+
+    /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
+    pub(crate) fn count_retired(&self, n: usize) {
+        self.live.sub_n(n);
     }
 
     /// Visit every published number with atomic loads only: the walk behind
