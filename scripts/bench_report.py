@@ -51,7 +51,6 @@ ROWS = [
     ("`close_all` 10 000 `File`s vs `dup3(placeholder, fd)` loop", "retire/close_all_files/10000", "retire/dup3_loop/10000", "<= 1.10", ""),
     ("`close_all` 10 000 `OwnedFd`s (probed) vs `dup3` loop", "close_all/close_all/10000/contiguous", "retire/dup3_loop/10000", None, ""),
     ("`dup3` loop 10 000 vs close loop", "retire/dup3_loop/10000", "close_all/close_loop/10000/contiguous", None, ""),
-    ("`close_all` 10 000 scattered `OwnedFd`s vs close loop", "close_all/close_all/10000/scattered", "close_all/close_loop/10000/scattered", None, ""),
     ("close loop 1 000 vs one `close_range`", "close_all/close_loop/1000/contiguous", "close_all/close_range/1000/contiguous", None, ""),
     ("close loop 10 000 vs one `close_range`", "close_all/close_loop/10000/contiguous", "close_all/close_range/10000/contiguous", None, ""),
     ("`close_all_in_child` 10 000 contiguous vs one `close_range` (child)", "child_close_10000_contiguous/close_all_in_child", "child_close_10000_contiguous/raw_close_range", "<= 1.10", ""),
