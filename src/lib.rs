@@ -47,7 +47,8 @@
 //! # Map of the crate
 //! - [`table`](FdTable): the slot array, `track`, `for_each`
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
-//!   geometry `src/chunks.rs`); `close_all` and its [`CloseAllReport`]
+//!   geometry `src/chunks.rs`, the walks' per-thread visit list
+//!   `src/visits.rs`); `close_all` and its [`CloseAllReport`]
 //!   (`src/retire.rs`) with the process-wide dead placeholder
 //!   (`src/placeholder.rs`).
 //! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
@@ -108,6 +109,7 @@ mod sys;
 mod table;
 mod trackable;
 mod tracked;
+mod visits;
 
 #[doc(hidden)]
 pub use child::force_close_fallback;

@@ -10,7 +10,6 @@
 //! `close(2)`. Everything that closes does so inside a [`MaskGuard`], so a
 //! handler on the same thread never sees the number unpublished but still open.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -25,6 +24,7 @@ use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::trackable::Trackable;
 use crate::tracked::{TrackError, Tracked};
+use crate::visits::{self, PinNode};
 
 /// A table of owned file descriptors that can be walked, closed in bulk, and
 /// closed in a fork child, safely against threads, signal handlers and
@@ -83,47 +83,6 @@ pub struct FdTable {
     live: StripedCount,
     /// `close(2)` errors that no caller could be told about.
     swallowed: AtomicUsize,
-}
-
-// One node per slot pinned by a `for_each` frame on this thread, linked
-// through the stack frames themselves: no allocation, no destructor.
-struct PinNode {
-    table: *const FdTable,
-    fd: RawFd,
-    gen: u64,
-    prev: *const PinNode,
-}
-
-#[cfg(not(fdtable_loom))]
-thread_local! {
-    static PINS_HELD: Cell<*const PinNode> = const { Cell::new(ptr::null()) };
-}
-
-// loom runs every model thread as a coroutine on one OS thread, so a std
-// thread-local would be shared by all of them (and a list linked through
-// their stacks would dangle): use loom's per-model-thread storage instead.
-#[cfg(fdtable_loom)]
-loom::thread_local! {
-    static PINS_HELD: Cell<*const PinNode> = Cell::new(ptr::null());
-}
-
-/// How many pins on `(table, fd, gen)` the current thread's walks hold: the
-/// visits of `fd` in progress in this thread's `for_each` frames.
-/// Async-signal-safe (reads a `const` thread-local and stack memory); in a
-/// fork child it reads the forking thread's list, which the child inherits.
-fn pins_held_here(table: *const FdTable, fd: RawFd, gen: u64) -> u64 {
-    let mut count = 0;
-    let mut node = PINS_HELD.with(Cell::get);
-    while !node.is_null() {
-        // SAFETY: every node in the list lives in a `for_each` frame that is
-        // still on this thread's stack; it unlinks itself before it dies.
-        let n = unsafe { &*node };
-        if ptr::eq(n.table, table) && n.fd == fd && n.gen == gen {
-            count += 1;
-        }
-        node = n.prev;
-    }
-    count
 }
 
 impl FdTable {
@@ -400,13 +359,11 @@ impl FdTable {
                 let Some(gen) = self.pin(slot, Some(epoch)).map(Word::gen) else {
                     continue;
                 };
-                let node = PinNode {
-                    table: self,
-                    fd,
-                    gen,
-                    prev: PINS_HELD.with(Cell::get),
-                };
-                PINS_HELD.with(|head| head.set(&node));
+                let node = PinNode::new(self, fd, gen);
+                // SAFETY: `node` outlives `visit`, whose drop unlinks it (on
+                // return or unwind), before any node linked after it is
+                // gone: inner walks unlink theirs first.
+                unsafe { visits::link(&node) };
                 let visit = Visit {
                     table: self,
                     slot,
@@ -521,7 +478,7 @@ impl FdTable {
     /// How many visits of `fd` (generation `gen`) the calling thread's walks
     /// have in progress. Async-signal-safe.
     pub(crate) fn visits_here(&self, fd: RawFd, gen: u64) -> u64 {
-        pins_held_here(self, fd, gen)
+        visits::pins_held_here(self, fd, gen)
     }
 
     /// Unregister `fd` without closing it once no walk visits it: the path
@@ -540,7 +497,7 @@ impl FdTable {
     /// open under this thread's callback or be closed under it: either way
     /// the table no longer acts on it.
     pub(crate) fn forget_entry_leniently(&self, fd: RawFd, gen: u64) {
-        let own = pins_held_here(self, fd, gen);
+        let own = visits::pins_held_here(self, fd, gen);
         self.forget_when_pins_at_most(fd, gen, own);
     }
 
@@ -642,53 +599,6 @@ impl FdTable {
             }
         }
     }
-
-    /// The fork-child walk behind `retire_all_in_child`: make the child's
-    /// copy of the table look as if only the calling (forking) thread had
-    /// ever walked it, then hand each number that stays published to `f`, in
-    /// ascending order. Returns how many entries it closed itself.
-    ///
-    /// Only the forking thread exists in the child, so pins held by other
-    /// parent threads' walks would never be released: `into_inner` would
-    /// wait forever, `try_into_inner` fail forever, and a close deferred
-    /// behind them never happen. Each published slot keeps exactly the pins
-    /// that the calling thread's walks hold (its inherited pin list); an
-    /// entry whose close was deferred behind pins that are all gone is
-    /// unpublished and its number closed here (it has no handle left).
-    ///
-    /// Async-signal-safe and allocation-free: atomics, the thread's pin list
-    /// (stack memory), `close(2)`. The caller holds the signal mask; no other
-    /// thread exists, so every CAS succeeds at its first try.
-    pub(crate) fn settle_in_child(&self, mut f: impl FnMut(RawFd)) -> usize {
-        let mut closed = 0;
-        for (base, slots) in self.chunks_in_use() {
-            for (fd, slot) in (base..).zip(slots) {
-                loop {
-                    let w = slot.load();
-                    if !w.is_published() {
-                        break;
-                    }
-                    let own = pins_held_here(self, fd, w.gen()).min(w.pins());
-                    if w.state() == SlotState::Closing && own == 0 {
-                        if slot.cas(w, Word::FREE).is_err() {
-                            continue;
-                        }
-                        // Unpublished first, as everywhere.
-                        if sys::close(fd).is_err() {
-                            self.swallowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        closed += 1;
-                        break;
-                    }
-                    if own == w.pins() || slot.cas(w, w.with_pins(own)).is_ok() {
-                        f(fd);
-                        break;
-                    }
-                }
-            }
-        }
-        closed
-    }
 }
 
 impl Default for FdTable {
@@ -734,8 +644,7 @@ impl Drop for Visit<'_> {
     fn drop(&mut self) {
         // SAFETY: `node` is alive (it outlives `self` in `for_each`) and is
         // the head of this thread's list: inner walks unlinked theirs first.
-        let prev = unsafe { (*self.node).prev };
-        PINS_HELD.with(|head| head.set(prev));
+        unsafe { visits::unlink(self.node) };
         self.table.unpin(self.slot, self.fd, self.gen);
     }
 }

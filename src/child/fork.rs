@@ -8,8 +8,10 @@ use super::close::close_published;
 use super::reset_handled_signals;
 use crate::mask::MaskGuard;
 use crate::placeholder;
+use crate::slot::{SlotState, Word};
 use crate::sys;
 use crate::table::FdTable;
+use crate::visits;
 #[cfg(doc)]
 use crate::CommandExt;
 
@@ -223,5 +225,52 @@ impl FdTable {
             Some(error) => Err(error),
             None => Ok(closed + swapped_in),
         }
+    }
+
+    /// The fork-child walk behind `retire_all_in_child`: make the child's
+    /// copy of the table look as if only the calling (forking) thread had
+    /// ever walked it, then hand each number that stays published to `f`, in
+    /// ascending order. Returns how many entries it closed itself.
+    ///
+    /// Only the forking thread exists in the child, so pins held by other
+    /// parent threads' walks would never be released: `into_inner` would
+    /// wait forever, `try_into_inner` fail forever, and a close deferred
+    /// behind them never happen. Each published slot keeps exactly the pins
+    /// that the calling thread's walks hold (its inherited pin list); an
+    /// entry whose close was deferred behind pins that are all gone is
+    /// unpublished and its number closed here (it has no handle left).
+    ///
+    /// Async-signal-safe and allocation-free: atomics, the thread's pin list
+    /// (stack memory), `close(2)`. The caller holds the signal mask; no other
+    /// thread exists, so every CAS succeeds at its first try.
+    fn settle_in_child(&self, mut f: impl FnMut(RawFd)) -> usize {
+        let mut closed = 0;
+        for (base, slots) in self.chunks_in_use() {
+            for (fd, slot) in (base..).zip(slots) {
+                loop {
+                    let w = slot.load();
+                    if !w.is_published() {
+                        break;
+                    }
+                    let own = visits::pins_held_here(self, fd, w.gen()).min(w.pins());
+                    if w.state() == SlotState::Closing && own == 0 {
+                        if slot.cas(w, Word::FREE).is_err() {
+                            continue;
+                        }
+                        // Unpublished first, as everywhere.
+                        if sys::close(fd).is_err() {
+                            self.count_swallowed();
+                        }
+                        closed += 1;
+                        break;
+                    }
+                    if own == w.pins() || slot.cas(w, w.with_pins(own)).is_ok() {
+                        f(fd);
+                        break;
+                    }
+                }
+            }
+        }
+        closed
     }
 }
