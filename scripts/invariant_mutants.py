@@ -50,7 +50,7 @@ M = {
         ["--test","errors","fd_closed_behind_the_tables_back_makes_close_report_ebadf_and_leaves_no_entry"]),
  "I8": ("src/table.rs",
         "    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {\n        self.try_forget(fd, gen, 0)",
-        "    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {\n        self.try_forget(fd, gen, pins_held_here(self, fd, gen))",
+        "    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {\n        self.try_forget(fd, gen, visits::pins_held_here(self, fd, gen))",
         ["--test","visited_number","try_into_inner_of_the_visited_entry_cannot_recycle_its_number"]),
  "I8b": ("src/tracked.rs",
         "        if self.table.visits_here(self.fd, self.gen) > 0 {",
