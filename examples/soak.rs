@@ -879,11 +879,11 @@ fn drain_interrupts(interrupts: &Interrupts) {
 }
 
 fn forker(sentinels: Arc<Vec<(RawFd, (u64, u64))>>) {
-    let mut round = 0i64;
+    let mut round = 0u64;
     while !STOP_WORK.load(SeqCst) {
         round += 1;
         fork_and_check(&sentinels);
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             spawn_checks();
         }
         let _doing = doing(Step::Sleep);

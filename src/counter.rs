@@ -70,7 +70,15 @@ impl StripedCount {
 
     /// Async-signal-safe.
     pub(crate) fn sub(&self) {
-        self.stripes[my_stripe()].0.fetch_sub(1, Ordering::Relaxed);
+        self.sub_n(1);
+    }
+
+    /// Subtract `n` at once (one atomic operation for a whole batch).
+    /// Async-signal-safe.
+    pub(crate) fn sub_n(&self, n: usize) {
+        if n > 0 {
+            self.stripes[my_stripe()].0.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// The sum, clamped at zero: stripes are read one by one, so a snapshot

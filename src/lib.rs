@@ -45,8 +45,15 @@
 //! ```
 //!
 //! # Map of the crate
-//! - [`table`](FdTable): the slot array, `track`, `for_each`, `close_all`
-//!   (`src/table.rs`; the slot state machine is `src/slot.rs`).
+//! - [`table`](FdTable): the slot array, `track`, `for_each`
+//!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
+//!   geometry `src/chunks.rs`, the walks' per-thread visit list
+//!   `src/visits.rs`); `close_all` and its [`CloseAllReport`]
+//!   (`src/retire.rs`) with the process-wide dead placeholder
+//!   (`src/placeholder.rs`).
+//! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
+//!   types, or your own by an `unsafe impl`) and what `close_all` may do to
+//!   it (`src/trackable.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
 //! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`],
@@ -82,6 +89,13 @@
 //!   its placeholder.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
+//! - The first `track` opens one descriptor that stays open for the life of
+//!   the process: the dead placeholder `close_all` swaps in (see
+//!   [`FdTable`]'s Resources).
+//! - [`Tracked::into_inner`] panics when called from the `for_each` callback
+//!   that is visiting its entry (it would wait for itself);
+//!   [`Tracked::try_into_inner`] and [`Tracked::close`] are the ways out
+//!   there.
 //!
 //! # Minimum supported Rust version
 //! The library builds with Rust 1.87 or newer (`rust-version` in
@@ -96,26 +110,41 @@
 #![deny(missing_debug_implementations, rust_2018_idioms)]
 
 mod child;
+mod chunks;
 mod counter;
 mod mask;
+mod placeholder;
 pub mod quarantine;
+mod retire;
 mod signals;
 mod slot;
 mod sync;
 mod sys;
 mod table;
+mod trackable;
 mod tracked;
+mod visits;
 
 #[doc(hidden)]
 pub use child::force_close_fallback;
 pub use child::CommandExt;
 pub use mask::MaskGuard;
+pub use retire::CloseAllReport;
 pub use signals::{
     ForegroundChild, Interrupts, InterruptsBuilder, Received, Signal, UnsupportedSignal,
     WaitOutcome,
 };
-pub use table::{CloseAllReport, FdTable};
+pub use table::FdTable;
+pub use trackable::{FdKind, Trackable};
 pub use tracked::{TrackError, Tracked};
+
+// What the docs promise about threads, checked at compile time.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<FdTable>();
+    send_sync::<Tracked<'static, std::fs::File>>();
+    send_sync::<CloseAllReport>();
+};
 
 /// The README's Rust snippets, compiled and run as doc tests.
 #[cfg(doctest)]

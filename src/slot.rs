@@ -1,9 +1,14 @@
 //! One slot per fd number: a single atomic word and its state machine.
 //!
 //! ```text
-//!   bit 63 ............ 18 | 17 ...... 2 | 1 0
-//!        generation (46)   |  pins (16)  | state
+//!   bit 63 ............ 18 | 17 ...... 5 | 4 .. 2 | 1 0
+//!        generation (46)   |  pins (13)  |  kind  | state
 //! ```
+//!
+//! The kind is [`FdKind`], copied from `T::KIND` at `track` time: what
+//! `close_all` may do to release the descriptor. 13 pin bits allow 8 191
+//! simultaneous visits of one entry; a walk that finds the count saturated
+//! backs off until a pin goes.
 //!
 //! States and who owns the number in each:
 //!
@@ -20,8 +25,15 @@
 //!   Free ──track──▶ Live ──close, pins = 0──▶ Free          (then close(2))
 //!                   Live ──close, pins > 0──▶ Closing ──last unpin──▶ Free (then close(2))
 //!                   Live ──close_all────────▶ Retired ──drop──▶ Free / Closing
-//!                   Live/Retired ──into_inner, no foreign pin──▶ Free (no close)
+//!                   Live/Retired ──into_inner / try_into_inner, pins = 0──▶ Free (no close)
+//!   (fork child) any ──retire_all_in_child──▶ same state, pins = the forking
+//!                      thread's own; Closing with none left ──▶ Free (then close(2))
 //! ```
+//!
+//! `into_inner` never takes an entry that a walk is visiting: the number it
+//! hands back could be closed (and recycled) under the callback. It waits for
+//! other threads' visits and refuses (panics) for a visit of its own thread;
+//! `try_into_inner` refuses any visit.
 //!
 //! The generation is a stamp given at `track` time: the table's walk epoch,
 //! which every walk increments as it starts. A walk that started at epoch `e`
@@ -32,12 +44,17 @@
 //! touches nothing.
 
 use crate::sync::{AtomicU64, Ordering};
+use crate::trackable::FdKind;
 
 const STATE_BITS: u32 = 2;
-const PIN_BITS: u32 = 16;
-const GEN_SHIFT: u32 = STATE_BITS + PIN_BITS;
+const KIND_BITS: u32 = 3;
+const KIND_SHIFT: u32 = STATE_BITS;
+const PIN_BITS: u32 = 13;
+const PIN_SHIFT: u32 = KIND_SHIFT + KIND_BITS;
+const GEN_SHIFT: u32 = PIN_SHIFT + PIN_BITS;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
-const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << STATE_BITS;
+const KIND_MASK: u64 = ((1 << KIND_BITS) - 1) << KIND_SHIFT;
+const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
 /// Largest pin count a slot can hold.
 pub(crate) const MAX_PINS: u64 = (1 << PIN_BITS) - 1;
 /// Generations live in 46 bits and wrap; comparisons are modular.
@@ -59,9 +76,14 @@ pub(crate) struct Word(u64);
 impl Word {
     pub(crate) const FREE: Word = Word(0);
 
-    pub(crate) fn new(state: SlotState, pins: u64, gen: u64) -> Word {
+    pub(crate) fn new(state: SlotState, kind: FdKind, pins: u64, gen: u64) -> Word {
         debug_assert!(pins <= MAX_PINS);
-        Word(((gen & GEN_MASK) << GEN_SHIFT) | (pins << STATE_BITS) | state as u64)
+        Word(
+            ((gen & GEN_MASK) << GEN_SHIFT)
+                | (pins << PIN_SHIFT)
+                | (u64::from(kind.to_bits()) << KIND_SHIFT)
+                | state as u64,
+        )
     }
 
     pub(crate) fn state(self) -> SlotState {
@@ -73,8 +95,12 @@ impl Word {
         }
     }
 
+    pub(crate) fn kind(self) -> FdKind {
+        FdKind::from_bits(((self.0 & KIND_MASK) >> KIND_SHIFT) as u8)
+    }
+
     pub(crate) fn pins(self) -> u64 {
-        (self.0 & PIN_MASK) >> STATE_BITS
+        (self.0 & PIN_MASK) >> PIN_SHIFT
     }
 
     pub(crate) fn gen(self) -> u64 {
@@ -82,11 +108,12 @@ impl Word {
     }
 
     pub(crate) fn with_state(self, state: SlotState) -> Word {
-        Word::new(state, self.pins(), self.gen())
+        Word((self.0 & !STATE_MASK) | state as u64)
     }
 
     pub(crate) fn with_pins(self, pins: u64) -> Word {
-        Word::new(self.state(), pins, self.gen())
+        debug_assert!(pins <= MAX_PINS);
+        Word((self.0 & !PIN_MASK) | (pins << PIN_SHIFT))
     }
 
     /// Whether the table holds this number (any state but `Free`).
@@ -99,8 +126,9 @@ impl std::fmt::Debug for Word {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:?}(pins={}, gen={})",
+            "{:?}({:?}, pins={}, gen={})",
             self.state(),
+            self.kind(),
             self.pins(),
             self.gen()
         )
@@ -151,13 +179,32 @@ mod tests {
             SlotState::Closing,
             SlotState::Retired,
         ] {
-            for pins in [0, 1, 2, MAX_PINS] {
-                for gen in [0, 1, 12345, GEN_MASK] {
-                    let w = Word::new(state, pins, gen);
-                    assert_eq!((w.state(), w.pins(), w.gen()), (state, pins, gen));
+            for kind in FdKind::ALL {
+                for pins in [0, 1, 2, MAX_PINS] {
+                    for gen in [0, 1, 12345, GEN_MASK] {
+                        let w = Word::new(state, kind, pins, gen);
+                        assert_eq!(
+                            (w.state(), w.kind(), w.pins(), w.gen()),
+                            (state, kind, pins, gen)
+                        );
+                        // The setters touch their own field only.
+                        let moved = w.with_pins(MAX_PINS - pins).with_state(SlotState::Closing);
+                        assert_eq!(
+                            (moved.kind(), moved.pins(), moved.gen()),
+                            (kind, MAX_PINS - pins, gen)
+                        );
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_free_word_is_all_zero_and_the_generation_keeps_46_bits() {
+        assert_eq!(Word::FREE.0, 0);
+        assert_eq!(Word::FREE.kind(), FdKind::Unknown);
+        assert_eq!(GEN_MASK, (1 << 46) - 1);
+        assert_eq!(MAX_PINS, 8191);
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //!
 //! Normal builds use `core::sync::atomic`; `RUSTFLAGS="--cfg fdtable_loom"` swaps in
 //! `loom`'s model-checked atomics so the slot state machine can be explored
-//! exhaustively (see `tests/loom.rs`). Nothing else in the crate names an
-//! atomic type directly.
+//! exhaustively (see `tests/loom.rs`). Every atomic the table's state
+//! machine is built from (slots, chunk pointers, the walk epoch, the live
+//! count, the swallowed-error count) comes from here. Process-wide flags
+//! that no model needs to explore name `core`/`std` atomics directly: the
+//! placeholder's number (`placeholder.rs`), the counter's stripe assignment
+//! (`counter.rs`), the `close_range` cache (`child/close.rs`), and the signal
+//! side's state (`interrupts.rs`, `quarantine.rs`).
 
 #[cfg(fdtable_loom)]
 pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};

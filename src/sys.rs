@@ -6,7 +6,7 @@
 //! nothing.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Call a libc function and turn a `-1` return into `Err(last_os_error)`.
 macro_rules! syscall {
@@ -64,42 +64,85 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }
 
-/// Open a dead placeholder: a descriptor on which I/O fails, close-on-exec.
+/// Open a dead placeholder: a close-on-exec descriptor that resolves no path
+/// and does no I/O, numbered 3 or above.
 ///
-/// Linux: an `O_PATH` descriptor of `/`, on which `read`/`write` fail with
-/// `EBADF`. Elsewhere: the read end of a pipe whose write end is closed
-/// (reads see end-of-file, writes fail with `EBADF`).
+/// Linux: an `O_PATH` descriptor of `/dev/null`. `read`/`write` (and
+/// `fchmod`, `ioctl`, ...) fail with `EBADF`; path lookups through it
+/// (`openat`, `mkdirat`, `unlinkat`, `fchdir`) fail with `ENOTDIR`, since it
+/// is not a directory; `fstat` describes `/dev/null`. Reopening it through
+/// `/proc/self/fd` gives `/dev/null`, which is harmless. Elsewhere: the read
+/// end of a pipe whose write end is closed (reads see end-of-file, writes
+/// fail with `EBADF`, lookups `ENOTDIR`).
 ///
-/// Not async-signal-safe on non-Linux targets only in the sense that it makes
-/// three syscalls; it never allocates.
+/// A number below 3 is moved up (`F_DUPFD_CLOEXEC`): a process started with
+/// stdio closed must not find the placeholder as its stdin, nor lose the
+/// number 0-2 that a later `open` was meant to get.
+///
+/// Async-signal-safe (a few syscalls, no allocation).
 ///
 /// # References
-/// `open(2)` (`O_PATH`), `pipe(2)`
-pub(crate) fn open_placeholder() -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+/// `open(2)` (`O_PATH`), `pipe(2)`, `fcntl(2)` (`F_DUPFD_CLOEXEC`)
+pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let fd = syscall!(open(
-            c"/".as_ptr(),
-            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY
-        ))?;
+    let fd = {
+        let fd = syscall!(open(c"/dev/null".as_ptr(), libc::O_PATH | libc::O_CLOEXEC))?;
         // SAFETY: `open` just returned this descriptor; nothing else owns it.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-    }
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
+    let fd = {
         let mut fds = [-1 as libc::c_int; 2];
         syscall!(pipe(fds.as_mut_ptr()))?;
         // SAFETY: `pipe` just returned both descriptors; we own them.
-        let (read, write) = unsafe {
-            (
-                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-            )
-        };
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         drop(write);
         set_cloexec(fds[0], true)?;
-        Ok(read)
+        read
+    };
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let moved = syscall!(fcntl(
+        fd.as_raw_fd(),
+        libc::F_DUPFD_CLOEXEC,
+        3 as libc::c_int
+    ))?;
+    // SAFETY: `fcntl` just returned this new descriptor; the low one closes
+    // when `fd` drops.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// Whether `fd` is still a placeholder made by [`open_placeholder`]: on
+/// Linux an `O_PATH` descriptor of the character device 1:3 (`/dev/null`),
+/// elsewhere the read end of a pipe. A number that some other code closed
+/// and reopened fails the check (unless it reopened exactly that, which is
+/// as dead).
+///
+/// Async-signal-safe (`fstat`, `fcntl`).
+///
+/// # References
+/// `fstat(2)`, `fcntl(2)` (`F_GETFL`), `null(4)`
+pub(crate) fn is_dead_placeholder(fd: RawFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
+        return false;
+    }
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let Ok(flags) = syscall!(fcntl(fd, libc::F_GETFL)) else {
+        return false;
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && libc::major(st.st_rdev) == 1
+            && libc::minor(st.st_rdev) == 3
+            && flags & libc::O_PATH != 0
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        st.st_mode & libc::S_IFMT == libc::S_IFIFO && flags & libc::O_ACCMODE == libc::O_RDONLY
     }
 }
 
@@ -134,14 +177,15 @@ pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Res
     }
 }
 
-/// `shutdown(SHUT_RDWR)` when `fd` is a connected socket, so threads blocked
-/// in `read`/`accept` on it wake up. Anything else is left alone.
+/// `shutdown(SHUT_RDWR)`, so threads blocked in `read`/`accept` on the
+/// socket wake up. On anything but a socket it fails at once (`ENOTSOCK`)
+/// and changes nothing, so it doubles as the probe for descriptors of
+/// unknown kind; `ENOTCONN` means there was no connection to end.
 ///
 /// # References
 /// `shutdown(2)`
-pub(crate) fn shutdown_if_socket(fd: RawFd) {
-    // ENOTSOCK / ENOTCONN / EINVAL: not a socket, or nothing to shut down.
-    let _ = syscall!(shutdown(fd, libc::SHUT_RDWR));
+pub(crate) fn shutdown(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_RDWR)).map(drop)
 }
 
 // ---------------------------------------------------------------------------

@@ -1,11 +1,8 @@
-//! [`FdTable`]: the lock-free slot array and every operation on it.
+//! [`FdTable`]: the lock-free slot array, `track`, walks and releases.
 //!
-//! Slots live in chunks of doubling size reached through a fixed array of
-//! chunk pointers: chunk 0 covers fd numbers `0..1024`, chunk `k >= 1` covers
-//! `1024 << (k-1) .. 1024 << k`. A chunk is allocated the first time a number
-//! in its range is tracked and is never freed while the table lives, so a
-//! reference to a slot stays valid without any lock, from any thread, inside
-//! a signal handler or in a fork child. Memory is 8 bytes per fd number in the
+//! Slots live in chunks (see `chunks.rs`) that are never freed while the
+//! table lives, so a reference to a slot stays valid without any lock, from
+//! any thread, inside a signal handler or in a fork child. Memory is 8 bytes per fd number in the
 //! chunks in use: at most `max(8 KiB, 16 * (highest tracked fd + 1))` bytes.
 //!
 //! Ordering rule that the child path and other threads rely on: **publish
@@ -13,51 +10,21 @@
 //! `close(2)`. Everything that closes does so inside a [`MaskGuard`], so a
 //! handler on the same thread never sees the number unpublished but still open.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 
+use crate::chunks::{alloc_chunk, chunk_base, chunk_len, free_chunk, locate, CHUNKS};
 use crate::counter::StripedCount;
 use crate::mask::MaskGuard;
+use crate::placeholder;
 use crate::slot::{tracked_by, Slot, SlotState, Word, GEN_MASK, MAX_PINS};
 use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
+use crate::trackable::Trackable;
 use crate::tracked::{TrackError, Tracked};
-
-#[cfg(not(fdtable_loom))]
-const BASE_SHIFT: u32 = 10;
-#[cfg(fdtable_loom)]
-const BASE_SHIFT: u32 = 2;
-const CHUNKS: usize = 32;
-
-/// Which chunk holds `fd`, and where inside it.
-fn locate(fd: usize) -> (usize, usize) {
-    let hi = fd >> BASE_SHIFT;
-    if hi == 0 {
-        (0, fd)
-    } else {
-        let k = (usize::BITS - hi.leading_zeros()) as usize;
-        (k, fd - chunk_base(k))
-    }
-}
-
-fn chunk_base(k: usize) -> usize {
-    if k == 0 {
-        0
-    } else {
-        1 << (BASE_SHIFT as usize + k - 1)
-    }
-}
-
-fn chunk_len(k: usize) -> usize {
-    if k == 0 {
-        1 << BASE_SHIFT
-    } else {
-        1 << (BASE_SHIFT as usize + k - 1)
-    }
-}
+use crate::visits::{self, PinNode};
 
 /// A table of owned file descriptors that can be walked, closed in bulk, and
 /// closed in a fork child, safely against threads, signal handlers and
@@ -87,6 +54,25 @@ fn chunk_len(k: usize) -> usize {
 /// async-signal-safe syscalls. `track` may allocate a chunk; `for_each` runs
 /// your code; `close_all` collects errors in a `Vec`: none of those belongs in
 /// a signal handler.
+///
+/// # Resources
+/// The table allocates nothing until the first `track`, then 8 bytes per fd
+/// number in the chunks in use (chunks of 1 024, 1 024, 2 048, ... numbers,
+/// from `mmap`, never freed while the table lives). The first `track` of any
+/// table in the process also opens one dead placeholder descriptor
+/// (close-on-exec, an `O_PATH` descriptor of `/dev/null` on Linux, numbered
+/// 3 or above), kept open for the life of the process, so that
+/// [`close_all`](FdTable::close_all) and
+/// [`retire_all_in_child`](FdTable::retire_all_in_child) work even when the
+/// process is out of descriptors.
+///
+/// # Generations
+/// Each entry is stamped with the table's walk epoch when it is tracked; a
+/// walk visits only entries stamped before it began. Stamps are 46 bits and
+/// compared modulo 2^46, which is exact as long as fewer than 2^45 (about
+/// 3.5 * 10^13) walks of the table start while one entry stays tracked: at
+/// ten million walks a second, about 40 days. Beyond that bound a walk may
+/// skip an entry that was tracked before it began.
 pub struct FdTable {
     chunks: [AtomicPtr<Slot>; CHUNKS],
     /// Bumped by every walk as it starts. `track` stamps an entry with the
@@ -97,44 +83,6 @@ pub struct FdTable {
     live: StripedCount,
     /// `close(2)` errors that no caller could be told about.
     swallowed: AtomicUsize,
-}
-
-// One node per slot pinned by a `for_each` frame on this thread, linked
-// through the stack frames themselves: no allocation, no destructor.
-struct PinNode {
-    table: *const FdTable,
-    fd: RawFd,
-    gen: u64,
-    prev: *const PinNode,
-}
-
-#[cfg(not(fdtable_loom))]
-thread_local! {
-    static PINS_HELD: Cell<*const PinNode> = const { Cell::new(ptr::null()) };
-}
-
-// loom runs every model thread as a coroutine on one OS thread, so a std
-// thread-local would be shared by all of them (and a list linked through
-// their stacks would dangle): use loom's per-model-thread storage instead.
-#[cfg(fdtable_loom)]
-loom::thread_local! {
-    static PINS_HELD: Cell<*const PinNode> = Cell::new(ptr::null());
-}
-
-/// How many pins on `(table, fd, gen)` the current thread's walks hold.
-fn pins_held_here(table: *const FdTable, fd: RawFd, gen: u64) -> u64 {
-    let mut count = 0;
-    let mut node = PINS_HELD.with(Cell::get);
-    while !node.is_null() {
-        // SAFETY: every node in the list lives in a `for_each` frame that is
-        // still on this thread's stack; it unlinks itself before it dies.
-        let n = unsafe { &*node };
-        if ptr::eq(n.table, table) && n.fd == fd && n.gen == gen {
-            count += 1;
-        }
-        node = n.prev;
-    }
-    count
 }
 
 impl FdTable {
@@ -196,7 +144,7 @@ impl FdTable {
 
     /// Every allocated chunk as (its first fd number, its slots), in
     /// ascending order. Atomic loads only: async-signal-safe.
-    fn chunks_in_use(&self) -> impl Iterator<Item = (RawFd, &[Slot])> {
+    pub(crate) fn chunks_in_use(&self) -> impl Iterator<Item = (RawFd, &[Slot])> {
         (0..CHUNKS).filter_map(move |k| {
             let chunk = self.chunks[k].load(Ordering::Acquire);
             if chunk.is_null() {
@@ -233,17 +181,35 @@ impl FdTable {
     /// Take ownership of `resource` and register its descriptor.
     ///
     /// Sets `FD_CLOEXEC` on the descriptor (one `fcntl(F_GETFD)`, plus an
-    /// `F_SETFD` only when the flag is missing), then publishes it. On
-    /// failure nothing is closed and the resource comes back inside the
-    /// error:
-    /// - the number is already tracked by this table: `AlreadyExists`;
-    /// - the number is not open: the OS error (`EBADF`);
-    /// - the slot memory cannot be allocated: `ENOMEM`.
+    /// `F_SETFD` only when the flag is missing), then publishes it with its
+    /// [`FdKind`](crate::FdKind) (`T::KIND`). The first `track` of any table
+    /// in the process also opens the dead placeholder that
+    /// [`close_all`](FdTable::close_all) swaps over descriptors (see
+    /// [Resources](FdTable#resources)); later calls only check that it exists.
+    ///
+    /// `T` is any [`Trackable`]: std's descriptor types (`File`, `OwnedFd`,
+    /// sockets, pipes, child stdio), or your own type through an `unsafe
+    /// impl`.
     ///
     /// Not async-signal-safe (may allocate the chunk for a new range of
     /// numbers). Takes no signal mask: publishing is one atomic step, and the
     /// number is open both before and after it.
     ///
+    /// # Errors
+    /// Nothing is closed on failure: the resource comes back inside the
+    /// [`TrackError`] (see [`TrackError::into_parts`]).
+    /// - The number is already tracked by this table: `AlreadyExists`, with
+    ///   the number in the message.
+    /// - The number is not an open descriptor: `InvalidInput`, with the
+    ///   number in the message; the `EBADF` from `fcntl(2)` is its
+    ///   [`source`](std::error::Error::source).
+    /// - Other errors of `fcntl(2)` (`EPERM` under a seccomp filter, say), as
+    ///   the OS error.
+    /// - The placeholder cannot be opened (first call only: `EMFILE` when
+    ///   the process is already out of descriptors), or the slot memory
+    ///   cannot be mapped (`ENOMEM`): the OS error.
+    ///
+    /// # Examples
     /// ```
     /// use fdtable::FdTable;
     /// use std::io::Write;
@@ -254,27 +220,46 @@ impl FdTable {
     /// log.close()?; // or just drop it
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn track<T: AsFd + Into<OwnedFd>>(
-        &self,
-        resource: T,
-    ) -> Result<Tracked<'_, T>, TrackError<T>> {
+    ///
+    /// The handle is `#[must_use]`: dropping it at once would close the
+    /// descriptor at once.
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// # fn main() -> std::io::Result<()> {
+    /// let table = fdtable::FdTable::global();
+    /// table.track(std::fs::File::open("/dev/null")?)?; // error: unused `Tracked`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn track<T: Trackable>(&self, resource: T) -> Result<Tracked<'_, T>, TrackError<T>> {
         let fd = resource.as_fd().as_raw_fd();
         if let Err(error) = sys::set_cloexec(fd, true) {
+            let error = if error.raw_os_error() == Some(libc::EBADF) {
+                crate::tracked::not_open(fd, error)
+            } else {
+                error
+            };
+            return Err(TrackError::new(resource, error));
+        }
+        // After the `fcntl` check: a placeholder opened first could take the
+        // very number a bad `resource` names.
+        if let Err(error) = placeholder::ensure() {
             return Err(TrackError::new(resource, error));
         }
         let slot = match self.slot_or_alloc(fd) {
             Ok(slot) => slot,
             Err(error) => return Err(TrackError::new(resource, error)),
         };
-        // Slot first (acquire), epoch second: if this number was released by
-        // `into_inner` inside a walk, that walk's epoch bump happens-before
-        // the release we just read, so our stamp is newer than its pins and
-        // its stale unpin cannot touch the new entry.
+        // Slot first (acquire), epoch second: if this number was released
+        // while a walk still pinned it (a panicking conversion inside the
+        // walk's callback), that walk's epoch bump happens-before the release
+        // we just read, so our stamp is newer than its pins and its stale
+        // unpin cannot touch the new entry.
         let current = slot.load();
         let gen = self.walk_epoch.load(Ordering::Relaxed) & GEN_MASK;
         let published = current.state() == SlotState::Free
             && slot
-                .cas(current, Word::new(SlotState::Live, 0, gen))
+                .cas(current, Word::new(SlotState::Live, T::KIND, 0, gen))
                 .is_ok();
         if !published {
             let error = io::Error::new(
@@ -330,14 +315,21 @@ impl FdTable {
     ///   visited; one tracked after the walk began is not visited, even if it
     ///   reuses a number the walk has not reached yet;
     /// - the number being visited stays open, and is not recycled, until `f`
-    ///   returns, even if its handle is closed meanwhile (by `f` or another
-    ///   thread): the close then completes right after `f` returns.
+    ///   returns, whatever safe code does meanwhile (in `f` or on another
+    ///   thread): a close of its handle is deferred until `f` returns, and the
+    ///   handle cannot be taken back out of the table while it is visited:
+    ///   - [`Tracked::close`] and dropping the handle defer the close;
+    ///   - [`Tracked::try_into_inner`] returns the handle in `Err` while any
+    ///     walk, this thread's included, visits the entry;
+    ///   - [`Tracked::into_inner`] waits for other threads' visits, and
+    ///     panics when a walk of the calling thread (this one or any
+    ///     enclosing one) is visiting the entry: it would wait for itself;
+    /// - [`close_all`](FdTable::close_all) may retire the visited entry: the
+    ///   number then names the dead placeholder, still reserved.
     ///
-    /// No signal mask is held while `f` runs. Calling
-    /// [`Tracked::into_inner`] from another thread on the entry being visited
-    /// waits until `f` returns. Calling it from inside `f` on the entry being
-    /// visited does not wait: the descriptor is yours again, so do not close
-    /// it before `f` returns if you still use the `BorrowedFd`.
+    /// No signal mask is held while `f` runs. See
+    /// [Generations](FdTable#generations) for the bound on how many walks may
+    /// start while one entry lives.
     ///
     /// Not async-signal-safe (runs your code).
     ///
@@ -364,16 +356,14 @@ impl FdTable {
         let epoch = self.walk_epoch.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
-                let Some(gen) = self.pin(slot, Some(epoch)) else {
+                let Some(gen) = self.pin(slot, Some(epoch)).map(Word::gen) else {
                     continue;
                 };
-                let node = PinNode {
-                    table: self,
-                    fd,
-                    gen,
-                    prev: PINS_HELD.with(Cell::get),
-                };
-                PINS_HELD.with(|head| head.set(&node));
+                let node = PinNode::new(self, fd, gen);
+                // SAFETY: `node` outlives `visit`, whose drop unlinks it (on
+                // return or unwind), before any node linked after it is
+                // gone: inner walks unlink theirs first.
+                unsafe { visits::link(&node) };
                 let visit = Visit {
                     table: self,
                     slot,
@@ -390,29 +380,33 @@ impl FdTable {
     }
 
     /// Pin a `Live` slot, only if tracked before `epoch` when one is given.
-    /// Returns the entry's generation.
-    fn pin(&self, slot: &Slot, epoch: Option<u64>) -> Option<u64> {
+    /// Returns the entry's word as the pin left it (its generation, kind and
+    /// pins).
+    pub(crate) fn pin(&self, slot: &Slot, epoch: Option<u64>) -> Option<Word> {
         let mut round = 0;
+        let mut w = slot.load();
         loop {
-            let w = slot.load();
-            let in_walk = epoch.map_or(true, |epoch| tracked_by(w.gen(), epoch));
+            let in_walk = epoch.is_none_or(|epoch| tracked_by(w.gen(), epoch));
             if w.state() != SlotState::Live || !in_walk {
                 return None;
             }
             if w.pins() == MAX_PINS {
                 backoff(round);
                 round += 1;
+                w = slot.load();
                 continue;
             }
-            if slot.cas(w, w.with_pins(w.pins() + 1)).is_ok() {
-                return Some(w.gen());
+            let pinned = w.with_pins(w.pins() + 1);
+            match slot.cas(w, pinned) {
+                Ok(()) => return Some(pinned),
+                Err(now) => w = now,
             }
         }
     }
 
     /// Drop one pin of generation `gen`; the last pin of a `Closing` entry
     /// closes the number.
-    fn unpin(&self, slot: &Slot, fd: RawFd, gen: u64) {
+    pub(crate) fn unpin(&self, slot: &Slot, fd: RawFd, gen: u64) {
         let mut mask = None;
         loop {
             let w = slot.load();
@@ -440,11 +434,11 @@ impl FdTable {
     pub(crate) fn close_entry(&self, fd: RawFd, gen: u64, owned: OwnedFd) -> io::Result<()> {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(owned);
         if raw != fd {
-            // `Into<OwnedFd>` gave back another descriptor than the one
-            // registered (a `get_mut` contract breach, or a `T` whose `AsFd`
-            // and `Into<OwnedFd>` disagree): the registered number is not
-            // ours to close. Forget it, close what we hold.
-            self.forget_entry(fd, gen);
+            // `into_owned_fd` gave back another descriptor than the one
+            // registered (a breach of `Trackable`'s or `get_mut`'s safety
+            // contract): the registered number is not ours to close. Forget
+            // it once no other thread visits it, close what we hold.
+            self.forget_entry_leniently(fd, gen);
             return sys::close(raw);
         }
         let Some(slot) = self.slot(fd) else {
@@ -481,31 +475,60 @@ impl FdTable {
         }
     }
 
-    /// Unregister `fd` without closing it, after waiting for pins held by
-    /// other threads. The path behind `Tracked::into_inner`.
+    /// How many visits of `fd` (generation `gen`) the calling thread's walks
+    /// have in progress. Async-signal-safe.
+    pub(crate) fn visits_here(&self, fd: RawFd, gen: u64) -> u64 {
+        visits::pins_held_here(self, fd, gen)
+    }
+
+    /// Unregister `fd` without closing it once no walk visits it: the path
+    /// behind `Tracked::into_inner`, whose caller has checked that no walk of
+    /// its own thread does (that pin would never go). Waits for other
+    /// threads' visits.
     pub(crate) fn forget_entry(&self, fd: RawFd, gen: u64) {
+        self.forget_when_pins_at_most(fd, gen, 0);
+    }
+
+    /// Unregister `fd` without closing it once other threads' walks no longer
+    /// visit it, even if a walk of this thread does (that walk's unpin then
+    /// finds the slot gone and touches nothing). For the paths that must
+    /// neither panic nor wait for themselves: a panicking `into_owned_fd` and
+    /// a `Trackable` that handed back another descriptor. The number may stay
+    /// open under this thread's callback or be closed under it: either way
+    /// the table no longer acts on it.
+    pub(crate) fn forget_entry_leniently(&self, fd: RawFd, gen: u64) {
+        let own = visits::pins_held_here(self, fd, gen);
+        self.forget_when_pins_at_most(fd, gen, own);
+    }
+
+    fn forget_when_pins_at_most(&self, fd: RawFd, gen: u64, allowed: u64) {
         let mut round = 0;
-        while !self.try_forget_entry(fd, gen) {
+        while !self.try_forget(fd, gen, allowed) {
             backoff(round);
             round = round.saturating_add(1);
         }
     }
 
-    /// Unregister `fd` without closing it unless another thread's walk is
-    /// visiting it; returns `false` (and changes nothing) in that case. The
-    /// path behind `Tracked::try_into_inner`.
+    /// Unregister `fd` without closing it unless any walk (this thread's
+    /// included) is visiting it; returns `false` and changes nothing in that
+    /// case. The path behind `Tracked::try_into_inner`.
     pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {
+        self.try_forget(fd, gen, 0)
+    }
+
+    /// Unregister `fd` (generation `gen`) without closing it if it has at
+    /// most `allowed` pins. Returns whether the entry is gone.
+    fn try_forget(&self, fd: RawFd, gen: u64, allowed: u64) -> bool {
         let Some(slot) = self.slot(fd) else {
             return true;
         };
-        let own = pins_held_here(self, fd, gen);
         loop {
             let w = slot.load();
             let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
             if !ours {
                 return true;
             }
-            if w.pins() > own {
+            if w.pins() > allowed {
                 return false;
             }
             if slot.cas(w, Word::FREE).is_ok() {
@@ -522,98 +545,47 @@ impl FdTable {
         self.swallowed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Release every live entry now, keeping the numbers reserved.
+    /// Drop `close_all`'s pin on a live entry; if `release` succeeded (the
+    /// file is released) and the entry is still live, mark it `Retired` in
+    /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
+    /// also performs a close deferred behind this pin. Returns whether this
+    /// call retired a live entry; the caller then owes one
+    /// [`count_retired`](Self::count_retired) for it (batched: one atomic
+    /// operation per `close_all`, not per entry).
     ///
-    /// Handles may still be in use on other threads, so their numbers cannot
-    /// go back to the kernel yet (the next `open` would reuse them under a
-    /// thread still writing to "its" file). Instead each live descriptor is
-    /// atomically replaced by a dead placeholder (`dup3`): the original file
-    /// is released at once (a pipe's reader sees end-of-file, a lock is
-    /// dropped), sockets are `shutdown(SHUT_RDWR)` first so threads blocked
-    /// in `read`/`accept` wake up, and any later I/O through the handle fails
-    /// (`EBADF` on Linux). The placeholder is closed when the handle drops.
-    /// Retired entries no longer count in [`len`](FdTable::len) but
-    /// [`contains`](FdTable::contains) reports them until their handles drop.
-    ///
-    /// Takes the signal mask once for the whole batch. Entries being closed
-    /// at that moment behind a walk are left to the walk.
-    ///
-    /// `shutdown(2)` acts on the socket, not on the descriptor: it also ends
-    /// the connection for every other descriptor of the same socket, such as
-    /// a `try_clone` or a copy a child process inherited (for example through
-    /// [`CommandExt::close_tracked_fds_except`](crate::CommandExt)). Retire
-    /// such sockets with [`Tracked::into_inner`] first if they must survive.
-    ///
-    /// On Linux the placeholder is an `O_PATH` descriptor of `/`: `read` and
-    /// `write` through a retired handle fail with `EBADF`, but `fstat` (and
-    /// `File::metadata`) succeed and describe `/`.
-    ///
-    /// Not async-signal-safe (the report allocates for errors). In a fork
-    /// child use [`close_all_in_child`](FdTable::close_all_in_child).
-    ///
-    /// ```
-    /// use fdtable::FdTable;
-    /// use std::io::Read;
-    /// static TABLE: FdTable = FdTable::new();
-    ///
-    /// let mut file = TABLE.track(std::fs::File::open("/dev/zero")?)?;
-    /// let report = TABLE.close_all();
-    /// assert_eq!(report.released(), 1);
-    /// assert!(report.errors().is_empty());
-    /// assert!(file.read(&mut [0u8; 8]).is_err()); // the handle is dead
-    /// drop(file); // the number is handed back to the kernel here
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn close_all(&self) -> CloseAllReport {
-        let mut report = CloseAllReport::default();
-        let placeholder = match sys::open_placeholder() {
-            Ok(fd) => fd,
-            Err(error) => {
-                report.errors.push((-1, error));
-                return report;
-            }
-        };
-        let _mask = MaskGuard::new();
-        for (base, slots) in self.chunks_in_use() {
-            for (fd, slot) in (base..).zip(slots) {
-                let Some(gen) = self.pin(slot, None) else {
-                    continue;
-                };
-                // The pin keeps the number ours while we swap its file out.
-                sys::shutdown_if_socket(fd);
-                let swapped = sys::replace_with_placeholder(placeholder.as_raw_fd(), fd);
-                if self.retire_and_unpin(slot, fd, gen, swapped.is_ok()) {
-                    report.released += 1;
-                }
-                if let Err(error) = swapped {
-                    report.errors.push((fd, error));
-                }
-            }
-        }
-        report
-    }
-
-    /// Drop `close_all`'s pin; if the placeholder went in and the entry is
-    /// still live, mark it `Retired` in the same step. Any other case is a
-    /// plain [`unpin`](Self::unpin), which also performs a close deferred
-    /// behind this pin. Returns whether this call retired a live entry.
-    fn retire_and_unpin(&self, slot: &Slot, fd: RawFd, gen: u64, swapped: bool) -> bool {
-        if swapped {
+    /// `pinned` is the word as the pin left it: the likely current value, so
+    /// the common case is one compare-and-swap and no extra load.
+    pub(crate) fn retire_and_unpin(
+        &self,
+        slot: &Slot,
+        fd: RawFd,
+        pinned: Word,
+        released: bool,
+    ) -> bool {
+        if released {
+            let mut w = pinned;
             loop {
-                let w = slot.load();
-                debug_assert!(w.gen() == gen && w.pins() > 0, "pinned slot changed owner");
+                debug_assert!(
+                    w.gen() == pinned.gen() && w.pins() > 0,
+                    "pinned slot changed owner"
+                );
                 if w.state() != SlotState::Live {
                     break;
                 }
                 let retired = w.with_state(SlotState::Retired).with_pins(w.pins() - 1);
-                if slot.cas(w, retired).is_ok() {
-                    self.live.sub();
-                    return true;
+                match slot.cas(w, retired) {
+                    Ok(()) => return true,
+                    Err(now) => w = now,
                 }
             }
         }
-        self.unpin(slot, fd, gen);
+        self.unpin(slot, fd, pinned.gen());
         false
+    }
+
+    /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
+    pub(crate) fn count_retired(&self, n: usize) {
+        self.live.sub_n(n);
     }
 
     /// Visit every published number with atomic loads only: the walk behind
@@ -672,113 +644,7 @@ impl Drop for Visit<'_> {
     fn drop(&mut self) {
         // SAFETY: `node` is alive (it outlives `self` in `for_each`) and is
         // the head of this thread's list: inner walks unlinked theirs first.
-        let prev = unsafe { (*self.node).prev };
-        PINS_HELD.with(|head| head.set(prev));
+        unsafe { visits::unlink(self.node) };
         self.table.unpin(self.slot, self.fd, self.gen);
-    }
-}
-
-/// Chunks come straight from anonymous `mmap`, not the heap: their pages are
-/// zero until first written, and written only through slot CASes. `fork`
-/// copies a threaded parent's memory page by page while other threads run;
-/// with heap memory a child could see a fresh chunk pointer next to stale
-/// bytes from before the chunk was zeroed, and read them as published
-/// numbers. An untouched anonymous page can only ever read as zero, and a
-/// VMA created by `mmap` is either wholly in the child or not at all.
-#[cfg(not(fdtable_loom))]
-fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
-    let bytes = len
-        .checked_mul(std::mem::size_of::<Slot>())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-    // SAFETY: a fresh private anonymous mapping; no existing memory is
-    // touched. All-zero bytes are valid `Slot`s holding `Word::FREE`.
-    let ptr = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANON,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ptr.cast::<Slot>())
-}
-
-/// # Safety
-/// `ptr` must come from `alloc_chunk(len)` and not be used afterwards.
-#[cfg(not(fdtable_loom))]
-unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
-    // SAFETY: guaranteed by the caller: the mapping of exactly this size.
-    unsafe { libc::munmap(ptr.cast(), len * std::mem::size_of::<Slot>()) };
-}
-
-#[cfg(fdtable_loom)]
-fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
-    let slots: Box<[Slot]> = (0..len).map(|_| Slot::new()).collect();
-    Ok(Box::into_raw(slots).cast::<Slot>())
-}
-
-/// # Safety
-/// `ptr` must come from `alloc_chunk(len)` and not be used afterwards.
-#[cfg(fdtable_loom)]
-unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
-    // SAFETY: guaranteed by the caller.
-    drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(ptr, len)) });
-}
-
-/// What [`FdTable::close_all`] did.
-///
-/// ```
-/// let report = fdtable::FdTable::new().close_all();
-/// assert_eq!(report.released(), 0);
-/// assert!(report.is_ok());
-/// ```
-#[derive(Debug, Default)]
-pub struct CloseAllReport {
-    released: usize,
-    errors: Vec<(RawFd, io::Error)>,
-}
-
-impl CloseAllReport {
-    /// How many live entries were released (their files dropped, their
-    /// numbers now reserved by placeholders). Async-signal-safe.
-    pub fn released(&self) -> usize {
-        self.released
-    }
-
-    /// The entries that could not be released, with why. A number of `-1`
-    /// means the placeholder itself could not be opened, so nothing was
-    /// released. Async-signal-safe.
-    pub fn errors(&self) -> &[(RawFd, io::Error)] {
-        &self.errors
-    }
-
-    /// Whether every live entry was released. Async-signal-safe.
-    pub fn is_ok(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
-
-#[cfg(all(test, not(fdtable_loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_tile_the_fd_space_without_gaps() {
-        let mut expected = 0usize;
-        for k in 0..23 {
-            assert_eq!(chunk_base(k), expected, "chunk {k}");
-            assert_eq!(locate(chunk_base(k)), (k, 0));
-            assert_eq!(
-                locate(chunk_base(k) + chunk_len(k) - 1),
-                (k, chunk_len(k) - 1)
-            );
-            expected += chunk_len(k);
-        }
-        assert!(locate(i32::MAX as usize).0 < CHUNKS);
     }
 }

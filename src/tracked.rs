@@ -6,16 +6,18 @@ use std::io;
 use std::io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::table::FdTable;
+use crate::trackable::Trackable;
 
 /// An owned resource whose descriptor is registered in an [`FdTable`].
 ///
 /// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), and
-/// implements `Read`, `Write` and `Seek` wherever `&T` does (every std file
-/// and socket type), so it is used like one. Dropping it closes the
+/// implements `Read`, `Write` and `Seek` wherever `T` does (so
+/// `Tracked<ChildStdout>` reads), and on `&Tracked` wherever `&T` does (every
+/// std file and socket type), so it is used like one. Dropping it closes the
 /// descriptor and unregisters it as one masked step, exactly like
 /// [`close`](Tracked::close) but with any error counted in
 /// [`FdTable::swallowed_close_errors`] instead of returned.
@@ -24,9 +26,11 @@ use crate::table::FdTable;
 /// `mem::replace` the resource and drop the old one, closing a number the
 /// table still publishes; the next `open` would reuse it and `close_all` or
 /// a fork child would then act on somebody else's file. Methods that need
-/// `&mut T` are reached through [`get_mut`](Tracked::get_mut) (`unsafe`:
-/// promise not to replace the resource) or after
-/// [`into_inner`](Tracked::into_inner).
+/// `&mut T` are reached through the forwarded `Read`/`Write`/`Seek`, through
+/// [`get_mut`](Tracked::get_mut) (`unsafe`: promise not to replace the
+/// resource) or after [`into_inner`](Tracked::into_inner). The table trusts
+/// `T`'s own methods not to close or replace the descriptor: that is part of
+/// [`Trackable`]'s safety contract.
 ///
 /// ```compile_fail
 /// # use fdtable::FdTable;
@@ -38,10 +42,20 @@ use crate::table::FdTable;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
-/// The table trusts `T`: its `AsFd` must return the descriptor that its
-/// `Into<OwnedFd>` hands over, as every std type and every type following
-/// std's I/O-safety rules does.
+/// # Methods of `T` with the same names
+/// `Tracked`'s inherent methods ([`close`](Tracked::close),
+/// [`into_inner`](Tracked::into_inner),
+/// [`try_into_inner`](Tracked::try_into_inner),
+/// [`get_mut`](Tracked::get_mut), [`table`](Tracked::table)) shadow methods
+/// of `T` with the same names that `Deref` would otherwise reach: `t.close()`
+/// always closes the tracked handle. To call `T`'s method of that name,
+/// dereference first, `(*t).close()`, or name the type,
+/// `T::close(&t)`. They stay methods (rather than associated functions such
+/// as `Arc::try_unwrap`) because `close` and `into_inner` are what every
+/// caller of a handle reaches for, and few descriptor types have methods of
+/// those names.
 ///
+/// # Examples
 /// ```
 /// use fdtable::FdTable;
 /// use std::io::{Read, Write};
@@ -61,14 +75,15 @@ use crate::table::FdTable;
 /// # drop(stream);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Tracked<'t, T: AsFd + Into<OwnedFd>> {
+#[must_use = "dropping a Tracked closes its descriptor at once"]
+pub struct Tracked<'t, T: Trackable> {
     table: &'t FdTable,
     fd: RawFd,
     gen: u64,
     resource: ManuallyDrop<T>,
 }
 
-impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
+impl<'t, T: Trackable> Tracked<'t, T> {
     pub(crate) fn new(table: &'t FdTable, fd: RawFd, gen: u64, resource: T) -> Self {
         Tracked {
             table,
@@ -84,17 +99,38 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     /// Whatever the result, the entry is gone and the number is never closed
     /// again: `close(2)` is not retried on `EINTR` (on Linux the descriptor
     /// is already released then, and a retry could close a number another
-    /// thread has just opened). `EBADF` means the descriptor was closed
-    /// behind the table's back.
+    /// thread has just opened).
     ///
-    /// If a [`FdTable::for_each`] callback is visiting this descriptor right
-    /// now, the close is deferred until that callback returns and this
-    /// returns `Ok(())`; an error of the deferred close is counted in
-    /// [`FdTable::swallowed_close_errors`].
+    /// Never waits when `T` keeps [`Trackable`]'s contract: if a
+    /// [`FdTable::for_each`] callback (on any thread, this one included) is
+    /// visiting this descriptor right now, the close is deferred until that
+    /// callback returns, this returns `Ok(())` at once, and an error of the
+    /// deferred close is counted in [`FdTable::swallowed_close_errors`]. Only
+    /// if `T` breaks the contract (its `into_owned_fd` panics, or hands back
+    /// another descriptor than the one tracked) does it wait for other
+    /// threads' visits of the tracked number before unregistering it.
     ///
     /// Not async-signal-safe only because it runs the resource's
-    /// `Into<OwnedFd>`; for std's types the path itself is one mask pair, two
+    /// `into_owned_fd`; for std's types the path itself is one mask pair, two
     /// atomic operations and `close(2)`, with no allocation.
+    ///
+    /// # Errors
+    /// What `close(2)` reported: `EIO` (say, a delayed write error on a
+    /// network file system; the descriptor is released anyway), or `EBADF`
+    /// when the descriptor was closed behind the table's back.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::FdTable;
+    /// use std::io::Write;
+    /// static TABLE: FdTable = FdTable::new();
+    ///
+    /// let mut out = TABLE.track(std::fs::OpenOptions::new().write(true).open("/dev/null")?)?;
+    /// out.write_all(b"done")?;
+    /// out.close()?; // unlike a drop, reports what close(2) said
+    /// assert!(TABLE.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn close(self) -> io::Result<()> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used again and its destructor never runs,
@@ -107,33 +143,73 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     /// back.
     ///
     /// Waits while a `for_each` callback on another thread is visiting this
-    /// descriptor (so the number stays valid for it); does not wait for a
-    /// visit by the current thread. After [`FdTable::close_all`] the resource
-    /// holds the dead placeholder, on which I/O fails.
+    /// descriptor (the number must stay valid for it, and the caller may
+    /// close it as soon as this returns). After [`FdTable::close_all`] the
+    /// resource holds the dead placeholder, on which I/O fails.
     ///
     /// Like taking a lock, this can deadlock if misused: two threads whose
     /// walk callbacks each call `into_inner` on the entry the *other* is
-    /// visiting wait for each other forever. Do not call `into_inner` from
-    /// a callback on entries other threads may be visiting: use
-    /// [`try_into_inner`](Tracked::try_into_inner) there, or
-    /// [`close`](Tracked::close), which never waits.
+    /// visiting wait for each other forever. From a callback, prefer
+    /// [`try_into_inner`](Tracked::try_into_inner), which never waits, or
+    /// [`close`](Tracked::close), which defers.
     ///
     /// Not async-signal-safe (may wait).
+    ///
+    /// # Panics
+    /// If a walk of the calling thread is visiting this entry: called from
+    /// inside the `for_each` callback that visits it (or from a walk nested
+    /// in it). It would wait for a visit that cannot end before it returns.
+    /// Use [`close`](Tracked::close) there (the close is deferred until the
+    /// callback returns) or [`try_into_inner`](Tracked::try_into_inner)
+    /// (which hands the handle back). The handle is dropped by the unwinding
+    /// like any other value: its close is deferred, and the walk goes on
+    /// cleaning up if the panic leaves it.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::FdTable;
+    /// use std::fs::File;
+    /// static TABLE: FdTable = FdTable::new();
+    ///
+    /// let tracked = TABLE.track(File::open("/dev/null")?)?;
+    /// let file: File = tracked.into_inner(); // untracked, still open
+    /// assert!(TABLE.is_empty());
+    /// let again = TABLE.track(file)?; // and it can be tracked again
+    /// # drop(again);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn into_inner(self) -> T {
+        // Checked while `self` still owns everything, so the panic drops the
+        // handle normally (a deferred close) instead of leaking the entry.
+        if self.table.visits_here(self.fd, self.gen) > 0 {
+            panic!(
+                "Tracked::into_inner on fd {} inside a for_each callback that is visiting it: \
+                 it would wait for its own visit; use Tracked::close (deferred until the \
+                 callback returns) or Tracked::try_into_inner",
+                self.fd
+            );
+        }
         let mut this = ManuallyDrop::new(self);
         this.table.forget_entry(this.fd, this.gen);
         // SAFETY: as in `close`: taken once, the destructor never runs.
         unsafe { ManuallyDrop::take(&mut this.resource) }
     }
 
-    /// [`into_inner`](Tracked::into_inner) that never waits: if a walk on
-    /// another thread is visiting this entry right now, the handle comes back
-    /// unchanged in `Err`. Use it from `for_each` callbacks, where waiting
-    /// could deadlock with another thread's walk.
+    /// [`into_inner`](Tracked::into_inner) that never waits and never
+    /// panics: while any walk is visiting this entry (on another thread, or
+    /// the calling thread's own callback), the handle comes back unchanged
+    /// in `Err`.
     ///
     /// Not async-signal-safe (runs no user code, but hands back a resource
     /// whose drop may).
     ///
+    /// # Errors
+    /// `Err(self)`, with the handle still tracked and still owning the
+    /// descriptor, while a `for_each` callback is visiting this entry. Retry
+    /// later, or [`close`](Tracked::close) it (deferred until the visit
+    /// ends).
+    ///
+    /// # Examples
     /// ```
     /// use fdtable::FdTable;
     /// static TABLE: FdTable = FdTable::new();
@@ -173,7 +249,7 @@ impl<'t, T: AsFd + Into<OwnedFd>> Tracked<'t, T> {
     }
 }
 
-impl<T: AsFd + Into<OwnedFd>> Drop for Tracked<'_, T> {
+impl<T: Trackable> Drop for Tracked<'_, T> {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once and `resource` is not touched afterwards.
         let resource = unsafe { ManuallyDrop::take(&mut self.resource) };
@@ -183,68 +259,100 @@ impl<T: AsFd + Into<OwnedFd>> Drop for Tracked<'_, T> {
     }
 }
 
-impl<T: AsFd + Into<OwnedFd>> Deref for Tracked<'_, T> {
+impl<T: Trackable> Deref for Tracked<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.resource
     }
 }
 
+// `Tracked<T>` forwards to `T`'s impls through `&mut T` (safe: the
+// `Trackable` contract covers `T`'s methods), `&Tracked<T>` to `&T`'s.
 macro_rules! forward_io {
-    ($($ty:ty),*) => {$(
-        impl<T: AsFd + Into<OwnedFd>> Read for $ty
+    ($({$($gen:tt)*} $ty:ty, $via:ident, [$($target:tt)*];)*) => {$(
+        impl<$($gen)*> Read for $ty
         where
-            for<'r> &'r T: Read,
+            $($target)*: Read,
         {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                (&*self.resource).read(buf)
+                $via!(self).read(buf)
             }
             fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-                (&*self.resource).read_vectored(bufs)
+                $via!(self).read_vectored(bufs)
+            }
+            fn read_to_end(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+                $via!(self).read_to_end(buf)
+            }
+            fn read_to_string(&mut self, buf: &mut String) -> io::Result<usize> {
+                $via!(self).read_to_string(buf)
+            }
+            fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+                $via!(self).read_exact(buf)
             }
         }
 
-        impl<T: AsFd + Into<OwnedFd>> Write for $ty
+        impl<$($gen)*> Write for $ty
         where
-            for<'r> &'r T: Write,
+            $($target)*: Write,
         {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                (&*self.resource).write(buf)
+                $via!(self).write(buf)
             }
             fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-                (&*self.resource).write_vectored(bufs)
+                $via!(self).write_vectored(bufs)
+            }
+            fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+                $via!(self).write_all(buf)
             }
             fn flush(&mut self) -> io::Result<()> {
-                (&*self.resource).flush()
+                $via!(self).flush()
             }
         }
 
-        impl<T: AsFd + Into<OwnedFd>> Seek for $ty
+        impl<$($gen)*> Seek for $ty
         where
-            for<'r> &'r T: Seek,
+            $($target)*: Seek,
         {
             fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-                (&*self.resource).seek(pos)
+                $via!(self).seek(pos)
+            }
+            fn stream_position(&mut self) -> io::Result<u64> {
+                $via!(self).stream_position()
             }
         }
     )*};
 }
 
-forward_io!(Tracked<'_, T>, &Tracked<'_, T>);
+macro_rules! owned_resource {
+    ($this:expr) => {
+        &mut *$this.resource
+    };
+}
 
-impl<T: AsFd + Into<OwnedFd>> AsFd for Tracked<'_, T> {
+macro_rules! shared_resource {
+    ($this:expr) => {
+        &mut &*$this.resource
+    };
+}
+
+forward_io! {
+    {T: Trackable} Tracked<'_, T>, owned_resource, [T];
+    {T: Trackable} &Tracked<'_, T>, shared_resource, [for<'x> &'x T];
+}
+
+impl<T: Trackable> AsFd for Tracked<'_, T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.resource.as_fd()
     }
 }
 
-impl<T: AsFd + Into<OwnedFd>> AsRawFd for Tracked<'_, T> {
+impl<T: Trackable> AsRawFd for Tracked<'_, T> {
     fn as_raw_fd(&self) -> RawFd {
         self.fd
     }
 }
 
-impl<T: AsFd + Into<OwnedFd> + fmt::Debug> fmt::Debug for Tracked<'_, T> {
+impl<T: Trackable + fmt::Debug> fmt::Debug for Tracked<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tracked")
             .field("fd", &self.fd)
@@ -258,7 +366,8 @@ impl<T: AsFd + Into<OwnedFd> + fmt::Debug> fmt::Debug for Tracked<'_, T> {
 /// unharmed (nothing was closed).
 ///
 /// Converts into `io::Error` so `?` works; that conversion drops (closes)
-/// the resource. Use [`into_inner`](TrackError::into_inner) to keep it.
+/// the resource. Use [`into_inner`](TrackError::into_inner) or
+/// [`into_parts`](TrackError::into_parts) to keep it.
 ///
 /// ```
 /// use fdtable::FdTable;
@@ -269,8 +378,8 @@ impl<T: AsFd + Into<OwnedFd> + fmt::Debug> fmt::Debug for Tracked<'_, T> {
 /// match TABLE.track(file) {
 ///     Ok(tracked) => drop(tracked),
 ///     Err(err) => {
-///         eprintln!("not tracked: {err}");
-///         let file: File = err.into_inner(); // still open, still yours
+///         let (error, file) = err.into_parts(); // `file`: still open, still yours
+///         eprintln!("not tracked: {error}");
 ///         drop(file);
 ///     }
 /// }
@@ -286,8 +395,8 @@ impl<T> TrackError<T> {
         TrackError { resource, error }
     }
 
-    /// Why tracking failed: `AlreadyExists`, or the OS error (`EBADF` for a
-    /// number that is not open, `ENOMEM`). Async-signal-safe.
+    /// Why tracking failed (see [`FdTable::track`]'s `# Errors`).
+    /// Async-signal-safe.
     pub fn error(&self) -> &io::Error {
         &self.error
     }
@@ -297,9 +406,16 @@ impl<T> TrackError<T> {
         self.resource
     }
 
-    /// Both halves. Async-signal-safe (a move).
-    pub fn into_parts(self) -> (T, io::Error) {
-        (self.resource, self.error)
+    /// The error, dropping (and so closing) the resource: what `?` does.
+    pub fn into_error(self) -> io::Error {
+        self.error
+    }
+
+    /// Both halves, in the order of std's
+    /// [`IntoInnerError::into_parts`](std::io::IntoInnerError::into_parts):
+    /// the error, then the resource. Async-signal-safe (a move).
+    pub fn into_parts(self) -> (io::Error, T) {
+        (self.error, self.resource)
     }
 }
 
@@ -325,24 +441,45 @@ impl<T> std::error::Error for TrackError<T> {
 
 impl<T> From<TrackError<T>> for io::Error {
     fn from(err: TrackError<T>) -> io::Error {
-        err.error
+        err.into_error()
+    }
+}
+
+/// The error `track` gives for a number that is not an open descriptor:
+/// `InvalidInput`, naming the number, with the OS error (`EBADF`) as its
+/// source.
+pub(crate) fn not_open(fd: RawFd, os: io::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, NotOpen { fd, os })
+}
+
+#[derive(Debug)]
+struct NotOpen {
+    fd: RawFd,
+    os: io::Error,
+}
+
+impl fmt::Display for NotOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fd {} is not an open descriptor ({})", self.fd, self.os)
+    }
+}
+
+impl std::error::Error for NotOpen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
     }
 }
 
 /// Turn the resource into its descriptor and close it through the table. If
 /// the conversion panics, the entry is unregistered (without a close: what
 /// the panicking conversion did to the descriptor is unknown, and a leak is
-/// better than closing a number twice) before the panic continues.
-fn release<T: AsFd + Into<OwnedFd>>(
-    table: &FdTable,
-    fd: RawFd,
-    gen: u64,
-    resource: T,
-) -> io::Result<()> {
-    match panic::catch_unwind(AssertUnwindSafe(|| resource.into())) {
+/// better than closing a number twice) before the panic continues; that
+/// path neither panics again nor waits for a visit of this thread.
+fn release<T: Trackable>(table: &FdTable, fd: RawFd, gen: u64, resource: T) -> io::Result<()> {
+    match panic::catch_unwind(AssertUnwindSafe(|| resource.into_owned_fd())) {
         Ok(owned) => table.close_entry(fd, gen, owned),
         Err(payload) => {
-            table.forget_entry(fd, gen);
+            table.forget_entry_leniently(fd, gen);
             panic::resume_unwind(payload)
         }
     }

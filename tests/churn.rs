@@ -259,7 +259,8 @@ impl Held {
 /// What `close_all` puts in place of a retired descriptor, learned by
 /// retiring one: the table opens its placeholder once and reuses it.
 fn placeholder_identity() -> (u64, u64) {
-    let probe = TABLE.track(util::dev_null()).unwrap();
+    let (read, _write) = util::pipe();
+    let probe = TABLE.track(read).unwrap();
     let before = id_of(probe.as_raw_fd()).unwrap();
     assert_eq!(TABLE.close_all().released(), 1);
     let retired = id_of(probe.as_raw_fd()).expect("a retired number stays open");
@@ -322,7 +323,7 @@ fn churn(me: usize, seed: u64, stop: &AtomicBool) -> (u64, u64) {
             }
             75..=98 => {
                 let victim = rng.below(SLOTS as u64);
-                let mut visited = 0i32;
+                let mut visited = 0u32;
                 let _walking = Running::enter(&WALKS_RUNNING, &OWN_WALKS);
                 TABLE.for_each(|fd| {
                     progress();
@@ -339,7 +340,7 @@ fn churn(me: usize, seed: u64, stop: &AtomicBool) -> (u64, u64) {
                         // Release one of ours mid-walk, maybe this very one.
                         held.release(victim, visited as usize % 2);
                     }
-                    if visited % 3 == 0 {
+                    if visited.is_multiple_of(3) {
                         // Release the visited number itself, if it is ours:
                         // its close is deferred until we return.
                         if let Some(i) = held.slot_of(n) {
@@ -348,7 +349,7 @@ fn churn(me: usize, seed: u64, stop: &AtomicBool) -> (u64, u64) {
                             progress();
                         }
                     }
-                    if visited % 5 == 0 {
+                    if visited.is_multiple_of(5) {
                         std::thread::yield_now();
                     }
                     VISITING.with(|v| v.store(-1, SeqCst));

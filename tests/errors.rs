@@ -8,7 +8,7 @@ mod util;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use fdtable::FdTable;
+use fdtable::{FdTable, Trackable};
 use util::{fd_flags, identity, is_open};
 
 static TABLE: FdTable = FdTable::new();
@@ -26,11 +26,14 @@ impl AsFd for NotOpen {
     }
 }
 
-impl From<NotOpen> for OwnedFd {
-    fn from(n: NotOpen) -> OwnedFd {
+// SAFETY: deliberately breaks the contract (it owns no descriptor) to
+// exercise `track`'s defence: `track` must refuse it before publishing, so
+// `into_owned_fd` is never reached (it panics if it is).
+unsafe impl Trackable for NotOpen {
+    fn into_owned_fd(self) -> OwnedFd {
         panic!(
             "fd {} is not open and must never be closed by the table",
-            n.0
+            self.0
         )
     }
 }
@@ -69,6 +72,21 @@ fn tracking_a_number_twice_is_already_exists_and_closes_nothing() {
     assert!(TABLE.is_empty());
 }
 
+/// `track`'s error for a number that is not open: `InvalidInput`, the number
+/// in the message (like `AlreadyExists`), `EBADF` as the source.
+fn assert_ebadf_naming(error: &io::Error, n: RawFd) {
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("fd {n} ")),
+        "the error does not name fd {n}: {message}"
+    );
+    let source = std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .unwrap_or_else(|| panic!("no OS error as the source of: {message}"));
+    assert_eq!(source.raw_os_error(), Some(libc::EBADF));
+}
+
 #[test]
 fn tracking_a_closed_number_is_ebadf_and_registers_nothing() {
     let _serial = util::serial();
@@ -81,7 +99,7 @@ fn tracking_a_closed_number_is_ebadf_and_registers_nothing() {
         }
         Err(err) => err,
     };
-    assert_eq!(err.error().raw_os_error(), Some(libc::EBADF), "{err}");
+    assert_ebadf_naming(err.error(), n);
     assert_eq!(err.into_inner().0, n);
     assert!(!TABLE.contains(n));
     assert!(TABLE.is_empty());
@@ -97,8 +115,9 @@ fn question_mark_turns_track_error_into_io_error_with_the_same_kind() {
         std::mem::forget(h);
         Ok(())
     }
-    let err = track_bad(closed_number()).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    let n = closed_number();
+    let err = track_bad(n).unwrap_err();
+    assert_ebadf_naming(&err, n);
 
     fn track_twice(fd: RawFd) -> io::Result<()> {
         let h = TABLE.track(Alias(fd))?;
@@ -115,6 +134,7 @@ fn question_mark_turns_track_error_into_io_error_with_the_same_kind() {
 }
 
 /// An alias of an open number owned elsewhere: never closes it.
+#[derive(Debug)]
 struct Alias(RawFd);
 
 impl AsFd for Alias {
@@ -125,10 +145,35 @@ impl AsFd for Alias {
     }
 }
 
-impl From<Alias> for OwnedFd {
-    fn from(n: Alias) -> OwnedFd {
-        panic!("alias of fd {} must never be closed by the table", n.0)
+// SAFETY: deliberately breaks the contract (it does not own the number) to
+// exercise `track`'s `AlreadyExists` defence: `track` refuses it before
+// publishing, so `into_owned_fd` is never reached (it panics if it is).
+unsafe impl Trackable for Alias {
+    fn into_owned_fd(self) -> OwnedFd {
+        panic!("alias of fd {} must never be closed by the table", self.0)
     }
+}
+
+#[test]
+fn track_error_into_parts_gives_the_error_then_the_resource_still_open() {
+    let _serial = util::serial();
+    let file = TABLE.track(util::dev_null()).unwrap();
+    let fd = file.as_raw_fd();
+    let (error, alias): (io::Error, Alias) = TABLE.track(Alias(fd)).unwrap_err().into_parts();
+    assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(alias.0, fd);
+    // `into_error` drops the resource: an `Alias` owns nothing, so that
+    // closes nothing either.
+    let error: io::Error = match TABLE.track(Alias(fd)) {
+        Ok(h) => {
+            std::mem::forget(h);
+            panic!("tracked fd {fd} twice");
+        }
+        Err(e) => e.into_error(),
+    };
+    assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    assert!(is_open(fd));
+    file.close().unwrap();
 }
 
 #[test]
@@ -262,9 +307,11 @@ impl AsFd for PanickingInto {
     }
 }
 
-impl From<PanickingInto> for OwnedFd {
-    fn from(value: PanickingInto) -> OwnedFd {
-        let _drops_and_closes = value;
+// SAFETY: owns the descriptor `as_fd` names; its conversion panics (which
+// the contract allows) after dropping, and so closing, the descriptor.
+unsafe impl Trackable for PanickingInto {
+    fn into_owned_fd(self) -> OwnedFd {
+        let _drops_and_closes = self;
         panic!("conversion failed on purpose");
     }
 }

@@ -121,9 +121,9 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
                         held.push(t);
                     }
                 }
-                if held.len() > 16 || round % 3 == 0 {
+                if held.len() > 16 || round.is_multiple_of(3) {
                     if let Some(t) = held.pop() {
-                        if round % 5 == 0 {
+                        if round.is_multiple_of(5) {
                             drop(t.into_inner());
                         } else {
                             let _ = t.close();
@@ -267,7 +267,7 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
                         held.push(t);
                     }
                     if held.len() > 4 {
-                        held.swap_remove(0);
+                        drop(held.swap_remove(0));
                     }
                     TABLE.for_each(|_| std::hint::spin_loop());
                 }

@@ -40,7 +40,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use fdtable::FdTable;
+use fdtable::{FdKind, FdTable, Trackable};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -51,10 +51,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// `(st_dev, st_ino)` of an open descriptor ([`util::identity`]).
 type Identity = (u64, u64);
 
-/// What `close_all` swaps in: an `O_PATH` descriptor of `/` on Linux.
+/// What `close_all` swaps in: an `O_PATH` descriptor of `/dev/null` on
+/// Linux.
 fn placeholder_identity() -> Identity {
-    let root = File::open("/").expect("open /");
-    identity(root.as_raw_fd()).expect("fstat /")
+    util::placeholder_identity()
 }
 
 /// The tracked resource: the read end of a pipe.
@@ -67,9 +67,11 @@ impl AsFd for Reader {
     }
 }
 
-impl From<Reader> for OwnedFd {
-    fn from(r: Reader) -> OwnedFd {
-        r.0
+// SAFETY: owns exactly the descriptor `as_fd` borrows and hands it over.
+unsafe impl Trackable for Reader {
+    const KIND: FdKind = FdKind::NotSocket;
+    fn into_owned_fd(self) -> OwnedFd {
+        self.0
     }
 }
 
@@ -408,11 +410,13 @@ fn into_inner_waits_for_foreign_pin() {
     });
 }
 
-/// Two threads walk; one of them takes the entry it is visiting back with
-/// `into_inner` from inside its callback and closes it. It must not wait on
-/// its own pin (no deadlock) but must wait for the other walker's pin.
+/// Two threads walk; one of them tries to take the entry it is visiting
+/// back with `try_into_inner` from inside its callback. It must be refused
+/// (its own visit holds the number), and the close it falls back to is
+/// deferred until the last of both walks' visits ends: neither callback
+/// ever sees the number closed or recycled.
 #[test]
-fn into_inner_inside_own_visit_waits_only_for_others() {
+fn try_into_inner_inside_own_visit_is_refused_and_close_waits_for_both_walks() {
     model(4, |table| {
         let (a, pa) = pipe();
         let ha = table.track(a).unwrap();
@@ -420,24 +424,59 @@ fn into_inner_inside_own_visit_waits_only_for_others() {
         let ids = HashMap::from([(pa.fd, vec![pa.id])]);
 
         let taker = thread::spawn(move || {
+            let ids = HashMap::from([(fd, vec![pa.id])]);
             let mut handle = Some(ha);
             table.for_each(|visited| {
                 assert_eq!(visited.as_raw_fd(), fd);
-                let reader = handle.take().expect("visited once").into_inner();
-                assert!(!table.contains(fd));
-                drop(reader);
+                let h = handle.take().expect("visited once");
+                let h = match h.try_into_inner() {
+                    Ok(_) => panic!("try_into_inner took the entry its own walk visits"),
+                    Err(h) => h,
+                };
+                h.close().expect("deferred close reports Ok");
+                thread::yield_now();
+                assert_eq!(identity(fd), Some(ids[&fd][0]), "closed under the visit");
+                assert!(table.contains(fd));
             });
-            // Not visited: the handle is still ours; release it the same way.
+            // Not visited (cannot happen: it was live throughout); release.
             if let Some(h) = handle {
-                drop(h.into_inner());
+                h.close().expect("close");
             }
+            pa
         });
         let seen = checked_walk(table, &ids);
 
-        taker.join().unwrap();
+        let pa = taker.join().unwrap();
         assert!(seen.len() <= 1);
         pa.assert_closed();
         assert!(!table.contains(fd) && table.is_empty());
+    });
+}
+
+/// `try_into_inner` from another thread races a walk: it either takes the
+/// entry before or after the visit (and closes it at once), or is refused
+/// during it; the visited number never closes under the callback.
+#[test]
+fn try_into_inner_from_another_thread_never_takes_a_visited_entry() {
+    model(4, |table| {
+        let (a, pa) = pipe();
+        let ha = table.track(a).unwrap();
+        let ids = HashMap::from([(pa.fd, vec![pa.id])]);
+
+        let walker = thread::spawn(move || checked_walk(table, &ids));
+        let taker = thread::spawn(move || {
+            match ha.try_into_inner() {
+                Ok(reader) => drop(reader), // closes the number right away
+                Err(h) => h.close().expect("deferred close"),
+            }
+            pa
+        });
+
+        let pa = taker.join().unwrap();
+        let seen = walker.join().unwrap();
+        assert!(seen.len() <= 1);
+        pa.assert_closed();
+        assert!(!table.contains(pa.fd) && table.is_empty());
     });
 }
 

@@ -36,10 +36,12 @@ fn leaf() -> impl Strategy<Value = Op> {
         2 => index().prop_map(Op::Close),
         2 => index().prop_map(Op::Drop),
         2 => index().prop_map(Op::IntoInner),
+        1 => index().prop_map(Op::TryIntoInner),
         1 => index().prop_map(Op::DropReturned),
         2 => Just(Op::CloseVisited),
         2 => Just(Op::DropVisited),
         1 => Just(Op::IntoInnerVisited),
+        1 => Just(Op::TryIntoInnerVisited),
         1 => Just(Op::CloseAll),
         1 => Just(Op::Panic),
     ]

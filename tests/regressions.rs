@@ -55,16 +55,17 @@ fn drop_visited_then_nested_walk_closes_all() {
     assert_eq!(visited, 2);
 }
 
-/// `into_inner` on the visited entry, close the returned descriptor, then
-/// track a fresh pipe, which gets the same number: the slot is reused with a
-/// new generation under the running walk. The outer walk must not visit it
-/// (tracked after it began) and its unpin must not touch the new entry; a
-/// nested walk started afterwards does visit it.
+/// `into_inner` on the visited entry must refuse (it panics; the unwinding
+/// drops the handle, so its close is deferred behind the walk), and
+/// `try_into_inner` on it must hand it back. A pipe tracked afterwards gets a
+/// new number (the visited one is still reserved), which the nested walk
+/// visits and the outer one does not.
 #[test]
-fn recycled_number_under_a_running_walk() {
+fn taking_the_visited_entry_back_is_refused() {
     let visited = run(&[
         TrackPipe,
         Walk(vec![vec![
+            TryIntoInnerVisited,
             IntoInnerVisited,
             DropReturned(0),
             TrackPipe,
@@ -74,6 +75,26 @@ fn recycled_number_under_a_running_walk() {
         Close(0),
     ]);
     assert_eq!(visited, 2);
+}
+
+/// Close a later entry from inside a callback and track a fresh pipe, which
+/// gets the freed number: the slot is reused with a new generation under
+/// the running walk. The outer walk must not visit it (tracked after it
+/// began); a nested walk started afterwards does.
+#[test]
+fn recycled_number_under_a_running_walk() {
+    let visited = run(&[
+        TrackPipe,
+        TrackPipe,
+        Walk(vec![vec![
+            Close(1),
+            TrackPipe,
+            Walk(vec![vec![], vec![TryIntoInner(0)]]),
+        ]]),
+        Close(0),
+    ]);
+    // Outer: the first entry only. Nested: the first and the newcomer.
+    assert_eq!(visited, 3);
 }
 
 /// A panic in a nested callback unwinds only the nested walk; the entry the

@@ -257,7 +257,11 @@ fn storm_while_releasing(release: Release) {
             break;
         }
         rounds += 1;
-        let handle = TABLE.track(util::dev_null()).expect("track");
+        // Not /dev/null: that is what the placeholder names, and the handler
+        // must tell the original file from the placeholder.
+        let handle = TABLE
+            .track(std::fs::File::open("/dev/zero").expect("open /dev/zero"))
+            .expect("track");
         let fd = handle.as_raw_fd();
         let id = util::identity(fd).expect("tracked fd is open");
         PHASE.store(BEFORE as u64, SeqCst);

@@ -32,7 +32,7 @@ impl Input<'_> {
     fn op(&mut self, depth: usize) -> Option<Op> {
         let code = self.byte()?;
         let index = |me: &mut Self| usize::from(me.byte().unwrap_or(0));
-        Some(match code % 15 {
+        Some(match code % 17 {
             0 | 1 => Op::TrackPipe,
             2 => Op::TrackSocket,
             3 => Op::TrackFile,
@@ -47,6 +47,8 @@ impl Input<'_> {
             12 => Op::CloseAll,
             13 if depth < MAX_DEPTH => Op::Walk(self.scripts(depth + 1)),
             13 => Op::CloseAll,
+            14 => Op::TryIntoInner(index(self)),
+            15 => Op::TryIntoInnerVisited,
             _ => Op::Panic,
         })
     }

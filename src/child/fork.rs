@@ -6,8 +6,11 @@ use std::os::fd::RawFd;
 
 use super::close::close_published;
 use crate::mask::MaskGuard;
+use crate::placeholder;
+use crate::slot::{SlotState, Word};
 use crate::sys;
 use crate::table::FdTable;
+use crate::visits;
 #[cfg(doc)]
 use crate::CommandExt;
 
@@ -27,6 +30,11 @@ impl FdTable {
     /// closes nothing the table does not own: stdio is closed only if it was
     /// tracked, and descriptors created by std for `spawn` (the exec-error
     /// pipe) never are.
+    ///
+    /// A child forked while other threads open, close and track descriptors
+    /// may find a number published that names another file in its own
+    /// descriptor table: see "What the child can and cannot promise" under
+    /// [`retire_all_in_child`](FdTable::retire_all_in_child).
     ///
     /// The table itself is not changed: entries stay published and the
     /// `Tracked` handles the child inherited still name the closed numbers.
@@ -86,17 +94,33 @@ impl FdTable {
 
     /// Release every file the table holds in a `fork(2)` child that does
     /// **not** exec (a prefork worker, a daemonised child), except the numbers
-    /// in `keep`. Returns how many numbers were released.
+    /// in `keep`, and make the child's copy of the table work as if the child
+    /// had started fresh. Returns how many numbers were released.
     ///
     /// Like [`close_all`](FdTable::close_all), but async-signal-safe: each
-    /// published number not in `keep` gets a dead placeholder `dup3`-ed over
-    /// it (on Linux an `O_PATH` descriptor, so I/O on it fails with
-    /// `EBADF`). The child's reference to the parent's file is dropped at
-    /// once (a pipe's writer count falls, a listening socket is no longer
-    /// held by the worker) while the number stays reserved, so the `Tracked`
-    /// handles the child inherited can still be dropped safely: each then
-    /// closes its placeholder, never a file the child opened later.
-    /// Entries stay live in the child's copy of the table (I/O on them fails).
+    /// published number not in `keep` gets the dead placeholder `dup3`-ed
+    /// over it (on Linux an `O_PATH` descriptor of `/dev/null`: I/O through
+    /// it fails with `EBADF`, path lookups with `ENOTDIR`). The child's
+    /// reference to the parent's file is dropped at once (a pipe's writer
+    /// count falls, a listening socket is no longer held by the worker) while
+    /// the number stays reserved, so the `Tracked` handles the child
+    /// inherited can still be dropped safely: each then closes its
+    /// placeholder, never a file the child opened later. Entries stay live in
+    /// the child's copy of the table (I/O on them fails). Nothing is shut
+    /// down: `shutdown(2)` would end the parent's connections too.
+    ///
+    /// Walks in progress on other parent threads at fork time do not exist in
+    /// the child, so their pins are forgotten: a handle of the child can be
+    /// closed (its number really closed), taken back with `into_inner`
+    /// (which does not wait) or `try_into_inner`; and an entry whose close
+    /// was deferred behind such a walk is closed here and its number freed
+    /// (counted as released). Only walks of the forking thread itself (it
+    /// forked from inside a `for_each` callback) keep their pins.
+    ///
+    /// The placeholder is the process-wide one, opened before the fork by the
+    /// first `track`, so this needs no new descriptor and works at the
+    /// `RLIMIT_NOFILE` limit. It is checked first (one `fstat`, one `fcntl`)
+    /// and replaced by a fresh one if its number no longer names it.
     ///
     /// Signal handlers are left as they are: the parent's
     /// [`Interrupts`](crate::Interrupts) ignore the child, which gets the
@@ -108,9 +132,14 @@ impl FdTable {
     /// back (it has no signal thread, so nothing could be delivered to it
     /// otherwise), and `quarantine::is_active()` is `false` there.
     ///
-    /// Async-signal-safe, allocation-free, no lock. Fails only if the
-    /// placeholder cannot be opened (`EMFILE`, say); then nothing was
-    /// released.
+    /// Async-signal-safe, allocation-free, no lock.
+    ///
+    /// # Errors
+    /// The placeholder was lost (its number closed or reused by code that
+    /// does not own it) and a new one cannot be opened (`EMFILE`), or a
+    /// `dup3(2)` failed. Every other entry is still released and the pins are
+    /// still forgotten; the entries that could not be released keep their
+    /// files.
     ///
     /// # Safety
     /// Call it only in a child process right after `fork` (before any other
@@ -118,11 +147,21 @@ impl FdTable {
     /// may use the table. Afterwards the handles are safe to drop, but I/O
     /// through any of them except those kept fails.
     ///
-    /// # Limitations
-    /// An entry that was being closed at fork time behind a walk on another
-    /// parent thread (state "closing") is released here too, but its number
-    /// stays reserved by the placeholder for the child's whole life: the
-    /// walk whose end would free it does not exist in the child.
+    /// # What the child can and cannot promise
+    /// `fork(2)` copies the kernel's descriptor table first and the process
+    /// memory afterwards, page by page, while the other threads keep running.
+    /// In that window another thread may close an untracked number `N` and a
+    /// third may open a new file at `N` and track it: the child's memory then
+    /// shows `N` published while its descriptor table holds the old, foreign
+    /// file at `N`, and this call swaps the placeholder over that foreign
+    /// file in the child (the parent is not affected). Conversely an entry
+    /// unpublished and closed in that window stays open in the child,
+    /// close-on-exec and untracked. What the child can promise: it never
+    /// touches a descriptor the forking thread owns (that thread is inside
+    /// `fork` for the whole window, so no other thread can reuse its
+    /// numbers), never one opened before the fork and never tracked, and
+    /// after this call every number the child's table publishes either names
+    /// the placeholder or is in `keep`.
     ///
     /// # Examples
     /// A prefork worker keeps the listening socket and lets go of the rest:
@@ -167,16 +206,79 @@ impl FdTable {
         // SAFETY: the caller guarantees a fork child before any other thread.
         unsafe { crate::quarantine::leave_in_child() };
         let _mask = MaskGuard::new();
-        let placeholder = sys::open_placeholder()?;
-        let placeholder = std::os::fd::AsRawFd::as_raw_fd(&placeholder);
-        let mut released = 0;
-        self.for_each_published(|fd| {
-            if !keep.contains(&fd) && sys::replace_with_placeholder(placeholder, fd).is_ok() {
-                released += 1;
+        // Checked lazily, at the first number that needs it: a table with
+        // nothing to release needs no placeholder at all.
+        let mut placeholder: Option<io::Result<RawFd>> = None;
+        let mut failure: Option<io::Error> = None;
+        let mut swapped_in = 0;
+        let closed = self.settle_in_child(|fd| {
+            if keep.contains(&fd) {
+                return;
+            }
+            let swapped = match placeholder.get_or_insert_with(placeholder::checked) {
+                Ok(p) => sys::replace_with_placeholder(*p, fd),
+                // An OS error: copying it allocates nothing.
+                Err(e) => Err(io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(libc::EBADF),
+                )),
+            };
+            match swapped {
+                Ok(()) => swapped_in += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         });
-        // The placeholder's own number is closed when the `OwnedFd` drops
-        // here, still under the mask.
-        Ok(released)
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(closed + swapped_in),
+        }
+    }
+
+    /// The fork-child walk behind `retire_all_in_child`: make the child's
+    /// copy of the table look as if only the calling (forking) thread had
+    /// ever walked it, then hand each number that stays published to `f`, in
+    /// ascending order. Returns how many entries it closed itself.
+    ///
+    /// Only the forking thread exists in the child, so pins held by other
+    /// parent threads' walks would never be released: `into_inner` would
+    /// wait forever, `try_into_inner` fail forever, and a close deferred
+    /// behind them never happen. Each published slot keeps exactly the pins
+    /// that the calling thread's walks hold (its inherited pin list); an
+    /// entry whose close was deferred behind pins that are all gone is
+    /// unpublished and its number closed here (it has no handle left).
+    ///
+    /// Async-signal-safe and allocation-free: atomics, the thread's pin list
+    /// (stack memory), `close(2)`. The caller holds the signal mask; no other
+    /// thread exists, so every CAS succeeds at its first try.
+    fn settle_in_child(&self, mut f: impl FnMut(RawFd)) -> usize {
+        let mut closed = 0;
+        for (base, slots) in self.chunks_in_use() {
+            for (fd, slot) in (base..).zip(slots) {
+                loop {
+                    let w = slot.load();
+                    if !w.is_published() {
+                        break;
+                    }
+                    let own = visits::pins_held_here(self, fd, w.gen()).min(w.pins());
+                    if w.state() == SlotState::Closing && own == 0 {
+                        if slot.cas(w, Word::FREE).is_err() {
+                            continue;
+                        }
+                        // Unpublished first, as everywhere.
+                        if sys::close(fd).is_err() {
+                            self.count_swallowed();
+                        }
+                        closed += 1;
+                        break;
+                    }
+                    if own == w.pins() || slot.cas(w, w.with_pins(own)).is_ok() {
+                        f(fd);
+                        break;
+                    }
+                }
+            }
+        }
+        closed
     }
 }

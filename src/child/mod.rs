@@ -21,12 +21,14 @@
 //!
 //! # Why the child can trust the table
 //! The table publishes a number only after it is open and close-on-exec, and
-//! unpublishes it before `close(2)` (`DESIGN.md` §4.1). A fork can happen at
-//! any instant, but at every instant "published" implies "open and owned by
-//! the table". So the child never closes a number it does not own: not
+//! unpublishes it before `close(2)` (the ordering rule in `table.rs`). So in
+//! the parent, at every instant, "published" implies "open and owned by the
+//! table", and a child never closes a number its forking thread owns: not
 //! stdio, not the caller's other descriptors, and not the close-on-exec pipe
 //! std uses to report a failed `execve` back to the parent (closing that one
-//! would make `spawn` of a missing program return `Ok`).
+//! would make `spawn` of a missing program return `Ok`). A child forked
+//! while *other* threads churn descriptors can still find a published number
+//! naming a file it does not own: see the internal details below.
 //!
 //! # Examples
 //! ```
@@ -57,14 +59,36 @@
 //!
 //! `fork(2)` does not copy a threaded process atomically: Linux copies the
 //! descriptor table first and the memory afterwards, page by page, while the
-//! other threads keep running. So a child may see a number published that
-//! another thread opened after the descriptor table was copied (the child
-//! never had it: closing it is a harmless `EBADF`), or miss one that was
-//! unpublished and closed meanwhile (it stays open in the child, with
-//! `FD_CLOEXEC` unless someone cleared it). What the child can never do is
-//! close a number its forking thread owns, such as std's exec-error pipe:
-//! that thread is inside `fork` for the whole window and keeps the number
-//! open, so no other thread can publish it.
+//! other threads keep running. So the child's copy of the table can disagree
+//! with its descriptor table, in two ways:
+//!
+//! - A number published in the child's memory may name another file in the
+//!   child's descriptor table. Between the two copies another thread may
+//!   close an untracked number `N` (the child keeps the old file at `N`) and
+//!   a third open a new file at `N` and track it (the child's memory shows
+//!   `N` published). The child then closes, or retires, that old, foreign
+//!   file at `N`: in the child only, the parent is not affected, but it is
+//!   not the table's file. (If nothing was open at `N` when the descriptor
+//!   table was copied, the close is a harmless `EBADF`.)
+//! - An entry unpublished and closed in that window stays open in the child,
+//!   untracked, close-on-exec unless someone cleared the flag.
+//!
+//! What the child can promise: it never touches a number its forking thread
+//! owns, such as std's exec-error pipe (that thread is inside `fork` for the
+//! whole window, so no other thread can reuse its numbers), nor a descriptor
+//! that was open before the fork began and stayed open through it. The
+//! placeholder `retire_all_in_child` swaps in is opened long before any fork
+//! (by the first `track`) and checked in the child before use, so it cannot
+//! itself be one of those numbers.
+//!
+//! Narrowing the window further was considered and left out: a lock that
+//! `track` takes and a `pthread_atfork` handler holds across `fork` (Go's
+//! `ForkLock`) costs every `track` and does not cover a raw `fork` syscall;
+//! recording each file's `(st_dev, st_ino)` at `track` time to compare in
+//! the child costs an `fstat` per `track`, 16 more bytes per slot and an
+//! `fstat` per number in the child (no more `close_range` runs); checking
+//! `FD_CLOEXEC` in the child (every published number has it) catches only
+//! foreign files without the flag, which std never creates.
 
 mod close;
 mod fork;

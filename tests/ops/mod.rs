@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Once, OnceLock};
 
-use fdtable::{FdTable, Tracked};
+use fdtable::{FdTable, Trackable, Tracked};
 use util::{identity, is_open};
 
 #[path = "../util/mod.rs"]
@@ -49,15 +49,23 @@ pub enum Op {
     /// Drop a handle.
     Drop(usize),
     /// `Tracked::into_inner` on a handle; the resource is kept as "returned".
+    /// On an entry that a running walk visits, it must panic instead (the
+    /// unwinding drops the handle: a deferred close).
     IntoInner(usize),
+    /// `Tracked::try_into_inner` on a handle: `Err` (the handle back,
+    /// unchanged) while a running walk visits its entry, else like
+    /// `IntoInner`.
+    TryIntoInner(usize),
     /// Drop (close) a resource returned by `into_inner`.
     DropReturned(usize),
     /// `close` the handle of the entry being visited.
     CloseVisited,
     /// Drop the handle of the entry being visited.
     DropVisited,
-    /// `into_inner` on the entry being visited.
+    /// `into_inner` on the entry being visited: must panic.
     IntoInnerVisited,
+    /// `try_into_inner` on the entry being visited: must give it back.
+    TryIntoInnerVisited,
     /// `FdTable::close_all`.
     CloseAll,
     /// `for_each`; its k-th callback runs the k-th script (if any).
@@ -91,9 +99,11 @@ impl AsFd for Res {
     }
 }
 
-impl From<Res> for OwnedFd {
-    fn from(r: Res) -> OwnedFd {
-        match r {
+// SAFETY: each variant owns exactly the descriptor `as_fd` borrows and
+// hands that one over; `Res` has no methods that close or replace it.
+unsafe impl Trackable for Res {
+    fn into_owned_fd(self) -> OwnedFd {
+        match self {
             Res::File(f) => f.into(),
             Res::Pipe(p) => p,
             Res::Socket(s) => s.into(),
@@ -109,12 +119,13 @@ fn cloexec(fd: RawFd) -> bool {
     flags != -1 && flags & libc::FD_CLOEXEC != 0
 }
 
-/// What `close_all` swaps in on Linux: an `O_PATH` descriptor of `/`.
+/// What `close_all` swaps in on Linux: an `O_PATH` descriptor of
+/// `/dev/null` (so tracked files are `/dev/zero`, to tell them apart).
 fn placeholder() -> Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
     *ID.get_or_init(|| {
-        let root = File::open("/").expect("open /");
-        identity(root.as_raw_fd()).expect("fstat /")
+        let null = File::open("/dev/null").expect("open /dev/null");
+        identity(null.as_raw_fd()).expect("fstat /dev/null")
     })
 }
 
@@ -229,12 +240,26 @@ struct Visit {
 /// Marker payload of [`Op::Panic`], so the panic hook stays quiet about it.
 struct WalkPanic;
 
+/// What `Tracked::into_inner` says when called on an entry its own thread's
+/// walk visits.
+const OWN_VISIT_PANIC: &str = "it would wait for its own visit";
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
 fn quiet_walk_panics() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<WalkPanic>().is_none() {
+            let expected = info.payload().downcast_ref::<WalkPanic>().is_some()
+                || panic_message(info.payload()).contains(OWN_VISIT_PANIC);
+            if !expected {
                 default(info);
             }
         }));
@@ -319,7 +344,7 @@ impl<'t> Harness<'t> {
                 (Res::Socket(a), Probe::Socket(b))
             }
             Kind::File => (
-                Res::File(File::open("/dev/null").expect("open /dev/null")),
+                Res::File(File::open("/dev/zero").expect("open /dev/zero")),
                 Probe::None,
             ),
         };
@@ -383,13 +408,72 @@ impl<'t> Harness<'t> {
         self.released(meta, retired);
     }
 
-    fn take_back_at(&mut self, i: usize) {
+    fn take_back_at(&mut self, i: usize, attempt: bool) {
+        let pinned = self.pinned(self.held[i].meta.id);
+        if attempt && pinned {
+            let Held {
+                handle,
+                meta,
+                retired,
+            } = self.held.remove(i);
+            // A walk visits it: the handle must come back unchanged.
+            let handle = match handle.try_into_inner() {
+                Ok(res) => {
+                    std::mem::forget(res);
+                    panic!("try_into_inner took fd {} during its visit", meta.fd);
+                }
+                Err(handle) => handle,
+            };
+            assert_eq!(handle.as_raw_fd(), meta.fd);
+            self.held.insert(
+                i,
+                Held {
+                    handle,
+                    meta,
+                    retired,
+                },
+            );
+            return;
+        }
         let Held {
             handle,
             meta,
             retired,
         } = self.held.remove(i);
-        let res = handle.into_inner();
+        if pinned {
+            // This thread's walk visits it: `into_inner` must refuse by
+            // panicking, and the unwinding drops the handle (deferred close).
+            let outcome = catch_unwind(AssertUnwindSafe(move || handle.into_inner()));
+            let payload = match outcome {
+                Ok(res) => {
+                    std::mem::forget(res);
+                    panic!("into_inner took fd {} during its own visit", meta.fd);
+                }
+                Err(payload) => payload,
+            };
+            assert!(
+                panic_message(&*payload).contains(OWN_VISIT_PANIC),
+                "unexpected panic: {}",
+                panic_message(&*payload)
+            );
+            if let Some(alive) = meta.probe.alive() {
+                assert_eq!(
+                    alive, !retired,
+                    "fd {} file after refused into_inner",
+                    meta.fd
+                );
+            }
+            self.released(meta, retired);
+            return;
+        }
+        let res = if attempt {
+            match handle.try_into_inner() {
+                Ok(res) => res,
+                Err(_) => panic!("try_into_inner refused fd {}: nothing visits it", meta.fd),
+            }
+        } else {
+            handle.into_inner()
+        };
         assert_eq!(res.as_fd().as_raw_fd(), meta.fd);
         self.returned.push(Returned { res, meta, retired });
     }
@@ -409,7 +493,7 @@ impl<'t> Harness<'t> {
             Op::TrackSocket => self.track(Kind::Socket),
             Op::TrackFile => self.track(Kind::File),
             Op::TrackDuplicate(i) => self.track_duplicate(*i),
-            Op::Close(i) | Op::Drop(i) | Op::IntoInner(i) => {
+            Op::Close(i) | Op::Drop(i) | Op::IntoInner(i) | Op::TryIntoInner(i) => {
                 if self.held.is_empty() {
                     return;
                 }
@@ -417,17 +501,19 @@ impl<'t> Harness<'t> {
                 match op {
                     Op::Close(_) => self.close_at(i, true),
                     Op::Drop(_) => self.close_at(i, false),
-                    _ => self.take_back_at(i),
+                    Op::IntoInner(_) => self.take_back_at(i, false),
+                    _ => self.take_back_at(i, true),
                 }
             }
-            Op::CloseVisited | Op::DropVisited | Op::IntoInnerVisited => {
+            Op::CloseVisited | Op::DropVisited | Op::IntoInnerVisited | Op::TryIntoInnerVisited => {
                 let Some(i) = self.visited_index() else {
                     return;
                 };
                 match op {
                     Op::CloseVisited => self.close_at(i, true),
                     Op::DropVisited => self.close_at(i, false),
-                    _ => self.take_back_at(i),
+                    Op::IntoInnerVisited => self.take_back_at(i, false),
+                    _ => self.take_back_at(i, true),
                 }
             }
             Op::DropReturned(i) => {
@@ -503,7 +589,7 @@ impl<'t> Harness<'t> {
                 let raw = fd.as_raw_fd();
                 self.visited += 1;
                 assert!(
-                    prev.map_or(true, |p| p < raw),
+                    prev.is_none_or(|p| p < raw),
                     "walk order: {prev:?} then {raw}"
                 );
                 self.settle();

@@ -26,10 +26,35 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// How many descriptors this process has open, from `/proc/self/fd`
 /// (the directory's own descriptor is not counted).
+///
+/// The first `track` of any table opens one process-lifetime placeholder
+/// descriptor (see `FdTable`'s docs); this opens it first, so a baseline
+/// taken before anything was tracked matches a count taken afterwards. A
+/// placeholder opened again and again would still show.
 pub fn open_fd_count() -> usize {
+    ensure_placeholder();
     let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
     // `read_dir` holds one descriptor for the listing itself.
     dir.count() - 1
+}
+
+/// Make sure the crate's process-wide placeholder is open: one `track`
+/// (on a table of its own) does it.
+pub fn ensure_placeholder() {
+    // Under `--cfg fdtable_loom` `FdTable::new` is not `const`; the loom
+    // models count no descriptors.
+    #[cfg(not(fdtable_loom))]
+    {
+        static WARM_UP: fdtable::FdTable = fdtable::FdTable::new();
+        drop(WARM_UP.track(dev_null()).expect("track /dev/null"));
+    }
+}
+
+/// `(st_dev, st_ino)` of what `close_all` swaps in: on Linux an `O_PATH`
+/// descriptor of `/dev/null`.
+pub fn placeholder_identity() -> (u64, u64) {
+    let null = File::open("/dev/null").expect("open /dev/null");
+    identity(null.as_raw_fd()).expect("fstat /dev/null")
 }
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).

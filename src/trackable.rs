@@ -1,0 +1,239 @@
+//! [`Trackable`]: what [`FdTable::track`](crate::FdTable::track) accepts, and
+//! [`FdKind`]: what [`FdTable::close_all`](crate::FdTable::close_all) may do
+//! to release it.
+//!
+//! `AsFd` and `Into<OwnedFd>` are safe traits, so safe code could implement
+//! them to disagree: `as_fd` borrowing a descriptor the value does not own
+//! (stderr, a `static` pipe end) while the conversion hands over another.
+//! The table acts on the number `as_fd` names (it sets `FD_CLOEXEC` on it,
+//! swaps a placeholder over it in `close_all`, closes it in a fork child), so
+//! that would make it act on a foreign descriptor from safe code. `Trackable`
+//! is `unsafe` to implement: the implementer promises they agree.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::process::{ChildStderr, ChildStdin, ChildStdout};
+
+/// What a tracked descriptor is, as far as releasing it is concerned: the
+/// hint [`FdTable::close_all`](crate::FdTable::close_all) acts on.
+///
+/// | kind | what `close_all` does |
+/// |---|---|
+/// | [`Unknown`](FdKind::Unknown) | `shutdown(SHUT_RDWR)` (fails at once on anything but a socket), then swaps a dead placeholder over the number |
+/// | [`Socket`](FdKind::Socket) | the same: `shutdown`, then the swap |
+/// | [`NotSocket`](FdKind::NotSocket) | only the swap: no `shutdown` call |
+/// | [`RegisteredSocket`](FdKind::RegisteredSocket) | only `shutdown`: the number keeps naming the same socket |
+/// | [`RegisteredOther`](FdKind::RegisteredOther) | nothing: left live and open, reported as an error |
+///
+/// The kind is a hint for *waking and releasing*, never for ownership, and it
+/// is not part of [`Trackable`]'s safety contract. A wrong kind costs only
+/// what it says: a `File` that wraps a socket (`File::from(OwnedFd)`) is
+/// `NotSocket`, so `close_all` swaps it out without the `shutdown` that would
+/// have woken a thread blocked in `read` on it; an unnecessary `Socket`
+/// costs one failing syscall.
+///
+/// The `Registered*` kinds are for descriptors registered with an async
+/// runtime's reactor (epoll, kqueue): the runtime requires the registered
+/// number to keep naming the same open file description until it is
+/// deregistered, so `close_all` must not swap it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FdKind {
+    /// Not known: `close_all` probes with `shutdown(2)`, which wakes threads
+    /// blocked on a socket and fails harmlessly on anything else. The kind of
+    /// `OwnedFd`.
+    #[default]
+    Unknown,
+    /// A socket: `close_all` shuts it down before swapping the placeholder in.
+    Socket,
+    /// Not a socket (a file, a pipe, a device): `close_all` only swaps the
+    /// placeholder in. Threads blocked in `read`/`write` on it are not woken
+    /// (the blocked call keeps the file alive until it returns).
+    NotSocket,
+    /// A socket registered with an async runtime: `close_all` shuts it down
+    /// (the connection ends, the runtime's waiters wake with end-of-file or
+    /// an error) and counts it as released, but the number keeps naming the
+    /// same socket until its handle drops.
+    RegisteredSocket,
+    /// Any other descriptor registered with an async runtime: `close_all`
+    /// cannot release it without breaking the runtime's registration, so it
+    /// leaves it live and open and reports it in
+    /// [`CloseAllReport::errors`](crate::CloseAllReport::errors).
+    RegisteredOther,
+}
+
+impl FdKind {
+    /// Every kind, in encoding order (tests).
+    #[cfg(test)]
+    pub(crate) const ALL: [FdKind; 5] = [
+        FdKind::Unknown,
+        FdKind::Socket,
+        FdKind::NotSocket,
+        FdKind::RegisteredSocket,
+        FdKind::RegisteredOther,
+    ];
+
+    /// Three bits in the slot word.
+    pub(crate) const fn to_bits(self) -> u8 {
+        match self {
+            FdKind::Unknown => 0,
+            FdKind::Socket => 1,
+            FdKind::NotSocket => 2,
+            FdKind::RegisteredSocket => 3,
+            FdKind::RegisteredOther => 4,
+        }
+    }
+
+    pub(crate) const fn from_bits(bits: u8) -> FdKind {
+        match bits {
+            1 => FdKind::Socket,
+            2 => FdKind::NotSocket,
+            3 => FdKind::RegisteredSocket,
+            4 => FdKind::RegisteredOther,
+            _ => FdKind::Unknown,
+        }
+    }
+}
+
+/// A resource that owns exactly one file descriptor and can give it up: what
+/// [`FdTable::track`](crate::FdTable::track) accepts.
+///
+/// Implemented for std's descriptor types: [`File`], [`OwnedFd`],
+/// [`TcpStream`](std::net::TcpStream), [`TcpListener`](std::net::TcpListener),
+/// [`UdpSocket`](std::net::UdpSocket), [`UnixStream`], [`UnixListener`],
+/// [`UnixDatagram`], [`ChildStdin`], [`ChildStdout`], [`ChildStderr`],
+/// [`PipeReader`](std::io::PipeReader) and [`PipeWriter`](std::io::PipeWriter).
+/// For any other type, track an [`OwnedFd`] (every I/O-safe type converts
+/// into one), or implement this trait if the type keeps its promises below.
+///
+/// # Safety
+/// The table acts on the number [`as_fd`](AsFd::as_fd) names: it sets
+/// `FD_CLOEXEC` on it, swaps a placeholder over it in
+/// [`close_all`](crate::FdTable::close_all), closes it in a fork child, and
+/// lends it to [`for_each`](crate::FdTable::for_each) callbacks. So an
+/// implementation promises, for every value `v` of the type:
+///
+/// 1. `v.as_fd()` always returns the same descriptor, and `v` owns it: no
+///    other value closes it, and it is not a borrowed descriptor such as
+///    stdio or a `static`'s.
+/// 2. [`into_owned_fd`](Trackable::into_owned_fd) returns exactly that
+///    descriptor (the same number, not a duplicate), open.
+/// 3. Until then, nothing reachable through `&T` or `&mut T` (the type's
+///    methods and trait implementations, such as `Read`, `Write` and `Seek`,
+///    which [`Tracked`](crate::Tracked) forwards) closes that descriptor,
+///    replaces it (`dup2` onto it, swapping a field), or gives its ownership
+///    away.
+///
+/// [`KIND`](Trackable::KIND) is a hint and not part of this contract.
+///
+/// # Examples
+/// A wrapper that owns one descriptor:
+/// ```
+/// use fdtable::{FdKind, FdTable, Trackable};
+/// use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+///
+/// struct Device(OwnedFd);
+///
+/// impl AsFd for Device {
+///     fn as_fd(&self) -> BorrowedFd<'_> {
+///         self.0.as_fd()
+///     }
+/// }
+///
+/// // SAFETY: `as_fd` borrows the one descriptor `self.0` owns,
+/// // `into_owned_fd` hands over that same descriptor, and no method of
+/// // `Device` closes or replaces it.
+/// unsafe impl Trackable for Device {
+///     const KIND: FdKind = FdKind::NotSocket;
+///     fn into_owned_fd(self) -> OwnedFd {
+///         self.0
+///     }
+/// }
+///
+/// let dev = Device(std::fs::File::open("/dev/null")?.into());
+/// let tracked = FdTable::global().track(dev)?;
+/// # drop(tracked);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// A type whose safe `AsFd` and `Into<OwnedFd>` disagree (here `as_fd`
+/// names stderr, which the value does not own) is refused at compile time:
+/// ```compile_fail
+/// use fdtable::FdTable;
+/// use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+///
+/// struct Liar(OwnedFd);
+///
+/// impl AsFd for Liar {
+///     fn as_fd(&self) -> BorrowedFd<'_> {
+///         // SAFETY: stderr is open for the life of the process.
+///         unsafe { BorrowedFd::borrow_raw(2) }
+///     }
+/// }
+///
+/// impl From<Liar> for OwnedFd {
+///     fn from(liar: Liar) -> OwnedFd {
+///         liar.0
+///     }
+/// }
+///
+/// let liar = Liar(std::fs::File::open("/dev/null")?.into());
+/// // error: `Liar` cannot be tracked: it does not implement `fdtable::Trackable`
+/// let tracked = FdTable::global().track(liar)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be tracked: it does not implement `fdtable::Trackable`",
+    label = "not `Trackable`",
+    note = "track an `OwnedFd` (`OwnedFd::from(value)`), or implement `Trackable` (unsafe) if `as_fd` names exactly the descriptor the value owns and hands over"
+)]
+pub unsafe trait Trackable: AsFd + Sized {
+    /// What [`close_all`](crate::FdTable::close_all) may do to release the
+    /// descriptor; [`FdKind::Unknown`] (probe with `shutdown`) unless the
+    /// type knows better.
+    const KIND: FdKind = FdKind::Unknown;
+
+    /// Give up ownership of exactly the descriptor [`as_fd`](AsFd::as_fd)
+    /// names, without closing it.
+    ///
+    /// Should not panic. If it does, the table unregisters the entry without
+    /// closing anything (what the panicking code did to the descriptor is
+    /// unknown; a leak is better than a double close) and the panic goes on.
+    fn into_owned_fd(self) -> OwnedFd;
+}
+
+macro_rules! std_trackable {
+    ($($kind:ident: $($ty:ty),+;)*) => {$($(
+        // SAFETY: std's descriptor types own exactly the descriptor their
+        // `as_fd` borrows, hand that same descriptor over unchanged through
+        // `From<T> for OwnedFd`, and none of their methods closes, replaces
+        // or gives away the descriptor before then (std's I/O-safety rules).
+        unsafe impl Trackable for $ty {
+            const KIND: FdKind = FdKind::$kind;
+            fn into_owned_fd(self) -> OwnedFd {
+                self.into()
+            }
+        }
+    )+)*};
+}
+
+std_trackable! {
+    Unknown: OwnedFd;
+    NotSocket: File, ChildStdin, ChildStdout, ChildStderr, std::io::PipeReader, std::io::PipeWriter;
+    Socket: std::net::TcpStream, std::net::TcpListener, std::net::UdpSocket,
+        UnixStream, UnixListener, UnixDatagram;
+}
+
+#[cfg(all(test, not(fdtable_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_three_bits() {
+        for kind in FdKind::ALL {
+            assert!(kind.to_bits() < 8);
+            assert_eq!(FdKind::from_bits(kind.to_bits()), kind);
+        }
+    }
+}

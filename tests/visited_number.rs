@@ -1,0 +1,296 @@
+//! I8 (issue 9, item 1): no safe call inside a `for_each` callback can close
+//! or recycle the number the callback is visiting before it returns.
+//! `try_into_inner` refuses any visit, this thread's included; `into_inner`
+//! panics on a visit of its own thread (it cannot wait for itself) and the
+//! walk cleans up after the panic; a conversion that panics inside its own
+//! visit still unregisters without closing and without a second panic.
+
+mod util;
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use fdtable::{FdTable, Trackable, Tracked};
+use util::{identity, is_open};
+
+static TABLE: FdTable = FdTable::new();
+
+/// How long a call that must not wait may take before the test calls it a
+/// hang (generous: a hang detector, not a timing assertion).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Open `n` files, so that a number just freed would be reused by one.
+fn open_some(n: usize) -> Vec<File> {
+    (0..n).map(|_| File::open("/dev/zero").unwrap()).collect()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+fn assert_clean() {
+    assert!(TABLE.is_empty(), "entries left: {}", TABLE.len());
+    let mut left = 0;
+    TABLE.for_each(|_| left += 1);
+    assert_eq!(left, 0);
+    assert_eq!(TABLE.swallowed_close_errors(), 0);
+}
+
+/// The issue's attack: inside the callback, take the visited entry back,
+/// drop it, open files. The callback's `BorrowedFd` must still name the
+/// original pipe (and a `try_clone_to_owned` of it duplicate that pipe).
+#[test]
+fn try_into_inner_of_the_visited_entry_cannot_recycle_its_number() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let fd = r.as_raw_fd();
+    let id = identity(fd).unwrap();
+    let mut handle = Some(TABLE.track(r).unwrap());
+    let mut refused = 0;
+    TABLE.for_each(|visited| {
+        assert_eq!(visited.as_raw_fd(), fd);
+        match handle.take().unwrap().try_into_inner() {
+            // Before the fix: the pipe comes back and its number is closed
+            // right here, under the walk.
+            Ok(pipe) => drop(pipe),
+            Err(still_tracked) => {
+                refused += 1;
+                drop(still_tracked); // the close is deferred instead
+            }
+        }
+        let files = open_some(8);
+        assert_eq!(
+            identity(visited.as_raw_fd()),
+            Some(id),
+            "the visited number now names another file"
+        );
+        let dup = visited.try_clone_to_owned().expect("dup the visited fd");
+        assert_eq!(identity(dup.as_raw_fd()), Some(id), "dup of the wrong file");
+        assert!(TABLE.contains(fd));
+        drop(files);
+    });
+    assert_eq!(refused, 1);
+    assert!(!is_open(fd), "the deferred close did not happen");
+    assert!(!TABLE.contains(fd));
+    assert_clean();
+}
+
+/// `try_into_inner` succeeds again once the visit is over.
+#[test]
+fn try_into_inner_refuses_during_the_own_visit_and_succeeds_after() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let fd = r.as_raw_fd();
+    let mut handle = Some(TABLE.track(r).unwrap());
+    TABLE.for_each(|_| {
+        let h = handle.take().unwrap();
+        match h.try_into_inner() {
+            Ok(_) => panic!("try_into_inner took the entry its own walk visits"),
+            Err(h) => handle = Some(h),
+        }
+    });
+    let pipe: OwnedFd = match handle.take().unwrap().try_into_inner() {
+        Ok(pipe) => pipe,
+        Err(_) => panic!("refused with no walk running"),
+    };
+    assert_eq!(pipe.as_raw_fd(), fd);
+    assert!(!TABLE.contains(fd) && is_open(fd));
+    drop(pipe);
+    assert_clean();
+}
+
+/// `into_inner` on the entry its own walk is visiting panics with a message
+/// that says what to do instead. Caught inside the callback: the unwinding
+/// dropped the handle, so the close is deferred, and the visited number
+/// stays the original file until the callback returns.
+#[test]
+fn into_inner_inside_its_own_visit_panics_and_the_close_is_deferred() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let fd = r.as_raw_fd();
+    let id = identity(fd).unwrap();
+    let handle = TABLE.track(r).unwrap();
+    // On a helper thread: an `into_inner` that waited for its own visit
+    // would hang.
+    let message = util::within(WAIT, "into_inner inside its own visit", move || {
+        let mut handle = Some(handle);
+        let mut message = String::new();
+        TABLE.for_each(|visited| {
+            let h = handle.take().unwrap();
+            match catch_unwind(AssertUnwindSafe(move || h.into_inner())) {
+                Ok(pipe) => drop(pipe), // before the fix: closes the visited number
+                Err(payload) => message = panic_message(&*payload),
+            }
+            let files = open_some(8);
+            assert_eq!(identity(visited.as_raw_fd()), Some(id), "recycled");
+            assert!(TABLE.contains(fd), "unregistered during its visit");
+            drop(files);
+        });
+        message
+    });
+    assert!(
+        message.contains(&format!("fd {fd}"))
+            && message.contains("Tracked::close")
+            && message.contains("try_into_inner"),
+        "into_inner did not refuse clearly: {message:?}"
+    );
+    assert!(!is_open(fd), "the deferred close did not happen");
+    assert_clean();
+}
+
+/// The same panic left uncaught unwinds out of the walk: the walk unpins on
+/// the way out and performs the close the unwinding deferred.
+#[test]
+fn into_inner_panic_unwinding_out_of_the_walk_leaves_nothing_behind() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let (other, _w2) = util::pipe();
+    let fd = r.as_raw_fd();
+    let other_fd = other.as_raw_fd();
+    let handle = TABLE.track(r).unwrap();
+    let other = TABLE.track(other).unwrap();
+    let outcome = util::within(WAIT, "into_inner inside its own visit", move || {
+        let mut handle = Some(handle);
+        catch_unwind(AssertUnwindSafe(|| {
+            TABLE.for_each(|visited| {
+                if visited.as_raw_fd() == fd {
+                    drop(handle.take().unwrap().into_inner());
+                }
+            });
+        }))
+        .is_err()
+    });
+    assert!(outcome, "into_inner inside its own visit returned");
+    assert!(!is_open(fd) && !TABLE.contains(fd));
+    // No pin left on the other entry: `into_inner` (which waits for pins)
+    // returns at once.
+    let back = util::within(WAIT, "into_inner after the walk unwound", move || {
+        other.into_inner()
+    });
+    assert_eq!(back.as_raw_fd(), other_fd);
+    drop(back);
+    assert_clean();
+}
+
+/// "Visited by this thread" means any frame of its walk stack: from a nested
+/// walk's callback, `into_inner` on the entry the *outer* walk visits panics
+/// too, and `try_into_inner` refuses it.
+#[test]
+fn into_inner_from_a_nested_walk_on_the_outer_visit_panics() {
+    let _serial = util::serial();
+    let (a, _wa) = util::pipe();
+    let (b, _wb) = util::pipe();
+    let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
+    let id_a = identity(fa).unwrap();
+    let ha = TABLE.track(a).unwrap();
+    let hb = TABLE.track(b).unwrap();
+    let panicked = util::within(WAIT, "into_inner inside an outer visit", move || {
+        let mut ha = Some(ha);
+        let mut panicked = false;
+        TABLE.for_each(|outer| {
+            if outer.as_raw_fd() != fa.min(fb) {
+                return;
+            }
+            TABLE.for_each(|inner| {
+                if inner.as_raw_fd() != fa.max(fb) || ha.is_none() {
+                    return;
+                }
+                // The inner walk visits the other entry; the outer one visits `a`
+                // only when `a` has the lower number: arrange for that below.
+                let h = ha.take().unwrap();
+                let h = match h.try_into_inner() {
+                    Ok(_) => panic!("try_into_inner took the outer walk's visit"),
+                    Err(h) => h,
+                };
+                panicked = catch_unwind(AssertUnwindSafe(move || h.into_inner())).is_err();
+            });
+            assert_eq!(
+                identity(outer.as_raw_fd()),
+                Some(id_a),
+                "recycled under the outer visit"
+            );
+        });
+        panicked
+    });
+    assert!(fa < fb, "the test needs `a` below `b` ({fa}, {fb})");
+    assert!(panicked, "into_inner took the entry an outer walk visits");
+    assert!(!is_open(fa), "the deferred close did not happen");
+    drop(hb);
+    assert_clean();
+}
+
+/// A resource whose conversion panics after dropping (so closing) its
+/// descriptor, as in `errors.rs`, but dropped inside its own visit. The
+/// table must unregister it without closing anything, neither panic a
+/// second time (that would abort) nor wait for its own visit; and the stale
+/// unpin of the walk must not touch a new entry that reuses the number.
+struct PanickingInto(OwnedFd);
+
+impl AsFd for PanickingInto {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// SAFETY: owns the descriptor `as_fd` names; its conversion panics (the
+// contract allows it) after dropping, and so closing, the descriptor.
+unsafe impl Trackable for PanickingInto {
+    fn into_owned_fd(self) -> OwnedFd {
+        let _drops_and_closes = self;
+        panic!("conversion failed on purpose");
+    }
+}
+
+#[test]
+fn a_conversion_panicking_inside_its_own_visit_unregisters_once_and_the_stale_unpin_is_harmless() {
+    let _serial = util::serial();
+    let errors = TABLE.swallowed_close_errors();
+    let tracked = TABLE.track(PanickingInto(util::dev_null().into())).unwrap();
+    let fd = tracked.as_raw_fd();
+    // On a helper thread: a release that waited for its own visit would hang.
+    let reborn = util::within(
+        WAIT,
+        "release of a panicking conversion inside its own visit",
+        move || {
+            let mut tracked = Some(tracked);
+            let mut reborn: Option<Tracked<'static, OwnedFd>> = None;
+            TABLE.for_each(|visited| {
+                assert_eq!(visited.as_raw_fd(), fd);
+                let outcome = catch_unwind(AssertUnwindSafe(|| drop(tracked.take())));
+                assert!(
+                    outcome.is_err(),
+                    "the conversion's panic must reach the caller"
+                );
+                assert!(!TABLE.contains(fd), "a stale entry stayed published");
+                // The conversion closed the number; a new entry may take it.
+                let (r, w) = util::pipe();
+                drop(w);
+                assert_eq!(
+                    r.as_raw_fd(),
+                    fd,
+                    "serialised test: the lowest number is reused"
+                );
+                reborn = Some(TABLE.track(r).unwrap());
+            });
+            reborn.unwrap()
+        },
+    );
+    // The walk's unpin of the old generation left the new entry alone.
+    assert!(TABLE.contains(fd) && is_open(fd));
+    assert_eq!(TABLE.len(), 1);
+    let mut seen: Vec<RawFd> = Vec::new();
+    TABLE.for_each(|b| seen.push(b.as_raw_fd()));
+    assert_eq!(seen, vec![fd]);
+    reborn.close().unwrap();
+    assert_eq!(
+        TABLE.swallowed_close_errors(),
+        errors,
+        "a number was closed twice"
+    );
+    assert_clean();
+}
