@@ -92,8 +92,6 @@ mod sys;
 mod table;
 mod tracked;
 
-#[doc(hidden)]
-pub use child::force_close_fallback;
 pub use child::CommandExt;
 pub use interrupts::{Interrupts, InterruptsBuilder, Received};
 pub use mask::MaskGuard;

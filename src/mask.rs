@@ -57,6 +57,22 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
     }
 }
 
+/// The mask this thread had before its outermost live [`MaskGuard`] blocked
+/// signals, when such a guard is alive and issued the block itself (not in
+/// quarantine mode, where guards block nothing). The exec hook gives it to
+/// the new program. Async-signal-safe: `const` thread-locals without a
+/// destructor, read in a fork child by the thread that forked.
+pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
+    if DEPTH.with(Cell::get) > 0 && RESTORE.with(Cell::get) {
+        // SAFETY: RESTORE is set only after the outermost guard stored an
+        // initialised mask in SAVED, and cleared before that guard's drop
+        // restores it.
+        Some(unsafe { SAVED.with(Cell::get).assume_init() })
+    } else {
+        None
+    }
+}
+
 /// RAII guard that blocks asynchronous signals on the current thread.
 ///
 /// Creating the outermost guard on a thread issues one
@@ -71,7 +87,13 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
 /// signal handler or a fork child.
 ///
 /// Do not run code that spawns processes while a guard is held: a child
-/// inherits the blocked mask.
+/// inherits the blocked mask. A [`Command`](std::process::Command)
+/// configured through [`CommandExt`](crate::CommandExt) while a guard is
+/// alive on the configuring thread gets a `pre_exec` hook that hands the new
+/// program the mask from before the outermost guard; a plain `Command`, or a
+/// hook-free [`close_tracked_fds`](crate::CommandExt::close_tracked_fds)
+/// configured with no guard alive and spawned under one, starts its program
+/// with signals blocked.
 ///
 /// # Examples
 /// ```

@@ -10,10 +10,10 @@
 //!   re-executed copy of this binary, since closing stdio here would take
 //!   the harness's output with it).
 //!
-//! Each situation runs every way of closing: `close_range(2)` available;
-//! forced off (`force_close_fallback(true)`); and refused by the kernel
-//! (a seccomp filter in the child makes `close_range` fail with `ENOSYS`,
-//! then `EPERM`: the runtime fallback). Every run checks, in the child, which
+//! Each situation runs every way of closing: `close_range(2)` available,
+//! and refused by the kernel (a seccomp filter in the child makes
+//! `close_range` fail with `ENOSYS`, then `EPERM`: the runtime fallback, the
+//! only way the crate can be made to take it). Every run checks, in the child, which
 //! of a list of probe numbers is still open, whether the sentinels are
 //! intact, and what `close_all_in_child` returned; the child sends that back
 //! through a pipe. The parent checks each run against what it expects (open
@@ -30,7 +30,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use fdtable::{FdTable, Tracked};
-use util::{ChildEnd, Fallback, Sentinels};
+use util::{ChildEnd, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -46,15 +46,12 @@ const STDIO_REPORT_ENV: &str = "FDTABLE_MATRIX_REPORT";
 enum Way {
     /// `close_range(2)` for runs of consecutive numbers.
     CloseRange,
-    /// `force_close_fallback(true)`: `close(2)` for each number.
-    ForcedOff,
     /// A seccomp filter makes `close_range` fail with this errno.
     KernelRefuses(libc::c_int),
 }
 
-const WAYS: [Way; 4] = [
+const WAYS: [Way; 3] = [
     Way::CloseRange,
-    Way::ForcedOff,
     Way::KernelRefuses(libc::ENOSYS),
     Way::KernelRefuses(libc::EPERM),
 ];
@@ -69,17 +66,10 @@ struct Seen {
     sentinels_intact: bool,
 }
 
-/// Make `close_range(2)` fail with `errno` (seccomp); see
-/// [`util::refuse_syscall`]. Async-signal-safe.
-fn refuse_close_range(errno: libc::c_int) -> bool {
-    util::refuse_syscall(libc::SYS_close_range, errno)
-}
-
 /// Fork; in the child make `close_range` behave as `way` says, run
 /// `close_all_in_child`, and report what is open among `probes`. Also
 /// returns what the parent expects: open before the fork and not tracked.
 fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, Vec<bool>) {
-    let _fallback = Fallback::set(way == Way::ForcedOff);
     let (read, write) = util::pipe();
     // Everything the child touches is allocated here, before the fork.
     let mut report = vec![0u8; 8 + probes.len() + 1];
@@ -95,7 +85,7 @@ fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, V
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         if let Way::KernelRefuses(errno) = way {
-            if !refuse_close_range(errno) {
+            if !util::refuse_close_range(errno) {
                 // SAFETY: ends the child at once.
                 unsafe { libc::_exit(90) };
             }
@@ -229,7 +219,7 @@ fn seccomp_filter_refuses_close_range() {
     let _serial = util::serial();
     for errno in [libc::ENOSYS, libc::EPERM] {
         let code = util::in_fork(CHILD_LIMIT, || {
-            if !refuse_close_range(errno) {
+            if !util::refuse_close_range(errno) {
                 return 90;
             }
             // close_range(1, 0) is EINVAL where the call is allowed.
