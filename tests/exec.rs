@@ -466,6 +466,57 @@ fn sigblk(status: &str) -> u64 {
     u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
 }
 
+/// How `child_sigblk` configures the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Plain,
+    /// `close_tracked_fds` (no hook unless a guard is alive).
+    CloseTracked,
+    /// A keep list: always the hook.
+    CloseTrackedKeep,
+    /// `close_other_fds` and `pass_fd`: always the hook.
+    CloseOtherPass,
+}
+
+/// Block SIGUSR2 and SIGWINCH on the calling thread, so "the parent's mask"
+/// is not trivially empty. Returns that thread's `SigBlk`.
+fn block_two_signals() -> u64 {
+    // SAFETY: a zeroed sigset is initialised by sigemptyset; the mask change
+    // is confined to this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let mask = sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    assert_ne!(mask & (1 << (libc::SIGUSR2 - 1)), 0);
+    mask
+}
+
+/// `SigBlk` of a `grep` configured as `config` and spawned on this thread;
+/// `guard` says whether a `MaskGuard` is alive while it is configured and
+/// while it is spawned.
+fn child_sigblk(table: &'static FdTable, config: Config, guard: (bool, bool)) -> u64 {
+    let mut cmd = Command::new("grep");
+    cmd.arg("SigBlk").arg("/proc/self/status");
+    let configuring = guard.0.then(fdtable::MaskGuard::new);
+    let null = File::open("/dev/null").unwrap();
+    match config {
+        Config::Plain => &mut cmd,
+        Config::CloseTracked => cmd.close_tracked_fds(table),
+        Config::CloseTrackedKeep => cmd.close_tracked_fds_except(table, &[1023]),
+        Config::CloseOtherPass => cmd.pass_fd(null.as_fd(), 9).unwrap().close_other_fds(),
+    };
+    drop(configuring);
+    let spawning = guard.1.then(fdtable::MaskGuard::new);
+    let out = cmd.output().unwrap();
+    drop(spawning);
+    assert!(out.status.success(), "{config:?}: {out:?}");
+    sigblk(&String::from_utf8(out.stdout).unwrap())
+}
+
 /// The hook blocks every asynchronous signal while it works; the program it
 /// execs must still start with the mask it would have had without the hook.
 #[test]
@@ -474,35 +525,60 @@ fn child_signal_mask_after_hook_equals_parent_mask() {
     static TABLE: FdTable = FdTable::new();
     let _t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
 
-    // Run on a fresh thread that blocks SIGUSR2 and SIGWINCH, so "the
-    // parent's mask" is not trivially empty and the harness is undisturbed.
+    // On a fresh thread, so the harness is undisturbed.
     thread::spawn(|| {
-        // SAFETY: a zeroed sigset is initialised by sigemptyset; the mask
-        // change is confined to this thread.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR2);
-            libc::sigaddset(&mut set, libc::SIGWINCH);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let parent = block_two_signals();
+        for config in [
+            Config::Plain,
+            Config::CloseTracked,
+            Config::CloseTrackedKeep,
+            Config::CloseOtherPass,
+        ] {
+            let child = child_sigblk(&TABLE, config, (false, false));
+            assert_eq!(child, parent, "{config:?}: child {child:#x} vs parent {parent:#x}");
         }
-        let parent = sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
-        assert_ne!(parent & (1 << (libc::SIGUSR2 - 1)), 0);
+    })
+    .join()
+    .unwrap();
+}
 
-        let run = |hook: bool| {
-            let mut cmd = Command::new("grep");
-            cmd.arg("SigBlk").arg("/proc/self/status");
-            if hook {
-                cmd.close_tracked_fds(&TABLE);
-            }
-            let out = cmd.output().unwrap();
-            assert!(out.status.success());
-            sigblk(&String::from_utf8(out.stdout).unwrap())
+/// Issue 12.2: a child spawned while a `MaskGuard` is alive starts with the
+/// mask from before the guard whenever the command has the hook: configured
+/// under the guard (then even `close_tracked_fds` installs it), or
+/// configured with a hook outside it and spawned under it. A plain command
+/// (and a hook-free one) spawned under a guard inherits the guard's mask,
+/// as documented.
+#[test]
+fn child_spawned_under_a_mask_guard_starts_with_the_mask_from_before_the_guard() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let _t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
+
+    thread::spawn(|| {
+        let before = block_two_signals();
+        let guarded = {
+            let _guard = fdtable::MaskGuard::new();
+            sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap())
         };
-        let without = run(false);
-        let with = run(true);
-        assert_eq!(with, without, "the hook changed the child's mask");
-        assert_eq!(with, parent, "child {with:#x} vs parent {parent:#x}");
+        assert_ne!(guarded, before, "the guard blocked nothing");
+        for (config, guard) in [
+            (Config::CloseTracked, (true, true)),
+            (Config::CloseTrackedKeep, (true, true)),
+            (Config::CloseOtherPass, (true, true)),
+            (Config::CloseTrackedKeep, (false, true)),
+            (Config::CloseOtherPass, (false, true)),
+        ] {
+            let child = child_sigblk(&TABLE, config, guard);
+            assert_eq!(
+                child, before,
+                "{config:?}, guard {guard:?}: child {child:#x}, before the guard {before:#x}"
+            );
+        }
+        // The documented limits: no hook, no restore.
+        for config in [Config::Plain, Config::CloseTracked] {
+            let child = child_sigblk(&TABLE, config, (false, true));
+            assert_eq!(child, guarded, "{config:?} spawned under a guard");
+        }
     })
     .join()
     .unwrap();
