@@ -109,7 +109,11 @@ fn ballast(bytes: usize) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let tracked: Vec<Tracked<'static, File>> = (0..100)
-        .map(|_| TABLE.track(File::open("/dev/null").expect("open")).expect("track"))
+        .map(|_| {
+            TABLE
+                .track(File::open("/dev/null").expect("open"))
+                .expect("track")
+        })
         .collect();
     let passed = [
         File::open("/dev/null").expect("open"),

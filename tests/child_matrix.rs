@@ -431,8 +431,14 @@ const CLOSE_OTHER_WAYS: [(&str, &[spawn_util::Refuse]); 6] = {
             "the flag refused (EINVAL, Linux 5.9/5.10)",
             &[Refuse::when(NR, 2, CLOEXEC, libc::EINVAL)],
         ),
-        ("close_range refused (ENOSYS)", &[Refuse::always(NR, libc::ENOSYS)]),
-        ("close_range refused (EPERM)", &[Refuse::always(NR, libc::EPERM)]),
+        (
+            "close_range refused (ENOSYS)",
+            &[Refuse::always(NR, libc::ENOSYS)],
+        ),
+        (
+            "close_range refused (EPERM)",
+            &[Refuse::always(NR, libc::EPERM)],
+        ),
         (
             "close_range refused, /proc/self/fd cannot be opened (EMFILE)",
             &[
@@ -473,8 +479,8 @@ fn close_other_fds_filters_refuse_what_they_claim() {
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
                 );
                 let mut buf = [0u64; 64];
-                let listed = dir >= 0
-                    && libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), 512) > 0;
+                let listed =
+                    dir >= 0 && libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), 512) > 0;
                 if dir >= 0 {
                     libc::close(dir);
                 }

@@ -55,7 +55,11 @@ fn id(fd: &impl AsRawFd) -> (u64, u64) {
 
 /// Check the child's set is exactly `expected` (number -> identity), each
 /// inheritable.
-fn assert_exactly(what: &str, got: &BTreeMap<RawFd, ChildFd>, expected: &BTreeMap<RawFd, (u64, u64)>) {
+fn assert_exactly(
+    what: &str,
+    got: &BTreeMap<RawFd, ChildFd>,
+    expected: &BTreeMap<RawFd, (u64, u64)>,
+) {
     let numbers: BTreeSet<RawFd> = got.keys().copied().collect();
     let wanted: BTreeSet<RawFd> = expected.keys().copied().collect();
     assert_eq!(numbers, wanted, "{what}: the child's descriptor numbers");
@@ -154,7 +158,11 @@ fn pass_fd_places_cycles_and_collisions_by_file_identity() {
     // x -> 830: 830 is taken, so the command's duplicate of x lands on 831.
     let x = &files[6];
     cmd.pass_fd(x.as_fd(), 830).unwrap();
-    assert_eq!(identity(831), Some(id(x)), "the scenario: x's duplicate at 831");
+    assert_eq!(
+        identity(831),
+        Some(id(x)),
+        "the scenario: x's duplicate at 831"
+    );
     // ... which the next mapping targets.
     let z = scratch_file("z");
     cmd.pass_fd(z.as_fd(), 831).unwrap();
@@ -198,7 +206,10 @@ fn pass_fd_refuses_bad_numbers_at_configuration_time_without_a_panic() {
         rlim_max: 0,
     };
     // SAFETY: valid out pointer.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     for too_big in [limit.rlim_cur.min(RawFd::MAX as u64) as RawFd, RawFd::MAX] {
         let err = cmd.pass_fd(file.as_fd(), too_big).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{too_big}: {err}");
@@ -240,7 +251,9 @@ fn a_target_that_changed_hands_after_configuration_is_refused_not_overwritten() 
     drop(holder);
     let other = scratch_file("other");
     let reused = dup_at(other.as_raw_fd(), 870);
-    let err = spawn_sleeping(&mut cmd).map(spawn_util::finish).unwrap_err();
+    let err = spawn_sleeping(&mut cmd)
+        .map(spawn_util::finish)
+        .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
     assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
     assert_eq!(identity(870), Some(id(&other)), "the parent's 870 changed");
@@ -254,9 +267,15 @@ fn a_target_that_changed_hands_after_configuration_is_refused_not_overwritten() 
 fn every_call_order_gives_the_same_child() {
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
-    let tracked_at_target = TABLE.track(dup_at(scratch_file("t850").as_raw_fd(), 850)).unwrap();
-    let kept = TABLE.track(dup_at(scratch_file("t851").as_raw_fd(), 851)).unwrap();
-    let dropped = TABLE.track(dup_at(scratch_file("t852").as_raw_fd(), 852)).unwrap();
+    let tracked_at_target = TABLE
+        .track(dup_at(scratch_file("t850").as_raw_fd(), 850))
+        .unwrap();
+    let kept = TABLE
+        .track(dup_at(scratch_file("t851").as_raw_fd(), 851))
+        .unwrap();
+    let dropped = TABLE
+        .track(dup_at(scratch_file("t852").as_raw_fd(), 852))
+        .unwrap();
     let leaky = dup_at(scratch_file("leaky").as_raw_fd(), 853);
     let p1 = scratch_file("p1");
     let p2 = scratch_file("p2");
@@ -323,7 +342,10 @@ fn every_call_order_gives_the_same_child() {
         }
         let got = child_fds(&mut cmd);
         for fd in [850, 851, 852] {
-            assert!(!got.contains_key(&fd), "tracked_first={tracked_first}: {fd} leaked");
+            assert!(
+                !got.contains_key(&fd),
+                "tracked_first={tracked_first}: {fd} leaked"
+            );
         }
         assert_eq!(got.get(&860).map(|f| f.id), Some(id(&p1)));
     }
@@ -368,7 +390,10 @@ fn close_tracked_fds_spawns_without_fork_and_still_closes_a_flag_cleared_descrip
 
         // Plain: the flag-cleared descriptor leaks (the control).
         make_inheritable(fd);
-        assert!(child_fds(&mut sleep_cmd()).contains_key(&fd), "control: {fd} should leak");
+        assert!(
+            child_fds(&mut sleep_cmd()).contains_key(&fd),
+            "control: {fd} should leak"
+        );
 
         // Hook-free close_tracked_fds: no fork, and nothing tracked arrives.
         make_inheritable(fd);

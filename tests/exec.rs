@@ -535,7 +535,10 @@ fn child_signal_mask_after_hook_equals_parent_mask() {
             Config::CloseOtherPass,
         ] {
             let child = child_sigblk(&TABLE, config, (false, false));
-            assert_eq!(child, parent, "{config:?}: child {child:#x} vs parent {parent:#x}");
+            assert_eq!(
+                child, parent,
+                "{config:?}: child {child:#x} vs parent {parent:#x}"
+            );
         }
     })
     .join()

@@ -273,8 +273,8 @@ mod tests {
         }
         let mut cmd = Command::new("fdtable-configure-test");
         configure(&mut cmd, Some(install), |s| s.keep.push(7));
-        let moved = cmd;
-        let mut cmd = moved;
+        // Moved into a box and out again: the setup is still found.
+        let mut cmd = *Box::new(cmd);
         let seen = configure(&mut cmd, None, |s| s.keep.clone());
         assert_eq!(seen, Some(vec![7]));
         let weak = Arc::downgrade(&lookup(&cmd).expect("registered"));
