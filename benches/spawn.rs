@@ -22,6 +22,11 @@
 //! python3 scripts/spawn_report.py     # the README's spawn table
 //! ```
 //!
+//! Each group is measured twice: in wall-clock time (`spawn_*`), and in CPU
+//! time (`spawn_*_cpu`: user + system time of this process and of its
+//! reaped children, from `getrusage`), which other processes competing for
+//! the cores barely disturb: the ratio to trust on a shared, busy machine.
+//!
 //! Under `cargo test --benches` (criterion's test mode: each function runs
 //! once) the ballast is 64 MiB instead of 1 GiB.
 
@@ -33,7 +38,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fdtable::{CommandExt, FdTable, Tracked};
 
 static TABLE: FdTable = FdTable::new();
@@ -45,7 +51,7 @@ fn run(cmd: &mut Command) {
     assert!(status.success());
 }
 
-fn bench_group(c: &mut Criterion, name: &str, passed: &[File; 2]) {
+fn bench_group<M: Measurement>(c: &mut Criterion<M>, name: &str, passed: &[File; 2]) {
     let mut group = c.benchmark_group(name);
     group.bench_function("plain", |b| b.iter(|| run(&mut Command::new(PROGRAM))));
     group.bench_function("close_tracked_fds", |b| {
@@ -107,7 +113,8 @@ fn ballast(bytes: usize) -> Vec<u8> {
     black_box(v)
 }
 
-fn bench(c: &mut Criterion) {
+/// Both parents, 100 tracked descriptors; group names end in `suffix`.
+fn bench_parents<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     let tracked: Vec<Tracked<'static, File>> = (0..100)
         .map(|_| {
             TABLE
@@ -119,24 +126,118 @@ fn bench(c: &mut Criterion) {
         File::open("/dev/null").expect("open"),
         File::open("/dev/zero").expect("open"),
     ];
-    bench_group(c, "spawn_small_parent", &passed);
+    bench_group(c, &format!("spawn_small_parent{suffix}"), &passed);
 
     let real_run = std::env::args().any(|a| a == "--bench");
     let size = if real_run { 1 << 30 } else { 64 << 20 };
     let resident = ballast(size);
-    bench_group(c, "spawn_1GiB_parent", &passed);
+    bench_group(c, &format!("spawn_1GiB_parent{suffix}"), &passed);
     drop(resident);
     drop(tracked);
 }
 
+fn bench_wall(c: &mut Criterion) {
+    bench_parents(c, "");
+}
+
+fn bench_cpu(c: &mut Criterion<CpuTime>) {
+    bench_parents(c, "_cpu");
+}
+
+/// CPU time used by this process and its reaped children (user + system),
+/// as criterion measures it in the `_cpu` groups.
+struct CpuTime;
+
+fn cpu_now() -> Duration {
+    let of = |who| {
+        // SAFETY: all-zero rusage is valid; getrusage fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out pointer.
+        assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        cpu_now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        cpu_now().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuTimeFormatter
+    }
+}
+
+/// Nanoseconds of CPU time, scaled like wall time.
+struct CpuTimeFormatter;
+
+impl ValueFormatter for CpuTimeFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns cpu"),
+            t if t < 1e6 => (1e-3, "µs cpu"),
+            t if t < 1e9 => (1e-6, "ms cpu"),
+            _ => (1e-9, "s cpu"),
+        };
+        for v in values.iter_mut() {
+            *v *= factor;
+        }
+        unit
+    }
+    fn scale_throughputs(
+        &self,
+        _: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        // Elements (or bytes) per CPU second.
+        let per = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => {
+                n as f64
+            }
+        };
+        for v in values.iter_mut() {
+            *v = per * 1e9 / *v;
+        }
+        "/cpu s"
+    }
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 criterion_group! {
-    name = benches;
+    name = wall;
     // A forking spawn of a 1 GiB parent takes tens of milliseconds: keep
     // the sample count small and give each function a few seconds.
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = bench
+    targets = bench_wall
 }
-criterion_main!(benches);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default()
+        .with_measurement(CpuTime)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = bench_cpu
+}
+criterion_main!(wall, cpu);
