@@ -33,7 +33,7 @@ pub fn spawn_sleeping(cmd: &mut Command) -> io::Result<Child> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        if wchan.contains("nanosleep") {
+        if wchan.contains("nanosleep") || in_nanosleep(pid) {
             return Ok(child);
         }
         assert!(
@@ -42,6 +42,24 @@ pub fn spawn_sleeping(cmd: &mut Command) -> io::Result<Child> {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Whether `/proc/<pid>/syscall` shows the process blocked in a sleep call
+/// (for kernels that hide `wchan`).
+fn in_nanosleep(pid: u32) -> bool {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let Some(nr) = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_nanosleep {
+        return true;
+    }
+    nr == libc::SYS_clock_nanosleep
 }
 
 /// `sleep 30`, stdio at `/dev/null`.
