@@ -193,8 +193,9 @@ fn reassert_cloexec(table: &FdTable) {
 ///    [`MaskGuard`] blocks);
 /// 2. put every signal this crate handles (e.g. SIGINT for
 ///    [`Interrupts`](crate::Interrupts)) back to `SIG_DFL`;
-/// 3. place the [`pass_fd`](CommandExt::pass_fd) descriptors (one `dup2`,
-///    or one `fcntl` for a descriptor reserved at its number, each);
+/// 3. place the [`pass_fd`](CommandExt::pass_fd) descriptors: one `dup2`
+///    each, or, for a duplicate already sitting at its number, clearing its
+///    `FD_CLOEXEC` (the parent's copy keeps the flag);
 /// 4. close every number each table given to `close_tracked_fds(_except)`
 ///    holds, as [`FdTable::close_all_in_child`] does (runs of numbers with
 ///    one `close_range(2)`), except 0-2, the passed numbers and the kept
