@@ -30,6 +30,7 @@ ROWS = [
     ("`close_tracked_fds` vs plain spawn", "close_tracked_fds", "plain", "<= 1.10"),
     ("`pass_fd` x2 + `close_other_fds` vs command-fds `fd_mappings`", "pass_fd_close_other_fds", "command_fds", "<= 1.05"),
     ("`pass_fd` x2 + `close_other_fds` vs close_fds in `pre_exec`", "pass_fd_close_other_fds", "close_fds", "<= 1.05"),
+    ("`pass_fd` x2 + `close_other_fds` vs an empty `pre_exec` hook (the fork floor)", "pass_fd_close_other_fds", "empty_pre_exec", None),
     ("`pass_fd` x2 + `close_other_fds` (forks) vs plain spawn", "pass_fd_close_other_fds", "plain", None),
 ]
 
