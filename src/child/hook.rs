@@ -176,9 +176,9 @@ fn reassert_cloexec(table: &FdTable) {
 /// Otherwise `close_tracked_fds` installs nothing: tracked descriptors are
 /// close-on-exec already ([`FdTable::track`] sets the flag), so `execve`
 /// closes them. To cover one whose flag was cleared behind the table's back,
-/// the call sets `FD_CLOEXEC` again on every descriptor the table holds (one
-/// `fcntl(F_GETFD)` each, plus `F_SETFD` where the flag is missing; the walk
-/// pins each entry, so no number is recycled under it). What that cannot
+/// the call sets `FD_CLOEXEC` again on every descriptor the table holds: one
+/// `fcntl(F_GETFD)` each, and only where a flag is missing a walk that pins
+/// each entry (so no number is recycled under it) and `F_SETFD`. What that cannot
 /// cover: a flag cleared *after* the call, and the window described below.
 /// A hook installed later on the same command (say by `pass_fd`) does not
 /// close that table's descriptors in the child: they are close-on-exec as of
