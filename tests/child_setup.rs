@@ -395,10 +395,15 @@ fn close_tracked_fds_spawns_without_fork_and_still_closes_a_flag_cleared_descrip
             "control: {fd} should leak"
         );
 
-        // Hook-free close_tracked_fds: no fork, and nothing tracked arrives.
+        // Hook-free close_tracked_fds: no fork, and nothing tracked arrives;
+        // a foreign inheritable descriptor keeps its flag (and arrives).
+        let foreign = scratch_file("foreign");
+        make_inheritable(foreign.as_raw_fd());
         make_inheritable(fd);
         let got = child_fds(sleep_cmd().close_tracked_fds(&TABLE));
         assert!(!got.contains_key(&fd), "{fd} reached the child: {got:?}");
+        assert!(got.contains_key(&foreign.as_raw_fd()), "{got:?}");
+        assert_eq!(util::fd_flags(foreign.as_raw_fd()).unwrap(), 0);
     })
     .join()
     .unwrap();
