@@ -3,9 +3,10 @@
 //! when it was forked in the middle of a walk or a table mutation.
 //!
 //! Everything that forks or counts descriptors holds `serial()`: forks copy
-//! every thread's descriptors, and the close_range switch is process-wide.
-//! Code after `fork` in a child makes only async-signal-safe calls and
-//! reports through its exit code.
+//! every thread's descriptors. The `close(2)` fallback is forced the way a
+//! kernel or container forces it: a seccomp filter in the child refuses
+//! `close_range`. Code after `fork` in a child makes only async-signal-safe
+//! calls and reports through its exit code.
 
 mod util;
 
