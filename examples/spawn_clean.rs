@@ -1,10 +1,13 @@
-//! What a spawned program inherits, with and without the `CommandExt` hook.
+//! What a spawned program inherits, with and without `CommandExt`.
 //!
-//! Tracks three descriptors, makes one of them inheritable on purpose (as a
-//! careless `fcntl` elsewhere in a program might), then runs
-//! `ls -l /proc/self/fd` three times: plain, with `close_tracked_fds`, and
-//! with `close_tracked_fds_except` keeping one. Prints each listing and
-//! what differs from the plain run.
+//! Tracks three descriptors and makes one of them inheritable on purpose (as
+//! a careless `fcntl` elsewhere in a program might), opens one more that is
+//! not tracked and inheritable (as a C library or our own parent might leave
+//! one), then runs `ls -l /proc/self/fd` four times: plain; with
+//! `close_tracked_fds` (no hook, no fork); with `close_tracked_fds_except`
+//! keeping one; and with `pass_fd` (the config file at descriptor 3 of the
+//! child) plus `close_other_fds`. Prints each listing and what differs from
+//! the plain run.
 //!
 //! ```text
 //! cargo run --example spawn_clean
@@ -13,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::Command;
 
 use fdtable::{CommandExt, FdTable};
@@ -57,22 +60,32 @@ fn show(title: &str, entries: &Listing, plain: &Listing) {
     println!();
 }
 
+/// Clear `FD_CLOEXEC`, deliberately: the descriptor leaks into children.
+fn make_inheritable(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor we own; 0 clears FD_CLOEXEC.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> io::Result<()> {
     let table = FdTable::global();
     let log = table.track(File::open("/etc/hostname").or_else(|_| File::open("/dev/null"))?)?;
     let config = table.track(File::open("/dev/zero")?)?;
     let leaky = table.track(File::open("/dev/null")?)?;
-
-    // `track` set FD_CLOEXEC; undo it on one descriptor, deliberately.
-    // SAFETY: F_SETFD on a descriptor we own; 0 clears FD_CLOEXEC.
-    if unsafe { libc::fcntl(leaky.as_raw_fd(), libc::F_SETFD, 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    // `track` set FD_CLOEXEC; undo it on one descriptor.
+    make_inheritable(leaky.as_raw_fd())?;
+    // Not tracked at all, and inheritable.
+    let stray = File::open("/dev/urandom")?;
+    make_inheritable(stray.as_raw_fd())?;
     println!(
-        "tracked: log = {}, config = {}, leaky = {} (inheritable)\n",
+        "tracked: log = {}, config = {}, leaky = {} (inheritable); \
+         untracked: stray = {} (inheritable)\n",
         log.as_raw_fd(),
         config.as_raw_fd(),
-        leaky.as_raw_fd()
+        leaky.as_raw_fd(),
+        stray.as_raw_fd()
     );
 
     // `ls` opens /proc/self/fd itself: that directory shows up too, at the
@@ -80,11 +93,22 @@ fn main() -> io::Result<()> {
     let plain = listing(&mut Command::new("ls"))?;
     show("plain spawn (leaky leaks)", &plain, &plain);
 
+    // No hook needed: the call sets FD_CLOEXEC on `leaky` again, here in
+    // the parent, and the spawn goes through posix_spawn (no fork).
     let hooked = listing(Command::new("ls").close_tracked_fds(table))?;
-    show("with close_tracked_fds", &hooked, &plain);
+    show("with close_tracked_fds (no hook)", &hooked, &plain);
 
+    make_inheritable(leaky.as_raw_fd())?;
     let kept = listing(Command::new("ls").close_tracked_fds_except(table, &[config.as_raw_fd()]))?;
     show("with close_tracked_fds_except(config)", &kept, &plain);
+
+    // The config file at descriptor 3 of the child, whatever its number
+    // here, and nothing else but stdio: not `stray`, not `leaky`.
+    make_inheritable(leaky.as_raw_fd())?;
+    let mut cmd = Command::new("ls");
+    cmd.pass_fd(config.as_fd(), 3)?.close_other_fds();
+    let passed = listing(&mut cmd)?;
+    show("with pass_fd(config, 3) + close_other_fds", &passed, &plain);
 
     Ok(())
 }

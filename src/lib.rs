@@ -125,8 +125,6 @@ mod trackable;
 mod tracked;
 mod visits;
 
-#[doc(hidden)]
-pub use child::force_close_fallback;
 pub use child::CommandExt;
 pub use mask::MaskGuard;
 pub use retire::CloseAllReport;

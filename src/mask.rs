@@ -259,6 +259,23 @@ pub(crate) fn open_mask_threads() -> usize {
     OPEN_MASK_THREADS.load(Ordering::Relaxed)
 }
 
+/// The mask this thread had before its outermost live [`MaskGuard`], while
+/// one is alive (`SAVED`, see the module's internal details for its one
+/// harmless race). In quarantine mode that is the fully blocked mask; the
+/// exec hook asks for the pre-quarantine mask first. The exec hook gives it
+/// to the new program. Async-signal-safe: `const` thread-locals without a
+/// destructor, read in a fork child by the thread that forked.
+pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
+    if DEPTH.with(Cell::get) > 0 {
+        // SAFETY: the outermost guard stores an initialised mask in SAVED
+        // before it raises DEPTH above zero, and nothing clears it while
+        // DEPTH stays above zero.
+        Some(unsafe { SAVED.with(Cell::get).assume_init() })
+    } else {
+        None
+    }
+}
+
 /// RAII guard that blocks asynchronous signals on the current thread.
 ///
 /// Creating the outermost guard on a thread issues one
@@ -301,9 +318,14 @@ pub(crate) fn open_mask_threads() -> usize {
 /// needs_sync(&fdtable::MaskGuard::new());
 /// ```
 ///
-/// Do not spawn processes while a guard is held: a child inherits the
-/// blocked mask (a plain [`std::process::Command`] spawned under a guard
-/// starts its program with these signals blocked).
+/// Do not run code that spawns processes while a guard is held: a child
+/// inherits the blocked mask. A [`Command`](std::process::Command)
+/// configured through [`CommandExt`](crate::CommandExt) while a guard is
+/// alive on the configuring thread gets a `pre_exec` hook that hands the new
+/// program the mask from before the outermost guard; a plain `Command`, or a
+/// hook-free [`close_tracked_fds`](crate::CommandExt::close_tracked_fds)
+/// configured with no guard alive and spawned under one, starts its program
+/// with signals blocked.
 ///
 /// # Limitations
 /// `mem::forget` on a guard leaves the signals blocked on this thread for

@@ -10,18 +10,27 @@
 //!   re-executed copy of this binary, since closing stdio here would take
 //!   the harness's output with it).
 //!
-//! Each situation runs every way of closing: `close_range(2)` available;
-//! forced off (`force_close_fallback(true)`); and refused by the kernel
-//! (a seccomp filter in the child makes `close_range` fail with `ENOSYS`,
-//! then `EPERM`: the runtime fallback). Every run checks, in the child, which
+//! Each situation runs every way of closing: `close_range(2)` available,
+//! and refused by the kernel (a seccomp filter in the child makes
+//! `close_range` fail with `ENOSYS`, then `EPERM`: the runtime fallback, the
+//! only way the crate can be made to take it). Every run checks, in the child, which
 //! of a list of probe numbers is still open, whether the sentinels are
 //! intact, and what `close_all_in_child` returned; the child sends that back
 //! through a pipe. The parent checks each run against what it expects (open
 //! before the fork and not tracked) and that all ways give the same result.
 //!
+//! `close_other_fds` gets the same treatment with real programs: every way
+//! it can mark descriptors close-on-exec (`CLOSE_RANGE_CLOEXEC`; the flag
+//! refused with `EINVAL` as on Linux 5.9/5.10; `close_range` refused with
+//! `ENOSYS` or `EPERM`; then `/proc/self/fd` unopenable as at the
+//! descriptor limit, or unreadable) must leave a spawned program exactly 0-2
+//! and the passed descriptors, and keep std's exec-error socket working.
+//! The filters are installed by a `pre_exec` hook registered before ours.
+//!
 //! Code after `fork` makes only async-signal-safe calls into memory
 //! allocated before the fork, and leaves with `_exit`.
 
+mod spawn_util;
 mod util;
 
 use std::fs::File;
@@ -29,8 +38,8 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use fdtable::{FdTable, Tracked};
-use util::{ChildEnd, Fallback, Sentinels};
+use fdtable::{CommandExt, FdTable, Tracked};
+use util::{ChildEnd, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -46,15 +55,12 @@ const STDIO_REPORT_ENV: &str = "FDTABLE_MATRIX_REPORT";
 enum Way {
     /// `close_range(2)` for runs of consecutive numbers.
     CloseRange,
-    /// `force_close_fallback(true)`: `close(2)` for each number.
-    ForcedOff,
     /// A seccomp filter makes `close_range` fail with this errno.
     KernelRefuses(libc::c_int),
 }
 
-const WAYS: [Way; 4] = [
+const WAYS: [Way; 3] = [
     Way::CloseRange,
-    Way::ForcedOff,
     Way::KernelRefuses(libc::ENOSYS),
     Way::KernelRefuses(libc::EPERM),
 ];
@@ -69,17 +75,10 @@ struct Seen {
     sentinels_intact: bool,
 }
 
-/// Make `close_range(2)` fail with `errno` (seccomp); see
-/// [`util::refuse_syscall`]. Async-signal-safe.
-fn refuse_close_range(errno: libc::c_int) -> bool {
-    util::refuse_syscall(libc::SYS_close_range, errno)
-}
-
 /// Fork; in the child make `close_range` behave as `way` says, run
 /// `close_all_in_child`, and report what is open among `probes`. Also
 /// returns what the parent expects: open before the fork and not tracked.
 fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, Vec<bool>) {
-    let _fallback = Fallback::set(way == Way::ForcedOff);
     let (read, write) = util::pipe();
     // Everything the child touches is allocated here, before the fork.
     let mut report = vec![0u8; 8 + probes.len() + 1];
@@ -95,7 +94,7 @@ fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, V
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         if let Way::KernelRefuses(errno) = way {
-            if !refuse_close_range(errno) {
+            if !util::refuse_close_range(errno) {
                 // SAFETY: ends the child at once.
                 unsafe { libc::_exit(90) };
             }
@@ -229,7 +228,7 @@ fn seccomp_filter_refuses_close_range() {
     let _serial = util::serial();
     for errno in [libc::ENOSYS, libc::EPERM] {
         let code = util::in_fork(CHILD_LIMIT, || {
-            if !refuse_close_range(errno) {
+            if !util::refuse_close_range(errno) {
                 return 90;
             }
             // close_range(1, 0) is EINVAL where the call is allowed.
@@ -418,4 +417,156 @@ fn stdio_closed_child() {
     };
     // Leave before the harness tries to print to the closed stdio.
     std::process::exit(code);
+}
+
+/// Ways `close_other_fds` may find the kernel, as seccomp rules.
+const CLOSE_OTHER_WAYS: [(&str, &[spawn_util::Refuse]); 6] = {
+    use spawn_util::Refuse;
+    const NR: libc::c_long = libc::SYS_close_range;
+    const CLOEXEC: u32 = libc::CLOSE_RANGE_CLOEXEC;
+    const DIRECTORY: u32 = libc::O_DIRECTORY as u32;
+    [
+        ("CLOSE_RANGE_CLOEXEC available", &[]),
+        (
+            "the flag refused (EINVAL, Linux 5.9/5.10)",
+            &[Refuse::when(NR, 2, CLOEXEC, libc::EINVAL)],
+        ),
+        (
+            "close_range refused (ENOSYS)",
+            &[Refuse::always(NR, libc::ENOSYS)],
+        ),
+        (
+            "close_range refused (EPERM)",
+            &[Refuse::always(NR, libc::EPERM)],
+        ),
+        (
+            "close_range refused, /proc/self/fd cannot be opened (EMFILE)",
+            &[
+                Refuse::always(NR, libc::ENOSYS),
+                Refuse::when(libc::SYS_openat, 2, DIRECTORY, libc::EMFILE),
+            ],
+        ),
+        (
+            "close_range refused, getdents64 refused",
+            &[
+                Refuse::always(NR, libc::ENOSYS),
+                Refuse::always(libc::SYS_getdents64, libc::ENOSYS),
+            ],
+        ),
+    ]
+};
+
+/// The seccomp rules really refuse what they say, in a fork child.
+#[test]
+fn close_other_fds_filters_refuse_what_they_claim() {
+    let _serial = util::serial();
+    for (way, rules) in CLOSE_OTHER_WAYS {
+        let code = util::in_fork(CHILD_LIMIT, || {
+            if !spawn_util::install(rules) {
+                return 90;
+            }
+            // SAFETY: raw syscalls on a range above every descriptor and
+            // on a directory we close again; errno read right after.
+            unsafe {
+                let cloexec = libc::syscall(
+                    libc::SYS_close_range,
+                    u32::MAX,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                ) == 0;
+                let dir = libc::open(
+                    c"/proc/self/fd".as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                let mut buf = [0u64; 64];
+                let listed =
+                    dir >= 0 && libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), 512) > 0;
+                if dir >= 0 {
+                    libc::close(dir);
+                }
+                // Bit 0: CLOEXEC works; bit 1: /proc opens; bit 2: listed.
+                cloexec as i32 | ((dir >= 0) as i32) << 1 | (listed as i32) << 2
+            }
+        });
+        let expected = match rules.len() {
+            0 => 0b111,
+            _ if way.contains("cannot be opened") => 0b000,
+            _ if way.contains("getdents64") => 0b010,
+            _ => 0b110,
+        };
+        assert_eq!(code, expected, "{way}: bits cloexec/open/listed");
+    }
+}
+
+#[test]
+fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
+    let _serial = util::serial();
+    let sentinels = Sentinels::open(1);
+    let soft_limit = {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out pointer.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        lim.rlim_cur.min(1 << 20) as RawFd
+    };
+    // Inheritable descriptors a careless library might leave: low, middle,
+    // and the highest number the limit allows (the sweep must reach it).
+    let inheritable = |fd: RawFd| {
+        // SAFETY: F_SETFD on a descriptor we own.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    };
+    let low = util::dev_null();
+    inheritable(low.as_raw_fd());
+    let middle = null_at(500);
+    inheritable(500);
+    let top = null_at(soft_limit - 1);
+    inheritable(soft_limit - 1);
+    let tracked = TABLE.track(util::dev_null()).expect("track");
+    inheritable(tracked.as_raw_fd());
+    let (_reader, writer) = util::pipe();
+    let passed_file = File::open("/proc/self/exe").expect("open exe");
+    let null_id = util::identity(low.as_raw_fd()).expect("open");
+    let expected: Vec<(RawFd, (u64, u64))> = vec![
+        (0, null_id),
+        (1, null_id),
+        (2, null_id),
+        (3, util::identity(writer.as_raw_fd()).expect("open")),
+        (600, util::identity(passed_file.as_raw_fd()).expect("open")),
+    ];
+
+    let configure = |cmd: &mut std::process::Command, rules: &'static [spawn_util::Refuse]| {
+        spawn_util::refuse_in_child(cmd, rules);
+        cmd.pass_fd(std::os::fd::AsFd::as_fd(&writer), 3)
+            .expect("pass 3")
+            .pass_fd(std::os::fd::AsFd::as_fd(&passed_file), 600)
+            .expect("pass 600")
+            .close_other_fds()
+            .close_tracked_fds(&TABLE);
+    };
+    for (way, rules) in CLOSE_OTHER_WAYS {
+        let mut cmd = spawn_util::sleep_cmd();
+        configure(&mut cmd, rules);
+        let got = spawn_util::child_fds(&mut cmd);
+        let got: Vec<(RawFd, (u64, u64))> = got
+            .iter()
+            .map(|(&fd, info)| {
+                assert!(!info.cloexec, "{way}: {fd} is close-on-exec");
+                (fd, info.id)
+            })
+            .collect();
+        assert_eq!(got, expected, "{way}: the program's descriptors");
+
+        // std's exec-error socket survived every way: a missing program
+        // is reported, not turned into a child that dies.
+        for i in 0..20 {
+            let mut missing = std::process::Command::new("/nonexistent/fdtable-matrix");
+            configure(&mut missing, rules);
+            let err = missing.spawn().map(spawn_util::finish).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{way} {i}: {err}");
+        }
+    }
+    sentinels.check_and_close();
+    drop((low, middle, top, tracked));
 }

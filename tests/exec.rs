@@ -3,22 +3,23 @@
 //! when it was forked in the middle of a walk or a table mutation.
 //!
 //! Everything that forks or counts descriptors holds `serial()`: forks copy
-//! every thread's descriptors, and the close_range switch is process-wide.
-//! Code after `fork` in a child makes only async-signal-safe calls and
-//! reports through its exit code.
+//! every thread's descriptors. The `close(2)` fallback is forced the way a
+//! kernel or container forces it: a seccomp filter in the child refuses
+//! `close_range`. Code after `fork` in a child makes only async-signal-safe
+//! calls and reports through its exit code.
 
 mod util;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fdtable::{CommandExt, FdTable, Tracked};
-use util::{identity, is_open, serial, Fallback};
+use util::{identity, is_open, serial};
 
 /// Descriptors the child checks: everything below this.
 const LIMIT: RawFd = 1024;
@@ -80,8 +81,10 @@ fn published(table: &FdTable) -> usize {
 /// (holding pins) and a churn thread tracks and closes descriptors, while the
 /// main thread forks `forks` times. Each child runs `close_all_in_child` and
 /// checks that every number the table held is closed, that it closed exactly
-/// that many, and that the sentinels are untouched.
-fn fork_under_churn(table: &'static FdTable, forks: usize) {
+/// that many, and that the sentinels are untouched. With `refuse`, a
+/// seccomp filter in the child makes `close_range` fail with `ENOSYS` first,
+/// so the child closes with its `close(2)` fallback.
+fn fork_under_churn(table: &'static FdTable, forks: usize, refuse: bool) {
     let track_some = |n: usize| -> Vec<Tracked<'_, File>> {
         (0..n)
             .map(|_| table.track(File::open("/dev/null").unwrap()).unwrap())
@@ -148,6 +151,9 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
                     forks_in_pin += 1;
                 }
                 let code = in_fork(|| {
+                    if refuse && !util::refuse_close_range(libc::ENOSYS) {
+                        return 90;
+                    }
                     let before = published(table);
                     // SAFETY: fork child; nothing uses the table afterwards.
                     let closed = unsafe { table.close_all_in_child() };
@@ -165,7 +171,7 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
                 assert_eq!(
                     code, 0,
                     "fork {i}: 2 = a tracked fd stayed open, 3 = a sentinel was \
-                     closed or replaced, 4 = wrong count"
+                     closed or replaced, 4 = wrong count, 90 = seccomp refused"
                 );
             }
         }));
@@ -187,15 +193,14 @@ fn fork_under_churn(table: &'static FdTable, forks: usize) {
 fn fork_during_walk_and_churn_child_closes_every_tracked_fd() {
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
-    fork_under_churn(&TABLE, 150);
+    fork_under_churn(&TABLE, 150, false);
 }
 
 #[test]
 fn fork_during_walk_and_churn_close_fallback_gives_the_same_result() {
     let _serial = serial();
-    let _fallback = Fallback::set(true);
     static TABLE: FdTable = FdTable::new();
-    fork_under_churn(&TABLE, 120);
+    fork_under_churn(&TABLE, 120, true);
 }
 
 /// Runs of consecutive numbers, gaps, a kept number between runs: the exact
@@ -222,8 +227,10 @@ fn close_range_and_close_fallback_close_the_same_numbers() {
     let foreign = dup_at(610);
 
     for fallback in [false, true] {
-        let _switch = Fallback::set(fallback);
         let code = in_fork(|| {
+            if fallback && !util::refuse_close_range(libc::ENOSYS) {
+                return 90;
+            }
             // SAFETY: fork child; nothing uses the table afterwards.
             let closed = unsafe { TABLE.close_all_in_child() };
             if closed != 16 {
@@ -239,7 +246,7 @@ fn close_range_and_close_fallback_close_the_same_numbers() {
         });
         assert_eq!(
             code, 0,
-            "fallback={fallback}: 2 count, 3 wrong set, 4 sentinel"
+            "fallback={fallback}: 2 count, 3 wrong set, 4 sentinel, 90 seccomp"
         );
     }
     assert!(
@@ -249,15 +256,39 @@ fn close_range_and_close_fallback_close_the_same_numbers() {
     drop((tracked, foreign));
 }
 
-/// If the hook ever closed std's close-on-exec error pipe, `spawn` of a
-/// missing program would return `Ok` with a child that dies. The table's
-/// "publish after open, unpublish before close" rule means it never claims
-/// that number, even while another thread recycles numbers as fast as it can.
+/// How `spawn_of_missing_program_...` configures each spawn.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    /// `close_tracked_fds`: no hook.
+    NoHook,
+    /// A keep list: the hook closes the tracked numbers in the child.
+    HookClose,
+    /// `close_other_fds` too: the rest is marked close-on-exec.
+    HookCloseOther,
+    /// And `pass_fd` to the lowest number free right now, where std's error
+    /// socket would land if the number were not reserved.
+    HookPassLowest,
+}
+
+/// The lowest descriptor number free right now (racy under churn: only a
+/// good guess, which is the point).
+fn lowest_free() -> RawFd {
+    let probe = File::open("/dev/null").unwrap();
+    probe.as_raw_fd()
+}
+
+/// If the hook ever closed, clobbered or inherited-away std's close-on-exec
+/// error socket, `spawn` of a missing program would return `Ok` with a child
+/// that dies. The table's "publish after open, unpublish before close" rule
+/// means the tracked close never claims that number, `close_other_fds` only
+/// marks it close-on-exec (as it already is), and `pass_fd` reserves its
+/// target, even while other threads recycle numbers as fast as they can.
 #[test]
 fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
     let stop = AtomicBool::new(false);
+    let passed = File::open("/dev/null").unwrap();
     thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
@@ -274,19 +305,37 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
             });
         }
         let result = std::panic::catch_unwind(|| {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            for i in 0..300 {
-                assert!(Instant::now() < deadline, "too slow at spawn {i}");
-                match Command::new("/nonexistent/fdtable-test")
-                    .close_tracked_fds(&TABLE)
-                    .spawn()
-                {
-                    Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "spawn {i}: {e}"),
-                    Ok(mut child) => {
-                        let status = child.wait();
-                        panic!(
-                            "spawn {i} returned Ok (child status {status:?}): error pipe closed"
-                        );
+            let deadline = Instant::now() + Duration::from_secs(240);
+            for setup in [
+                Setup::NoHook,
+                Setup::HookClose,
+                Setup::HookCloseOther,
+                Setup::HookPassLowest,
+            ] {
+                for i in 0..300 {
+                    assert!(Instant::now() < deadline, "too slow at {setup:?} {i}");
+                    let mut cmd = Command::new("/nonexistent/fdtable-test");
+                    match setup {
+                        Setup::NoHook => cmd.close_tracked_fds(&TABLE),
+                        Setup::HookClose => cmd.close_tracked_fds_except(&TABLE, &[1023]),
+                        Setup::HookCloseOther => cmd.close_other_fds().close_tracked_fds(&TABLE),
+                        Setup::HookPassLowest => cmd
+                            .pass_fd(passed.as_fd(), lowest_free())
+                            .unwrap()
+                            .close_other_fds()
+                            .close_tracked_fds(&TABLE),
+                    };
+                    match cmd.spawn() {
+                        Err(e) => {
+                            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{setup:?} {i}: {e}")
+                        }
+                        Ok(mut child) => {
+                            let status = child.wait();
+                            panic!(
+                                "{setup:?} {i} returned Ok (child status {status:?}): \
+                                 error socket lost"
+                            );
+                        }
                     }
                 }
             }
@@ -314,9 +363,35 @@ fn child_fds(cmd: &mut Command) -> Vec<RawFd> {
         .collect()
 }
 
+/// `ls`, with a seccomp filter that refuses `close_range` (`ENOSYS`)
+/// installed by a `pre_exec` hook registered before ours when `fallback`:
+/// the hook then closes with its `close(2)` fallback.
+fn ls(fallback: bool) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new("ls");
+    if fallback {
+        // SAFETY: prctl only, on a filter program on the stack.
+        unsafe {
+            cmd.pre_exec(|| {
+                if util::refuse_close_range(libc::ENOSYS) {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EPERM))
+                }
+            });
+        }
+    }
+    cmd
+}
+
+/// Clear FD_CLOEXEC on `fd` behind the table's back.
+fn make_inheritable(fd: RawFd) {
+    // SAFETY: F_SETFD on a descriptor the test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+}
+
 fn inheritable_tracked_fd_cases(fallback: bool) {
     static TABLE: FdTable = FdTable::new();
-    let _switch = Fallback::set(fallback);
     // High numbers, so `ls`'s own directory descriptor never lands on them.
     let dup_at = |n: RawFd| -> File {
         let null = File::open("/dev/null").unwrap();
@@ -329,28 +404,40 @@ fn inheritable_tracked_fd_cases(fallback: bool) {
     let leaky = TABLE.track(dup_at(700)).unwrap();
     let quiet = TABLE.track(dup_at(701)).unwrap();
     // Deliberately inheritable after tracking: the hazard the hook exists for.
-    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
-    assert_eq!(unsafe { libc::fcntl(700, libc::F_SETFD, 0) }, 0);
+    make_inheritable(700);
 
-    let control = child_fds(&mut Command::new("ls"));
+    let control = child_fds(&mut ls(fallback));
     assert!(control.contains(&700), "control must leak 700: {control:?}");
     assert!(!control.contains(&701), "701 is close-on-exec: {control:?}");
 
-    let hooked = child_fds(Command::new("ls").close_tracked_fds(&TABLE));
+    // With the hook (a keep list needs it), the flag cleared even after
+    // configuration does not matter: the child closes 700.
+    let mut hooked_cmd = ls(fallback);
+    hooked_cmd.close_tracked_fds_except(&TABLE, &[999]);
+    make_inheritable(700);
+    let hooked = child_fds(&mut hooked_cmd);
     assert!(!hooked.contains(&700), "hook must close 700: {hooked:?}");
     assert!(!hooked.contains(&701));
     for fd in 0..=2 {
         assert!(hooked.contains(&fd), "stdio {fd} must survive: {hooked:?}");
     }
 
-    let kept = child_fds(Command::new("ls").close_tracked_fds_except(&TABLE, &[700, 701]));
+    // Without a hook, the call sets the flag again in the parent.
+    make_inheritable(700);
+    let plain = child_fds(ls(fallback).close_tracked_fds(&TABLE));
+    assert!(!plain.contains(&700) && !plain.contains(&701), "{plain:?}");
+    // SAFETY: F_GETFD on our own descriptor.
+    assert_eq!(unsafe { libc::fcntl(700, libc::F_GETFD) }, libc::FD_CLOEXEC);
+
+    make_inheritable(700);
+    let kept = child_fds(ls(fallback).close_tracked_fds_except(&TABLE, &[700, 701]));
     assert!(kept.contains(&700), "keep variant keeps 700: {kept:?}");
     assert!(kept.contains(&701), "keep variant passes 701 on: {kept:?}");
 
-    let some = child_fds(Command::new("ls").close_tracked_fds_except(&TABLE, &[701]));
+    let some = child_fds(ls(fallback).close_tracked_fds_except(&TABLE, &[701]));
     assert!(!some.contains(&700) && some.contains(&701), "{some:?}");
 
-    // The parent's descriptors are unchanged by what the children did.
+    // The children's flag changes stayed in the children.
     // SAFETY: F_GETFD on our own descriptors.
     unsafe {
         assert_eq!(libc::fcntl(700, libc::F_GETFD), 0);
@@ -380,6 +467,57 @@ fn sigblk(status: &str) -> u64 {
     u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
 }
 
+/// How `child_sigblk` configures the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Plain,
+    /// `close_tracked_fds` (no hook unless a guard is alive).
+    CloseTracked,
+    /// A keep list: always the hook.
+    CloseTrackedKeep,
+    /// `close_other_fds` and `pass_fd`: always the hook.
+    CloseOtherPass,
+}
+
+/// Block SIGUSR2 and SIGWINCH on the calling thread, so "the parent's mask"
+/// is not trivially empty. Returns that thread's `SigBlk`.
+fn block_two_signals() -> u64 {
+    // SAFETY: a zeroed sigset is initialised by sigemptyset; the mask change
+    // is confined to this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let mask = sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    assert_ne!(mask & (1 << (libc::SIGUSR2 - 1)), 0);
+    mask
+}
+
+/// `SigBlk` of a `grep` configured as `config` and spawned on this thread;
+/// `guard` says whether a `MaskGuard` is alive while it is configured and
+/// while it is spawned.
+fn child_sigblk(table: &'static FdTable, config: Config, guard: (bool, bool)) -> u64 {
+    let mut cmd = Command::new("grep");
+    cmd.arg("SigBlk").arg("/proc/self/status");
+    let configuring = guard.0.then(fdtable::MaskGuard::new);
+    let null = File::open("/dev/null").unwrap();
+    match config {
+        Config::Plain => &mut cmd,
+        Config::CloseTracked => cmd.close_tracked_fds(table),
+        Config::CloseTrackedKeep => cmd.close_tracked_fds_except(table, &[1023]),
+        Config::CloseOtherPass => cmd.pass_fd(null.as_fd(), 9).unwrap().close_other_fds(),
+    };
+    drop(configuring);
+    let spawning = guard.1.then(fdtable::MaskGuard::new);
+    let out = cmd.output().unwrap();
+    drop(spawning);
+    assert!(out.status.success(), "{config:?}: {out:?}");
+    sigblk(&String::from_utf8(out.stdout).unwrap())
+}
+
 /// The hook blocks every asynchronous signal while it works; the program it
 /// execs must still start with the mask it would have had without the hook.
 #[test]
@@ -388,35 +526,63 @@ fn child_signal_mask_after_hook_equals_parent_mask() {
     static TABLE: FdTable = FdTable::new();
     let _t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
 
-    // Run on a fresh thread that blocks SIGUSR2 and SIGWINCH, so "the
-    // parent's mask" is not trivially empty and the harness is undisturbed.
+    // On a fresh thread, so the harness is undisturbed.
     thread::spawn(|| {
-        // SAFETY: a zeroed sigset is initialised by sigemptyset; the mask
-        // change is confined to this thread.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR2);
-            libc::sigaddset(&mut set, libc::SIGWINCH);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let parent = block_two_signals();
+        for config in [
+            Config::Plain,
+            Config::CloseTracked,
+            Config::CloseTrackedKeep,
+            Config::CloseOtherPass,
+        ] {
+            let child = child_sigblk(&TABLE, config, (false, false));
+            assert_eq!(
+                child, parent,
+                "{config:?}: child {child:#x} vs parent {parent:#x}"
+            );
         }
-        let parent = sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
-        assert_ne!(parent & (1 << (libc::SIGUSR2 - 1)), 0);
+    })
+    .join()
+    .unwrap();
+}
 
-        let run = |hook: bool| {
-            let mut cmd = Command::new("grep");
-            cmd.arg("SigBlk").arg("/proc/self/status");
-            if hook {
-                cmd.close_tracked_fds(&TABLE);
-            }
-            let out = cmd.output().unwrap();
-            assert!(out.status.success());
-            sigblk(&String::from_utf8(out.stdout).unwrap())
+/// Issue 12.2: a child spawned while a `MaskGuard` is alive starts with the
+/// mask from before the guard whenever the command has the hook: configured
+/// under the guard (then even `close_tracked_fds` installs it), or
+/// configured with a hook outside it and spawned under it. A plain command
+/// (and a hook-free one) spawned under a guard inherits the guard's mask,
+/// as documented.
+#[test]
+fn child_spawned_under_a_mask_guard_starts_with_the_mask_from_before_the_guard() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let _t = TABLE.track(File::open("/dev/null").unwrap()).unwrap();
+
+    thread::spawn(|| {
+        let before = block_two_signals();
+        let guarded = {
+            let _guard = fdtable::MaskGuard::new();
+            sigblk(&std::fs::read_to_string("/proc/thread-self/status").unwrap())
         };
-        let without = run(false);
-        let with = run(true);
-        assert_eq!(with, without, "the hook changed the child's mask");
-        assert_eq!(with, parent, "child {with:#x} vs parent {parent:#x}");
+        assert_ne!(guarded, before, "the guard blocked nothing");
+        for (config, guard) in [
+            (Config::CloseTracked, (true, true)),
+            (Config::CloseTrackedKeep, (true, true)),
+            (Config::CloseOtherPass, (true, true)),
+            (Config::CloseTrackedKeep, (false, true)),
+            (Config::CloseOtherPass, (false, true)),
+        ] {
+            let child = child_sigblk(&TABLE, config, guard);
+            assert_eq!(
+                child, before,
+                "{config:?}, guard {guard:?}: child {child:#x}, before the guard {before:#x}"
+            );
+        }
+        // The documented limits: no hook, no restore.
+        for config in [Config::Plain, Config::CloseTracked] {
+            let child = child_sigblk(&TABLE, config, (false, true));
+            assert_eq!(child, guarded, "{config:?} spawned under a guard");
+        }
     })
     .join()
     .unwrap();

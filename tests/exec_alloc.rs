@@ -3,6 +3,7 @@
 //!
 //! In its own test binary so the counting allocator slows nothing else.
 
+mod spawn_util;
 mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -87,9 +88,12 @@ fn close_all_in_child_allocates_nothing_under_churn() {
         });
         let result = std::panic::catch_unwind(|| {
             for fallback in [false, true] {
-                fdtable::force_close_fallback(fallback);
                 for i in 0..50 {
                     let code = in_fork(|| {
+                        // The runtime fallback: close_range refused.
+                        if fallback && !util::refuse_close_range(libc::ENOSYS) {
+                            return 90;
+                        }
                         let before = ALLOCS.load(Ordering::SeqCst);
                         // SAFETY: fork child; the table is not used afterwards.
                         let closed = unsafe { TABLE.close_all_in_child() };
@@ -104,15 +108,13 @@ fn close_all_in_child_allocates_nothing_under_churn() {
                     });
                     assert_eq!(
                         code, 0,
-                        "fork {i} fallback={fallback}: 2 allocated, 3 closed none"
+                        "fork {i} fallback={fallback}: 2 allocated, 3 closed none, 90 seccomp"
                     );
                 }
             }
-            fdtable::force_close_fallback(false);
         });
         stop.store(true, Ordering::Relaxed);
         if let Err(panic) = result {
-            fdtable::force_close_fallback(false);
             std::panic::resume_unwind(panic);
         }
     });
@@ -140,46 +142,81 @@ fn retire_all_in_child_allocates_nothing() {
     drop(tracked);
 }
 
+/// How `command_hook_allocates_nothing_in_the_child` configures a command.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    /// The tracked close with a keep list.
+    Keep,
+    /// `pass_fd` twice (one onto a number the parent uses), `close_other_fds`
+    /// and the tracked close.
+    PassCloseOther,
+}
+
+/// Seccomp rules for the fallbacks: none; `close_range` refused (the
+/// tracked close uses `close(2)`, `close_other_fds` walks `/proc`); and
+/// `/proc/self/fd` unopenable too (`close_other_fds` sweeps with `fcntl`).
+const WAYS: [&[spawn_util::Refuse]; 3] = {
+    use spawn_util::Refuse;
+    [
+        &[],
+        &[Refuse::always(libc::SYS_close_range, libc::ENOSYS)],
+        &[
+            Refuse::always(libc::SYS_close_range, libc::ENOSYS),
+            Refuse::when(libc::SYS_openat, 2, libc::O_DIRECTORY as u32, libc::EMFILE),
+        ],
+    ]
+};
+
 /// The `CommandExt` hook, measured from inside std's child: a `pre_exec`
 /// hook before ours records the count, one after ours compares; a change
-/// fails the spawn with an error the parent sees.
+/// fails the spawn with an error the parent sees. Every setup, every way.
 #[test]
 fn command_hook_allocates_nothing_in_the_child() {
+    use std::os::fd::AsFd;
     use std::os::unix::process::CommandExt as _;
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
     static BEFORE: AtomicUsize = AtomicUsize::new(0);
     let tracked = populate(&TABLE, 32);
     let keep = [tracked[1].as_raw_fd(), tracked[5].as_raw_fd()];
-    for (i, with_keep) in [(0, false), (1, true)] {
-        let mut cmd = Command::new("true");
-        // SAFETY: both hooks only load and compare atomics; the error is
-        // built from a raw OS code, which allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                BEFORE.store(ALLOCS.load(Ordering::SeqCst), Ordering::SeqCst);
-                Ok(())
-            });
-        }
-        if with_keep {
-            cmd.close_tracked_fds_except(&TABLE, &keep);
-        } else {
-            cmd.close_tracked_fds(&TABLE);
-        }
-        // SAFETY: as above.
-        unsafe {
-            cmd.pre_exec(|| {
-                if ALLOCS.load(Ordering::SeqCst) == BEFORE.load(Ordering::SeqCst) {
+    let passed = File::open("/dev/null").unwrap();
+    for case in [Case::Keep, Case::PassCloseOther] {
+        for (way, rules) in WAYS.into_iter().enumerate() {
+            let mut cmd = Command::new("true");
+            spawn_util::refuse_in_child(&mut cmd, rules);
+            // SAFETY: both hooks only load and compare atomics; the error
+            // is built from a raw OS code, which allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    BEFORE.store(ALLOCS.load(Ordering::SeqCst), Ordering::SeqCst);
                     Ok(())
-                } else {
-                    Err(io::Error::from_raw_os_error(libc::EDOM))
-                }
-            });
+                });
+            }
+            match case {
+                Case::Keep => cmd.close_tracked_fds_except(&TABLE, &keep),
+                Case::PassCloseOther => cmd
+                    .pass_fd(passed.as_fd(), 3)
+                    .unwrap()
+                    .pass_fd(passed.as_fd(), keep[0])
+                    .unwrap()
+                    .close_other_fds()
+                    .close_tracked_fds(&TABLE),
+            };
+            // SAFETY: as above.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if ALLOCS.load(Ordering::SeqCst) == BEFORE.load(Ordering::SeqCst) {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(libc::EDOM))
+                    }
+                });
+            }
+            let status = cmd
+                .status()
+                .unwrap_or_else(|e| panic!("{case:?}, way {way}: the hook allocated ({e})"));
+            assert!(status.success(), "{case:?}, way {way}");
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("case {i}: the hook allocated ({e})"));
-        assert!(status.success());
     }
     drop(tracked);
 }

@@ -2,7 +2,7 @@
 //! kernel allows it, `close(2)` one number at a time otherwise.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sys;
 use crate::table::FdTable;
@@ -20,26 +20,9 @@ const UNAVAILABLE: u8 = 2;
 /// What this process knows about `close_range(2)`.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 static CLOSE_RANGE: AtomicU8 = AtomicU8::new(UNKNOWN);
-/// Test switch: never use `close_range(2)`.
-static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
-
-/// Make the child path close one number at a time with `close(2)` instead of
-/// using `close_range(2)` (`true`), or go back to the default (`false`).
-///
-/// For tests and benchmarks that check the fallback gives the same results;
-/// not part of the stable API. Process-wide; a child inherits the setting in
-/// force when it was forked. Async-signal-safe (one atomic store).
-#[doc(hidden)]
-pub fn force_close_fallback(on: bool) {
-    FORCE_FALLBACK.store(on, Ordering::Relaxed);
-}
-
 /// Whether `close_range(2)` may be tried. Asks the kernel once (a probe that
 /// closes nothing) and caches the answer. Async-signal-safe.
 pub(super) fn close_range_usable() -> bool {
-    if FORCE_FALLBACK.load(Ordering::Relaxed) {
-        return false;
-    }
     #[cfg(target_os = "linux")]
     {
         match CLOSE_RANGE.load(Ordering::Relaxed) {

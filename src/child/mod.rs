@@ -1,61 +1,49 @@
-//! The fork/exec path: closing tracked descriptors in a child without a lock
-//! or an allocation.
+//! The fork/exec path: what runs in a child between `fork` and `execve`
+//! (or instead of `execve`), without a lock or an allocation.
 //!
 //! After `fork(2)` in a threaded program only the forking thread exists in
 //! the child. Any lock another thread held at that instant stays held for
 //! good, and `malloc` may be one of them. So between `fork` and `execve` the
-//! child may only make async-signal-safe calls (`signal-safety(7)`). This
-//! module is the part of the crate that runs there:
+//! child may only make async-signal-safe calls (`signal-safety(7)`).
+//! Everything users need to know about that is in the public docs of
+//! [`CommandExt`], [`FdTable::close_all_in_child`] and
+//! [`FdTable::retire_all_in_child`]; this is the map of the parts:
 //!
-//! - [`FdTable::close_all_in_child`] closes every number the table holds,
-//!   reading the slot array with plain atomic loads and coalescing runs of
-//!   consecutive numbers into one `close_range(2)` call.
-//! - [`CommandExt`] installs that as a `pre_exec` hook on
-//!   [`std::process::Command`], in Go's order: block signals, put the signals
-//!   this crate handles back to their default disposition, close, restore the
-//!   mask. The new program never starts with signals blocked by us nor with
-//!   our handlers.
-//! - [`FdTable::retire_all_in_child`] is for children that do *not* exec
-//!   (prefork workers, daemons): it releases the files but keeps the numbers
-//!   reserved, so the handles the child inherited stay safe to drop.
+//! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
+//! - `hook.rs`: [`CommandExt`] and its one `pre_exec` hook (Go's order:
+//!   block signals, reset this crate's handlers, set up, restore the mask),
+//!   or no hook at all when none is needed (the `posix_spawn` path, H11).
+//! - `setup.rs`: the per-command configuration the hook reads, found again
+//!   from the `Command` through a registry keyed by its program buffer.
+//! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
+//!   in the parent), and the guard against std's exec-error socket landing
+//!   on a target.
+//! - `close.rs`: closing runs of published numbers (`close_range(2)` or
+//!   `close(2)`).
+//! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
+//!   a `getdents64` walk of `/proc/self/fd`, or an `fcntl` sweep).
+//! - `raw.rs`: the syscalls only this path needs.
 //!
 //! # Why the child can trust the table
 //! The table publishes a number only after it is open and close-on-exec, and
-//! unpublishes it before `close(2)` (the ordering rule in `table.rs`). So in
-//! the parent, at every instant, "published" implies "open and owned by the
-//! table", and a child never closes a number its forking thread owns: not
-//! stdio, not the caller's other descriptors, and not the close-on-exec pipe
-//! std uses to report a failed `execve` back to the parent (closing that one
-//! would make `spawn` of a missing program return `Ok`). A child forked
-//! while *other* threads churn descriptors can still find a published number
-//! naming a file it does not own: see the internal details below.
-//!
-//! # Examples
-//! ```
-//! use fdtable::{CommandExt, FdTable};
-//! use std::process::Command;
-//!
-//! static TABLE: FdTable = FdTable::new();
-//! let secret = TABLE.track(std::fs::File::open("/dev/null")?)?;
-//!
-//! let status = Command::new("true").close_tracked_fds(&TABLE).status()?;
-//! assert!(status.success());
-//! # drop(secret);
-//! # Ok::<(), std::io::Error>(())
-//! ```
-//!
-//! # Limitations
-//! - `close_range(2)` is used on Linux only; other systems close one number
-//!   at a time.
-//! - The hook skips descriptors 0-2 (see [`CommandExt`]); call
-//!   [`FdTable::close_all_in_child`] yourself for a child that must not keep
-//!   tracked stdio.
+//! unpublishes it before `close(2)` (the ordering rule in `table.rs`). A fork can happen at
+//! any instant, but at every instant "published" implies "open and owned by
+//! the table" in the parent's memory. So the child never closes a number it
+//! does not own: not stdio, not the caller's other descriptors, and not the
+//! close-on-exec socket std uses to report a failed `execve` back to the
+//! parent (closing that one would make `spawn` of a missing program return
+//! `Ok`). A child forked while *other* threads churn descriptors can still
+//! find a published number naming a file it does not own: see the
+//! fork-copy window below (users read it in [`CommandExt`]'s docs).
 //!
 //! # Internal details
-//! Whether `close_range` works is asked once, in the parent, when a hook is
-//! installed (a probe that cannot close anything), and cached in an atomic
-//! that children inherit. A child that is then refused (`ENOSYS`, `EPERM`)
-//! records it in its own copy and falls back to `close(2)`.
+//! Whether `close_range` (and its `CLOSE_RANGE_CLOEXEC` flag) works is asked
+//! once, in the parent, when a command is configured (probes that touch no
+//! descriptor), and cached in atomics that children inherit. A child that is
+//! then refused (`ENOSYS`, `EPERM`; a seccomp filter installed by an earlier
+//! hook, say) records it in its own copy and falls back. Tests force the
+//! fallbacks exactly that way, with seccomp filters in the child: the crate
+//! has no switch for it.
 //!
 //! `fork(2)` does not copy a threaded process atomically: Linux copies the
 //! descriptor table first and the memory afterwards, page by page, while the
@@ -91,22 +79,23 @@
 //! foreign files without the flag, which std never creates.
 
 mod close;
+mod close_other;
 mod fork;
 mod hook;
+mod pass;
+mod raw;
+mod setup;
 
 use std::sync::atomic::Ordering;
 
 use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
+#[cfg(doc)]
+use crate::FdTable;
 
-#[doc(hidden)]
-pub use close::force_close_fallback;
 pub use hook::CommandExt;
 
-/// Put every signal this crate has a handler for back to `SIG_DFL`, in a
-/// child about to `exec` (which would do the same to a caught signal). Not
-/// for a child that goes on running: signal-hook's registry would still
-/// believe its handler installed, and never run an action registered later.
+/// Put every signal this crate has a handler for back to `SIG_DFL`.
 /// Async-signal-safe: one atomic load and at most 64 `sigaction(2)` calls.
 pub(crate) fn reset_handled_signals() {
     let handled = HANDLED_SIGNALS.load(Ordering::Acquire);

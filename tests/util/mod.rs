@@ -327,23 +327,6 @@ pub fn in_fork(limit: Duration, child: impl FnOnce() -> i32) -> i32 {
     }
 }
 
-/// Sets `fdtable::force_close_fallback` and puts it back to off when
-/// dropped, even when a test panics.
-pub struct Fallback;
-
-impl Fallback {
-    pub fn set(on: bool) -> Fallback {
-        fdtable::force_close_fallback(on);
-        Fallback
-    }
-}
-
-impl Drop for Fallback {
-    fn drop(&mut self) {
-        fdtable::force_close_fallback(false);
-    }
-}
-
 /// Offset of `nr` in `struct seccomp_data`.
 #[cfg(target_os = "linux")]
 pub const SECCOMP_NR: u32 = 0;
@@ -746,4 +729,15 @@ pub fn block_by_hand(sigs: &[libc::c_int], how: libc::c_int) {
             0
         );
     }
+}
+
+/// Make `close_range(2)` fail with `errno` for the calling thread and the
+/// processes it forks from now on (seccomp), so the child path takes its
+/// runtime fallback exactly as on a kernel without the call (`ENOSYS`) or
+/// under a container's filter (`EPERM`). Use it in a fork child or a
+/// `pre_exec` hook, never in the test process itself. Async-signal-safe.
+/// Returns whether the filter is in force.
+#[cfg(target_os = "linux")]
+pub fn refuse_close_range(errno: libc::c_int) -> bool {
+    refuse_syscall(libc::SYS_close_range, errno)
 }

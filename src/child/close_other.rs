@@ -1,0 +1,237 @@
+//! `close_other_fds` in the child: mark every descriptor except the kept
+//! numbers close-on-exec, so the new program starts with those only.
+//!
+//! Marking instead of closing is what keeps `spawn`'s error reporting
+//! working: std's exec-error socket is already close-on-exec and must stay
+//! open until `execve` succeeds (the kernel closes it then) or fails (the
+//! child writes the error to it).
+//!
+//! Three ways, tried in order; all allocation-free and async-signal-safe:
+//! 1. Linux 5.11+: one `close_range(first, last, CLOSE_RANGE_CLOEXEC)` per
+//!    gap between kept numbers: a handful of syscalls whatever the number of
+//!    open descriptors.
+//! 2. Where the flag or the syscall is refused (`EINVAL` on 5.9 and 5.10,
+//!    `ENOSYS` before, `EPERM` under seccomp): list `/proc/self/fd` with
+//!    `getdents64(2)` into a buffer on the stack (never `opendir`, which
+//!    allocates) and set `FD_CLOEXEC` where it is missing, as CPython's
+//!    `_posixsubprocess` does.
+//! 3. Where `/proc` cannot be read (not mounted, or the process is at
+//!    `RLIMIT_NOFILE` so the directory cannot be opened): an `fcntl` sweep
+//!    of every number up to the soft `RLIMIT_NOFILE` (at least one past the
+//!    highest kept number).
+
+use std::os::fd::RawFd;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(target_os = "linux")]
+use super::raw;
+use crate::sys;
+
+/// Not asked yet.
+#[cfg(target_os = "linux")]
+const UNKNOWN: u8 = 0;
+/// `close_range(.., CLOSE_RANGE_CLOEXEC)` works.
+#[cfg(target_os = "linux")]
+const AVAILABLE: u8 = 1;
+/// Refused: use the fallback.
+#[cfg(target_os = "linux")]
+const UNAVAILABLE: u8 = 2;
+
+/// What this process knows about `CLOSE_RANGE_CLOEXEC`. Asked in the parent
+/// when a command is configured, so children inherit the answer; a child
+/// that is refused anyway (a seccomp filter installed by an earlier hook)
+/// records it in its own copy.
+#[cfg(target_os = "linux")]
+static CLOEXEC_RANGE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Ask the kernel once whether `CLOSE_RANGE_CLOEXEC` works (a probe that
+/// marks nothing) and cache the answer. Async-signal-safe.
+pub(super) fn cloexec_range_usable() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match CLOEXEC_RANGE.load(Ordering::Relaxed) {
+            AVAILABLE => true,
+            UNAVAILABLE => false,
+            _ => {
+                let ok = raw::close_range_cloexec_supported();
+                let state = if ok { AVAILABLE } else { UNAVAILABLE };
+                CLOEXEC_RANGE.store(state, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Call `f(first, last)` for every maximal run of numbers `>= 3` that is not
+/// in `kept` (sorted ascending), the last run ending at `c_uint::MAX`; stop
+/// at the first error. Numbers 0-2 are never in a run.
+fn for_each_gap<E>(
+    kept: &[RawFd],
+    mut f: impl FnMut(libc::c_uint, libc::c_uint) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut next: libc::c_uint = 3;
+    for &k in kept {
+        let Ok(k) = libc::c_uint::try_from(k) else {
+            continue;
+        };
+        if k < next {
+            continue;
+        }
+        if k > next {
+            f(next, k - 1)?;
+        }
+        match k.checked_add(1) {
+            Some(n) => next = n,
+            None => return Ok(()),
+        }
+    }
+    f(next, libc::c_uint::MAX)
+}
+
+/// Mark every open descriptor close-on-exec except 0-2 and the numbers in
+/// `kept` (sorted ascending, no duplicates needed). Async-signal-safe and
+/// allocation-free; never fails (the last fallback cannot).
+pub(super) fn mark_cloexec_except(kept: &[RawFd]) {
+    #[cfg(target_os = "linux")]
+    {
+        if cloexec_range_usable() {
+            match for_each_gap(kept, raw::close_range_cloexec) {
+                Ok(()) => return,
+                // Marking more than once is harmless: whatever gap was done
+                // is done again by the fallback.
+                Err(_) => CLOEXEC_RANGE.store(UNAVAILABLE, Ordering::Relaxed),
+            }
+        }
+        if mark_listed_in_proc(kept).is_ok() {
+            return;
+        }
+    }
+    mark_by_sweep(kept);
+}
+
+/// Set `FD_CLOEXEC` on `fd` unless it is kept. Errors (`EBADF` for a number
+/// closed meanwhile) are ignored: an unopened number reaches no program.
+fn mark(fd: RawFd, kept: &[RawFd]) {
+    if fd > 2 && kept.binary_search(&fd).is_err() {
+        let _ = sys::set_cloexec(fd, true);
+    }
+}
+
+/// Way 2: walk `/proc/self/fd` with `getdents64` into a stack buffer.
+#[cfg(target_os = "linux")]
+fn mark_listed_in_proc(kept: &[RawFd]) -> std::io::Result<()> {
+    /// `linux_dirent64` records hold `u64`s: keep the buffer aligned.
+    #[repr(C, align(8))]
+    struct Buffer([u8; 2048]);
+
+    let dir = raw::open_proc_self_fd()?;
+    let mut buf = Buffer([0; 2048]);
+    let result = loop {
+        let len = match raw::getdents64(dir, &mut buf.0) {
+            Ok(0) => break Ok(()),
+            Ok(len) => len.min(buf.0.len()),
+            Err(e) => break Err(e),
+        };
+        // Record layout: d_ino u64 @0, d_off i64 @8, d_reclen u16 @16,
+        // d_type u8 @18, NUL-terminated d_name @19.
+        let mut at = 0;
+        while at + 19 < len {
+            let reclen = u16::from_ne_bytes([buf.0[at + 16], buf.0[at + 17]]) as usize;
+            if reclen == 0 || at + reclen > len {
+                break; // malformed: never loop on it
+            }
+            if let Some(fd) = parse_fd(&buf.0[at + 19..at + reclen]) {
+                if fd != dir {
+                    mark(fd, kept);
+                }
+            }
+            at += reclen;
+        }
+    };
+    let _ = sys::close(dir);
+    result
+}
+
+/// The decimal number at the start of a NUL-terminated name; `None` for
+/// `.`, `..` and anything else that is not a descriptor number.
+#[cfg(target_os = "linux")]
+fn parse_fd(name: &[u8]) -> Option<RawFd> {
+    let mut fd: RawFd = 0;
+    let mut digits = 0;
+    for &b in name {
+        match b {
+            0 => break,
+            b'0'..=b'9' => {
+                fd = fd.checked_mul(10)?.checked_add(RawFd::from(b - b'0'))?;
+                digits += 1;
+            }
+            _ => return None,
+        }
+    }
+    (digits > 0).then_some(fd)
+}
+
+/// Way 3: `fcntl` on every number of every gap, up to the soft descriptor
+/// limit (and at least one past the highest kept number). A descriptor above
+/// the soft limit (opened before the limit was lowered) is not seen.
+fn mark_by_sweep(kept: &[RawFd]) {
+    let highest_kept = kept.last().copied().unwrap_or(2);
+    let limit = super::raw::nofile_soft_limit()
+        .unwrap_or(1 << 20)
+        .max(highest_kept.saturating_add(1));
+    let _ = for_each_gap(kept, |first, last| {
+        let first = RawFd::try_from(first).unwrap_or(RawFd::MAX);
+        let last = RawFd::try_from(last).unwrap_or(RawFd::MAX).min(limit - 1);
+        if first > last {
+            return Err(()); // past the limit: later gaps are too
+        }
+        for fd in first..=last {
+            mark(fd, kept);
+        }
+        Ok(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaps(kept: &[RawFd]) -> Vec<(libc::c_uint, libc::c_uint)> {
+        let mut out = Vec::new();
+        let _ = for_each_gap::<()>(kept, |a, b| {
+            out.push((a, b));
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn gaps_skip_stdio_and_every_kept_number() {
+        let max = libc::c_uint::MAX;
+        assert_eq!(gaps(&[0, 1, 2]), [(3, max)]);
+        assert_eq!(gaps(&[]), [(3, max)]);
+        assert_eq!(gaps(&[0, 1, 2, 3, 4]), [(5, max)]);
+        assert_eq!(gaps(&[0, 1, 2, 5, 6, 9]), [(3, 4), (7, 8), (10, max)]);
+        assert_eq!(gaps(&[-1, 1, 7]), [(3, 6), (8, max)]);
+        assert_eq!(
+            gaps(&[RawFd::MAX]),
+            [(3, RawFd::MAX as u32 - 1), (1 << 31, max)]
+        );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn names_parse_as_descriptor_numbers_only() {
+        assert_eq!(parse_fd(b"17\0"), Some(17));
+        assert_eq!(parse_fd(b"0\0\0\0"), Some(0));
+        assert_eq!(parse_fd(b".\0"), None);
+        assert_eq!(parse_fd(b"..\0"), None);
+        assert_eq!(parse_fd(b"\0"), None);
+        assert_eq!(parse_fd(b"99999999999\0"), None);
+    }
+}

@@ -1,0 +1,133 @@
+//! Syscall wrappers that only the child setup needs.
+//!
+//! Kept next to their one user instead of in `src/sys.rs`, which the core
+//! shares: nothing outside `src/child/` calls these. Each is one or two raw
+//! syscalls through [`syscall!`]: async-signal-safe, no allocation, no lock.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::sys::syscall;
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a close-on-exec duplicate of `fd` at
+/// the lowest free number `>= min`. Never replaces an open descriptor.
+///
+/// Fails with `EINVAL` when `min` is not below `RLIMIT_NOFILE`, `EMFILE` at
+/// the limit, `EBADF` when `fd` is not open.
+///
+/// # References
+/// `fcntl(2)` (`F_DUPFD_CLOEXEC`)
+pub(super) fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, min))
+}
+
+/// `dup2(source, target)`: `target` now names `source`'s open file, without
+/// `FD_CLOEXEC`; whatever `target` named before is closed first (atomically).
+/// `source != target` (with equal numbers `dup2` leaves the flag alone).
+///
+/// # References
+/// `dup2(2)`
+pub(super) fn dup_onto(source: RawFd, target: RawFd) -> io::Result<()> {
+    debug_assert_ne!(source, target);
+    syscall!(dup2(source, target)).map(drop)
+}
+
+/// The `(st_dev, st_ino)` of what `fd` names, or `None` when it is not open.
+///
+/// # References
+/// `fstat(2)`
+pub(super) fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between targets (u32 / u64).
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
+///
+/// # References
+/// `fcntl(2)` (`F_GETFD`)
+pub(super) fn is_open(fd: RawFd) -> bool {
+    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+}
+
+/// The soft `RLIMIT_NOFILE`, clamped to `RawFd`; `None` when unknown or
+/// unlimited.
+///
+/// # References
+/// `getrlimit(2)`
+pub(super) fn nofile_soft_limit() -> Option<RawFd> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).ok()?;
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(RawFd::try_from(lim.rlim_cur).unwrap_or(RawFd::MAX))
+}
+
+/// `close_range(first, last, CLOSE_RANGE_CLOEXEC)`: mark every open
+/// descriptor in `first..=last` close-on-exec, closing nothing (Linux 5.11+).
+/// `EINVAL` on 5.9 and 5.10 (the flag is unknown), `ENOSYS` before, often
+/// `EPERM` under a seccomp filter.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "linux")]
+pub(super) fn close_range_cloexec(first: libc::c_uint, last: libc::c_uint) -> io::Result<()> {
+    // The raw syscall, not the glibc wrapper: glibc only has it since 2.34.
+    syscall!(syscall(
+        libc::SYS_close_range,
+        first,
+        last,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_uint
+    ))
+    .map(drop)
+}
+
+/// Whether `close_range(.., CLOSE_RANGE_CLOEXEC)` works here, asked without
+/// touching any descriptor: the range `u32::MAX..=u32::MAX` lies above every
+/// possible descriptor, so a kernel that knows the flag marks nothing and
+/// succeeds, while an older one says `EINVAL` (or `ENOSYS`, or a filter
+/// `EPERM`).
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "linux")]
+pub(super) fn close_range_cloexec_supported() -> bool {
+    close_range_cloexec(libc::c_uint::MAX, libc::c_uint::MAX).is_ok()
+}
+
+/// `open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)`.
+///
+/// # References
+/// `open(2)`, `proc(5)`
+#[cfg(target_os = "linux")]
+pub(super) fn open_proc_self_fd() -> io::Result<RawFd> {
+    syscall!(open(
+        c"/proc/self/fd".as_ptr(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC
+    ))
+}
+
+/// `getdents64(dir, buf)`: fill `buf` with `linux_dirent64` records; the
+/// number of bytes used, 0 at the end of the directory. The raw syscall:
+/// glibc's `readdir` allocates.
+///
+/// # References
+/// `getdents64(2)`
+#[cfg(target_os = "linux")]
+pub(super) fn getdents64(dir: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let n = syscall!(syscall(
+        libc::SYS_getdents64,
+        dir,
+        buf.as_mut_ptr(),
+        buf.len()
+    ))?;
+    Ok(n as usize)
+}

@@ -1,0 +1,284 @@
+//! One configuration per [`Command`], read by one `pre_exec` hook.
+//!
+//! `pass_fd`, `close_other_fds` and `close_tracked_fds(_except)` may be
+//! called on a command in any order and more than once, but the child needs
+//! all of it at once: placing passed descriptors safely needs every mapping,
+//! the close steps need every kept number, and a repeated `child_fd` must be
+//! refused when it is configured, not discovered in the child. std offers no
+//! per-`Command` storage and no way to read back a command's hooks, so the
+//! configuration ([`Setup`]) lives in an `Arc` that the command's one hook
+//! owns, and a process-wide registry of `Weak`s finds it again from the
+//! command. The key is the address of the program name's heap buffer
+//! (`Command::get_program`): std keeps it as a `CString` that no method
+//! replaces, so the address stays put when the `Command` moves and no two
+//! live commands share it (a unit test pins that).
+//!
+//! # Internal details
+//! The `Setup` is mutated only by [`configure`], under `&mut Command`, and
+//! read only by the hook in a fork child of a `spawn` (which also holds
+//! `&mut Command`), so the two never overlap and no lock is needed (the
+//! child may not take one). The registry's mutex is taken in the parent
+//! only.
+//!
+//! A dropped `Command` frees its program buffer before its hooks, so for a
+//! moment the registry may still hold a live `Weak` under an address that a
+//! new command now uses. [`configure`] checks the program name too and
+//! checks, after its change, that a hook still owns the setup; what remains
+//! is a new command with the same program name configured on one thread
+//! exactly while another thread is between those two steps of dropping the
+//! old one, with the allocator handing the freed buffer across threads in
+//! that instant.
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::process::Command;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::pass::{self, Pass};
+use crate::table::FdTable;
+
+/// Everything the hook does for one command, prepared in the parent so that
+/// the child only reads.
+#[derive(Debug, Default)]
+pub(super) struct Setup {
+    /// `pass_fd` mappings, arranged by [`pass::arrange`].
+    pub(super) passes: Vec<Pass>,
+    /// Tables whose numbers the child closes (`close_tracked_fds`).
+    pub(super) tables: Vec<&'static FdTable>,
+    /// Union of every `close_tracked_fds_except` keep list, sorted.
+    pub(super) keep: Vec<RawFd>,
+    /// `close_other_fds` was called.
+    pub(super) close_other: bool,
+    /// Sorted: `keep` and every pass target; the tracked close skips them.
+    pub(super) not_closed: Vec<RawFd>,
+    /// Sorted: 0-2, `keep` and every pass target; `close_other_fds` leaves
+    /// them as they are.
+    pub(super) kept_open: Vec<RawFd>,
+}
+
+impl Setup {
+    /// Add a table to close in the child, and numbers to keep.
+    pub(super) fn add_table(&mut self, table: &'static FdTable, keep: &[RawFd]) {
+        if !self.tables.iter().any(|t| std::ptr::eq(*t, table)) {
+            self.tables.push(table);
+        }
+        self.keep.extend_from_slice(keep);
+        self.rebuild();
+    }
+
+    /// Whether some mapping already targets `child_fd`.
+    pub(super) fn targets(&self, child_fd: RawFd) -> bool {
+        self.passes.iter().any(|p| p.target == child_fd)
+    }
+
+    /// Add a mapping (the caller checked `child_fd` is new and not negative).
+    pub(super) fn add_pass(&mut self, fd: BorrowedFd<'_>, child_fd: RawFd) -> io::Result<()> {
+        // Made at the target when it is free (reserving it), else anywhere
+        // above 2; `arrange` moves it if it sits on another target.
+        let source = pass::duplicate(fd.as_raw_fd(), child_fd.max(3))
+            .map_err(|e| describe_dup_error(e, child_fd))?;
+        self.passes.push(Pass {
+            source,
+            target: child_fd,
+            expect: pass::Expect::Free,
+        });
+        if let Err(e) = pass::arrange(&mut self.passes) {
+            self.passes.pop();
+            return Err(e);
+        }
+        self.rebuild();
+        Ok(())
+    }
+
+    /// `close_other_fds`.
+    pub(super) fn set_close_other(&mut self) {
+        self.close_other = true;
+    }
+
+    fn rebuild(&mut self) {
+        self.keep.sort_unstable();
+        self.keep.dedup();
+        self.not_closed.clear();
+        self.not_closed.extend_from_slice(&self.keep);
+        self.not_closed.extend(self.passes.iter().map(|p| p.target));
+        self.not_closed.sort_unstable();
+        self.not_closed.dedup();
+        self.kept_open.clear();
+        self.kept_open.extend_from_slice(&[0, 1, 2]);
+        self.kept_open.extend_from_slice(&self.not_closed);
+        self.kept_open.sort_unstable();
+        self.kept_open.dedup();
+    }
+}
+
+/// `F_DUPFD_CLOEXEC` says `EINVAL` for a minimum at or above the descriptor
+/// limit: say which number that was.
+fn describe_dup_error(error: io::Error, child_fd: RawFd) -> io::Error {
+    if error.raw_os_error() == Some(libc::EINVAL) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("pass_fd: child_fd {child_fd} is not below RLIMIT_NOFILE"),
+        )
+    } else {
+        error
+    }
+}
+
+/// A [`Setup`] shared by a command's hook and the registry.
+#[derive(Debug)]
+pub(super) struct SetupCell {
+    /// The program name, to tell a reused buffer address apart from ours.
+    program: Box<[u8]>,
+    setup: UnsafeCell<Setup>,
+}
+
+// SAFETY: the `Setup` inside is reached only through `configure` (parent,
+// under `&mut Command` of the command whose hook owns the cell: one caller at
+// a time, see the module docs) and `SetupCell::in_child` (a fork child, one
+// thread). `Setup` itself is `Send` (descriptors and `&'static FdTable`).
+unsafe impl Sync for SetupCell {}
+
+impl SetupCell {
+    /// The setup, read in the hook.
+    ///
+    /// # Safety
+    /// Only in the fork child of a `spawn` of the command whose hook owns
+    /// this cell (nothing else runs there, and the parent's configuration
+    /// calls cannot overlap a `spawn`: both need `&mut Command`).
+    pub(super) unsafe fn in_child(&self) -> &Setup {
+        // SAFETY: by the caller's contract nothing mutates it meanwhile.
+        unsafe { &*self.setup.get() }
+    }
+}
+
+/// Live setups, by program buffer address. Parent only.
+static REGISTRY: Mutex<Vec<(usize, Weak<SetupCell>)>> = Mutex::new(Vec::new());
+
+/// The registry key of `cmd`: where its program name lives.
+pub(super) fn key(cmd: &Command) -> usize {
+    cmd.get_program().as_bytes().as_ptr() as usize
+}
+
+/// Look up `cmd`'s setup, dropping dead entries on the way.
+fn lookup(cmd: &Command) -> Option<Arc<SetupCell>> {
+    let key = key(cmd);
+    let program = cmd.get_program().as_bytes();
+    let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    registry.retain(|(_, weak)| weak.strong_count() > 0);
+    registry
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .filter_map(|(_, weak)| weak.upgrade())
+        .find(|cell| &*cell.program == program)
+}
+
+/// Forget `cell` (its command is gone).
+fn forget(cell: &Arc<SetupCell>) {
+    let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    registry.retain(|(_, weak)| !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(cell)));
+}
+
+/// Run `change` on `cmd`'s setup. When it has none: with `install`, create
+/// one and hand it to `install` (which registers the hook that owns it);
+/// without, return `None` and change nothing.
+///
+/// Not async-signal-safe (parent only).
+pub(super) fn configure<R>(
+    cmd: &mut Command,
+    install: Option<fn(&mut Command, Arc<SetupCell>)>,
+    mut change: impl FnMut(&mut Setup) -> R,
+) -> Option<R> {
+    // Twice at most: a second round only after a stale entry was found.
+    for _ in 0..2 {
+        let cell = match (lookup(cmd), install) {
+            (Some(cell), _) => cell,
+            (None, None) => return None,
+            (None, Some(install)) => {
+                let cell = Arc::new(SetupCell {
+                    program: cmd.get_program().as_bytes().into(),
+                    setup: UnsafeCell::new(Setup::default()),
+                });
+                REGISTRY
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((key(cmd), Arc::downgrade(&cell)));
+                install(cmd, Arc::clone(&cell));
+                cell
+            }
+        };
+        // SAFETY: see `SetupCell`'s `Sync` impl: `cell` is `cmd`'s (found
+        // by its program buffer) and we hold `&mut cmd`, so no other
+        // configuration call and no spawn of it runs meanwhile.
+        let result = change(unsafe { &mut *cell.setup.get() });
+        // Ours holds it, and `cmd`'s hook does unless that hook was dropped
+        // meanwhile: then the entry was a dead command's, whose program
+        // buffer `cmd` now reuses.
+        if Arc::strong_count(&cell) > 1 {
+            return Some(result);
+        }
+        forget(&cell);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registry's key must survive moves of the `Command` and every
+    /// builder call, and differ between live commands. If a std release ever
+    /// stores the program differently, this fails before anything else does.
+    #[test]
+    fn the_program_buffer_address_is_stable_and_unique_per_command() {
+        let mut cmd = Command::new("fdtable-key-test");
+        let before = key(&cmd);
+        cmd.arg("a")
+            .args(["b", "c"])
+            .env("K", "V")
+            .env_remove("X")
+            .current_dir("/")
+            .stdin(std::process::Stdio::null());
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "other-name");
+        assert_eq!(key(&cmd), before, "builder calls moved the program name");
+        let boxed = Box::new(cmd);
+        assert_eq!(key(&boxed), before, "moving into a Box moved it");
+        let mut list = vec![*boxed];
+        list.reserve(100);
+        assert_eq!(key(&list[0]), before, "moving into a Vec moved it");
+        let twin = Command::new("fdtable-key-test");
+        assert_ne!(key(&twin), key(&list[0]), "two live commands share a key");
+    }
+
+    #[test]
+    fn configure_without_install_finds_nothing_and_changes_nothing() {
+        let mut cmd = Command::new("fdtable-configure-test");
+        let mut ran = false;
+        assert!(configure(&mut cmd, None, |_| ran = true).is_none());
+        assert!(!ran);
+    }
+
+    #[test]
+    fn configure_finds_the_same_setup_again_and_drops_it_with_the_command() {
+        fn install(cmd: &mut Command, cell: Arc<SetupCell>) {
+            // A stand-in for the hook: something the command owns.
+            // SAFETY: never run (the command is not spawned).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                    let _ = &cell;
+                    Ok(())
+                })
+            };
+        }
+        let mut cmd = Command::new("fdtable-configure-test");
+        configure(&mut cmd, Some(install), |s| s.keep.push(7));
+        // Moved into a box and out again: the setup is still found.
+        let mut cmd = *Box::new(cmd);
+        let seen = configure(&mut cmd, None, |s| s.keep.clone());
+        assert_eq!(seen, Some(vec![7]));
+        let weak = Arc::downgrade(&lookup(&cmd).expect("registered"));
+        drop(cmd);
+        assert_eq!(weak.strong_count(), 0, "the setup outlived its command");
+    }
+}

@@ -1,0 +1,276 @@
+//! Helpers for the tests that spawn real programs through `CommandExt`:
+//! what a running child really has open (from `/proc/<pid>/fd`), and
+//! seccomp filters that make the kernel refuse what the child setup would
+//! like to use, installed by a `pre_exec` hook that runs before ours.
+//!
+//! Included with `mod spawn_util;` next to `mod util;`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One descriptor of a running child, as `/proc/<pid>/fd{,info}` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildFd {
+    /// `(st_dev, st_ino)` of the file it names.
+    pub id: (u64, u64),
+    /// Whether it is close-on-exec.
+    pub cloexec: bool,
+}
+
+/// Spawn `cmd` (a program that sleeps, such as `sleep 30`) with stdin,
+/// stdout and stderr at `/dev/null` unless the caller set them, and wait
+/// until it sleeps, so its descriptor set is the one `execve` left it with
+/// (the dynamic loader's transient descriptors are closed by then).
+pub fn spawn_sleeping(cmd: &mut Command) -> io::Result<Child> {
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("nanosleep") || in_nanosleep(pid) {
+            return Ok(child);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "child {pid} never went to sleep (wchan {wchan:?})"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether `/proc/<pid>/syscall` shows the process blocked in a sleep call
+/// (for kernels that hide `wchan`).
+fn in_nanosleep(pid: u32) -> bool {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let Some(nr) = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_nanosleep {
+        return true;
+    }
+    nr == libc::SYS_clock_nanosleep
+}
+
+/// `sleep 30`, stdio at `/dev/null`.
+pub fn sleep_cmd() -> Command {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Every descriptor of process `pid`.
+pub fn fds_of(pid: u32) -> BTreeMap<RawFd, ChildFd> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/<pid>/fd") {
+        let entry = entry.expect("entry");
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue; // closed meanwhile
+        };
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            .unwrap_or(0);
+        out.insert(
+            fd,
+            ChildFd {
+                id: (meta.dev(), meta.ino()),
+                cloexec: flags & libc::O_CLOEXEC as u32 != 0,
+            },
+        );
+    }
+    out
+}
+
+/// Kill and reap `child`.
+pub fn finish(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The descriptors of a sleeping child spawned from `cmd`.
+pub fn child_fds(cmd: &mut Command) -> BTreeMap<RawFd, ChildFd> {
+    let child = spawn_sleeping(cmd).expect("spawn");
+    let fds = fds_of(child.id());
+    finish(child);
+    fds
+}
+
+/// Descriptors of this process that a child would inherit: open and not
+/// close-on-exec.
+pub fn inheritable_here() -> Vec<RawFd> {
+    let listing: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse().ok())
+        .collect();
+    listing
+        .into_iter()
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads flags; a closed number gives -1.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags != -1 && flags & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
+/// What a seccomp rule refuses.
+#[derive(Debug, Clone, Copy)]
+pub struct Refuse {
+    /// Syscall number.
+    pub nr: libc::c_long,
+    /// Only when this argument (0-based) has one of these bits set in its
+    /// low 32 bits (`true`), or has none of them (`false`).
+    pub when_arg: Option<(u32, u32, bool)>,
+    /// The errno returned instead.
+    pub errno: libc::c_int,
+}
+
+impl Refuse {
+    /// Refuse `nr` always.
+    pub const fn always(nr: libc::c_long, errno: libc::c_int) -> Refuse {
+        Refuse {
+            nr,
+            when_arg: None,
+            errno,
+        }
+    }
+
+    /// Refuse `nr` when argument `arg` has any of `bits`.
+    pub const fn when(nr: libc::c_long, arg: u32, bits: u32, errno: libc::c_int) -> Refuse {
+        Refuse {
+            nr,
+            when_arg: Some((arg, bits, true)),
+            errno,
+        }
+    }
+
+    /// Refuse `nr` when argument `arg` has none of `bits`.
+    pub const fn unless(nr: libc::c_long, arg: u32, bits: u32, errno: libc::c_int) -> Refuse {
+        Refuse {
+            nr,
+            when_arg: Some((arg, bits, false)),
+            errno,
+        }
+    }
+}
+
+/// The largest filter [`install`] builds (5 instructions per rule + 1).
+const MAX_RULES: usize = 6;
+
+/// Install a filter that makes each rule's syscall fail with its errno and
+/// allows everything else, for the calling thread and its future children.
+/// Async-signal-safe (the program lives on the stack; two `prctl` calls).
+/// Returns whether it is in force.
+#[cfg(target_os = "linux")]
+pub fn install(rules: &[Refuse]) -> bool {
+    use util_bpf::*;
+    let empty = libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    };
+    let mut prog = [empty; MAX_RULES * 5 + 1];
+    let mut n = 0;
+    let mut push = |f: libc::sock_filter| {
+        prog[n] = f;
+        n += 1;
+    };
+    if rules.len() > MAX_RULES {
+        return false;
+    }
+    for rule in rules {
+        push(stmt(LOAD, 0)); // seccomp_data.nr
+        match rule.when_arg {
+            None => {
+                push(jump(JEQ, rule.nr as u32, 0, 1));
+            }
+            Some((arg, bits, has)) => {
+                push(jump(JEQ, rule.nr as u32, 0, 3));
+                // seccomp_data.args[arg], low half on a little-endian machine.
+                push(stmt(LOAD, 16 + 8 * arg));
+                if has {
+                    push(jump(JSET, bits, 0, 1));
+                } else {
+                    push(jump(JSET, bits, 1, 0));
+                }
+            }
+        }
+        push(stmt(RETURN, libc::SECCOMP_RET_ERRNO | rule.errno as u32));
+    }
+    push(stmt(RETURN, libc::SECCOMP_RET_ALLOW));
+    let program = libc::sock_fprog {
+        len: n as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `program` points at `prog`, both alive for the call; the kernel
+    // copies the program. NO_NEW_PRIVS is required for unprivileged callers.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) == 0
+    }
+}
+
+/// Register a `pre_exec` hook on `cmd` that installs `rules` in the child.
+/// Register it before any `fdtable::CommandExt` call, so it runs first.
+#[cfg(target_os = "linux")]
+pub fn refuse_in_child(cmd: &mut Command, rules: &'static [Refuse]) {
+    // SAFETY: `install` is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if install(rules) {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EPERM))
+            }
+        });
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod util_bpf {
+    pub const LOAD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    pub const RETURN: u32 = libc::BPF_RET | libc::BPF_K;
+    pub const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    pub const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+
+    pub fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+
+    pub fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+}
