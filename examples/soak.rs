@@ -504,10 +504,15 @@ fn child_checks(sentinels: &[(RawFd, (u64, u64))]) -> i32 {
 
 fn spawn_checks() {
     let _doing = doing(Step::Spawn);
-    match Command::new("/nonexistent/fdtable-soak")
-        .close_tracked_fds(&TABLE)
-        .spawn()
-    {
+    // Every other round through the fork path: `close_other_fds` needs the
+    // `pre_exec` hook, a plain `close_tracked_fds` installs none.
+    static ROUND: AtomicU64 = AtomicU64::new(0);
+    let mut missing = Command::new("/nonexistent/fdtable-soak");
+    missing.close_tracked_fds(&TABLE);
+    if ROUND.fetch_add(1, SeqCst) % 2 == 1 {
+        missing.close_other_fds();
+    }
+    match missing.spawn() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
             count(&FAIL_SPAWN);
