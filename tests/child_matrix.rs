@@ -570,3 +570,49 @@ fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
     sentinels.check_and_close();
     drop((low, middle, top, tracked));
 }
+
+/// Review finding 10: the `fcntl` sweep (the last fallback of
+/// `close_other_fds`) stops at the soft `RLIMIT_NOFILE` whatever the keep
+/// list says: a kept number far above it (here `i32::MAX`) must not stretch
+/// the sweep to 2^31 `fcntl` calls. A hook registered before ours caps the
+/// child's CPU time (`RLIMIT_CPU`, soft = hard: `SIGKILL` when it runs
+/// out), so a runaway sweep ends as a killed child, not a hung test.
+#[test]
+fn close_other_fds_sweep_stops_at_the_soft_limit_whatever_the_keep_list() {
+    use spawn_util::Refuse;
+    use std::os::unix::process::CommandExt as _;
+    let _serial = util::serial();
+    static SWEEP: [Refuse; 2] = [
+        Refuse::always(libc::SYS_close_range, libc::ENOSYS),
+        Refuse::when(libc::SYS_openat, 2, libc::O_DIRECTORY as u32, libc::EMFILE),
+    ];
+    let tracked = TABLE.track(util::dev_null()).expect("track");
+    let mut cmd = std::process::Command::new("true");
+    // SAFETY: setrlimit is a plain syscall; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cpu = libc::rlimit {
+                rlim_cur: 10,
+                rlim_max: 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    spawn_util::refuse_in_child(&mut cmd, &SWEEP);
+    cmd.close_tracked_fds_except(&TABLE, &[RawFd::MAX])
+        .close_other_fds();
+    let status = util::within(
+        Duration::from_secs(120),
+        "spawn with the sweep",
+        move || cmd.status().expect("spawn"),
+    );
+    assert!(
+        status.success(),
+        "{status}: the sweep ran past the soft limit (killed at the CPU limit)"
+    );
+    drop(tracked);
+}

@@ -15,10 +15,10 @@
 //!    `getdents64(2)` into a buffer on the stack (never `opendir`, which
 //!    allocates) and set `FD_CLOEXEC` where it is missing, as CPython's
 //!    `_posixsubprocess` does.
-//! 3. Where `/proc` cannot be read (not mounted, or the process is at
-//!    `RLIMIT_NOFILE` so the directory cannot be opened): an `fcntl` sweep
-//!    of every number up to the soft `RLIMIT_NOFILE` (at least one past the
-//!    highest kept number).
+//! 3. Where `/proc` cannot be read (not mounted, the process is at
+//!    `RLIMIT_NOFILE` so the directory cannot be opened, or a listing makes
+//!    no sense): an `fcntl` sweep of every number below the soft
+//!    `RLIMIT_NOFILE`, whatever the kept numbers are.
 
 use std::os::fd::RawFd;
 #[cfg(target_os = "linux")]
@@ -123,6 +123,8 @@ fn mark(fd: RawFd, kept: &[RawFd]) {
 }
 
 /// Way 2: walk `/proc/self/fd` with `getdents64` into a stack buffer.
+/// Fails (and the caller sweeps instead) when the directory cannot be
+/// opened or read, or a record makes no sense.
 #[cfg(target_os = "linux")]
 fn mark_listed_in_proc(kept: &[RawFd]) -> std::io::Result<()> {
     /// `linux_dirent64` records hold `u64`s: keep the buffer aligned.
@@ -137,24 +139,49 @@ fn mark_listed_in_proc(kept: &[RawFd]) -> std::io::Result<()> {
             Ok(len) => len.min(buf.0.len()),
             Err(e) => break Err(e),
         };
-        // Record layout: d_ino u64 @0, d_off i64 @8, d_reclen u16 @16,
-        // d_type u8 @18, NUL-terminated d_name @19.
-        let mut at = 0;
-        while at + 19 < len {
-            let reclen = u16::from_ne_bytes([buf.0[at + 16], buf.0[at + 17]]) as usize;
-            if reclen == 0 || at + reclen > len {
-                break; // malformed: never loop on it
-            }
-            if let Some(fd) = parse_fd(&buf.0[at + 19..at + reclen]) {
+        let listed = for_each_name(&buf.0[..len], |name| {
+            if let Some(fd) = parse_fd(name) {
                 if fd != dir {
                     mark(fd, kept);
                 }
             }
-            at += reclen;
+        });
+        if listed.is_err() {
+            break Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
     };
     let _ = sys::close(dir);
     result
+}
+
+/// The smallest `linux_dirent64` record: `d_ino` u64 @0, `d_off` i64 @8,
+/// `d_reclen` u16 @16, `d_type` u8 @18, then a name of at least its NUL.
+#[cfg(target_os = "linux")]
+const MIN_RECORD: usize = 20;
+
+/// Call `f` with the name (NUL-terminated, maybe padded) of every
+/// `linux_dirent64` record in `records`, as `getdents64` filled it. `Err`
+/// for a record whose length is shorter than a record or runs past the
+/// end: the listing cannot be trusted then (and must never be looped on,
+/// nor sliced out of bounds). Async-signal-safe, allocation-free.
+#[cfg(target_os = "linux")]
+fn for_each_name(records: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), ()> {
+    let mut at = 0;
+    while at < records.len() {
+        let Some(header) = records.get(at..at + MIN_RECORD) else {
+            return Err(());
+        };
+        let reclen = usize::from(u16::from_ne_bytes([header[16], header[17]]));
+        if reclen < MIN_RECORD {
+            return Err(());
+        }
+        let Some(record) = records.get(at..at + reclen) else {
+            return Err(());
+        };
+        f(&record[19..]);
+        at += reclen;
+    }
+    Ok(())
 }
 
 /// The decimal number at the start of a NUL-terminated name; `None` for
@@ -176,14 +203,13 @@ fn parse_fd(name: &[u8]) -> Option<RawFd> {
     (digits > 0).then_some(fd)
 }
 
-/// Way 3: `fcntl` on every number of every gap, up to the soft descriptor
-/// limit (and at least one past the highest kept number). A descriptor above
-/// the soft limit (opened before the limit was lowered) is not seen.
+/// Way 3: `fcntl` on every number of every gap below the soft descriptor
+/// limit (2^20 when it is unlimited or unknown), whatever the kept numbers
+/// are: a kept number far above the limit must not stretch the sweep to
+/// billions of calls. A descriptor at or above the soft limit (opened
+/// before the limit was lowered) is not seen.
 fn mark_by_sweep(kept: &[RawFd]) {
-    let highest_kept = kept.last().copied().unwrap_or(2);
-    let limit = super::raw::nofile_soft_limit()
-        .unwrap_or(1 << 20)
-        .max(highest_kept.saturating_add(1));
+    let limit = sweep_limit(super::raw::nofile_soft_limit());
     let _ = for_each_gap(kept, |first, last| {
         let first = RawFd::try_from(first).unwrap_or(RawFd::MAX);
         let last = RawFd::try_from(last).unwrap_or(RawFd::MAX).min(limit - 1);
@@ -195,6 +221,11 @@ fn mark_by_sweep(kept: &[RawFd]) {
         }
         Ok(())
     });
+}
+
+/// Where the sweep stops: the soft limit, or 2^20 without one.
+fn sweep_limit(soft: Option<RawFd>) -> RawFd {
+    soft.unwrap_or(1 << 20).max(3)
 }
 
 #[cfg(test)]
@@ -222,6 +253,53 @@ mod tests {
             gaps(&[RawFd::MAX]),
             [(3, RawFd::MAX as u32 - 1), (1 << 31, max)]
         );
+    }
+
+    /// Records as `getdents64` writes them: `(d_reclen, name)`.
+    #[cfg(target_os = "linux")]
+    fn records(list: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(reclen, name) in list {
+            let start = out.len();
+            out.extend_from_slice(&[0; 16]);
+            out.extend_from_slice(&reclen.to_ne_bytes());
+            out.push(libc::DT_LNK);
+            out.extend_from_slice(name);
+            out.resize(start + usize::from(reclen).max(out.len() - start), 0);
+        }
+        out
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn well_formed_records_yield_every_name() {
+        let buf = records(&[(24, b".\0"), (24, b"..\0"), (24, b"0\0"), (32, b"1017\0")]);
+        let mut names = Vec::new();
+        assert_eq!(for_each_name(&buf, |n| names.push(parse_fd(n))), Ok(()));
+        assert_eq!(names, [None, None, Some(0), Some(1017)]);
+    }
+
+    /// Review finding 10: a record length shorter than a record (the name
+    /// would be sliced out of bounds: a panic, in a fork child) or running
+    /// past the buffer makes the listing malformed, never a panic or a loop.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn malformed_records_are_refused_not_a_panic() {
+        for reclen in [0u16, 8, 18, 19] {
+            let buf = records(&[(24, b"3\0"), (reclen, b"4\0\0\0\0")]);
+            assert_eq!(for_each_name(&buf, |_| {}), Err(()), "reclen {reclen}");
+        }
+        let mut past_the_end = records(&[(24, b"3\0")]);
+        past_the_end[16..18].copy_from_slice(&64u16.to_ne_bytes());
+        assert_eq!(for_each_name(&past_the_end, |_| {}), Err(()));
+        assert_eq!(for_each_name(&[0; 7], |_| {}), Err(()), "a torn header");
+    }
+
+    #[test]
+    fn the_sweep_stops_at_the_soft_limit() {
+        assert_eq!(sweep_limit(Some(1024)), 1024);
+        assert_eq!(sweep_limit(None), 1 << 20);
+        assert_eq!(sweep_limit(Some(0)), 3);
     }
 
     #[test]
