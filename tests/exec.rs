@@ -8,6 +8,7 @@
 //! `close_range`. Code after `fork` in a child makes only async-signal-safe
 //! calls and reports through its exit code.
 
+mod spawn_util;
 mod util;
 
 use std::fs::File;
@@ -633,4 +634,40 @@ fn retire_all_in_child_releases_files_and_keeps_numbers_reserved() {
         .zip(ids)
         .all(|(&fd, id)| identity(fd) == Some(id)));
     drop(tracked);
+}
+
+/// Review finding 8: a signal this crate once handled and the program has
+/// since set to `SIG_IGN` on purpose stays ignored in the program the hook
+/// starts, as `execve` keeps it without the hook. Only real handler
+/// functions go back to `SIG_DFL`. In a process of its own: it changes
+/// signal dispositions.
+#[test]
+fn a_handled_signal_set_to_sig_ign_since_stays_ignored_in_the_program() {
+    let _serial = serial();
+    let report = spawn_util::run_isolated("sig_ign_isolated", Duration::from_secs(60));
+    assert_eq!(report, "ok");
+}
+
+#[test]
+#[ignore = "run by a_handled_signal_set_to_sig_ign_since_stays_ignored_in_the_program"]
+fn sig_ign_isolated() {
+    spawn_util::isolated(|| {
+        fn sig_ign(cmd: &mut Command) -> u64 {
+            let out = cmd.args(["SigIgn", "/proc/self/status"]).output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let hex = text.trim().strip_prefix("SigIgn:").expect("SigIgn line");
+            u64::from_str_radix(hex.trim(), 16).unwrap()
+        }
+        let bit = 1u64 << (libc::SIGUSR1 - 1);
+        let handled = fdtable::Interrupts::builder(fdtable::Signal::User1)
+            .respect_ignored(false)
+            .install()
+            .unwrap();
+        drop(handled);
+        // SAFETY: nothing in this process sends or handles SIGUSR1 now.
+        unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+        assert_ne!(sig_ign(&mut Command::new("grep")) & bit, 0, "control");
+        let hooked = sig_ign(Command::new("grep").close_other_fds());
+        assert_ne!(hooked & bit, 0, "the hook turned SIG_IGN into SIG_DFL");
+    });
 }

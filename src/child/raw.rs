@@ -131,3 +131,18 @@ pub(super) fn getdents64(dir: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     ))?;
     Ok(n as usize)
 }
+
+/// Whether a handler function is installed for `sig` (neither `SIG_DFL`
+/// nor `SIG_IGN`); `false` for a number that is not a signal.
+///
+/// # References
+/// `sigaction(2)`
+pub(super) fn handler_function_installed(sig: libc::c_int) -> bool {
+    let mut current = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    if syscall!(sigaction(sig, std::ptr::null(), current.as_mut_ptr())).is_err() {
+        return false;
+    }
+    // SAFETY: sigaction succeeded, so it wrote the whole struct.
+    let handler = unsafe { current.assume_init() }.sa_sigaction;
+    handler != libc::SIG_DFL && handler != libc::SIG_IGN
+}

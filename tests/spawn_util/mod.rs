@@ -274,3 +274,65 @@ mod util_bpf {
         }
     }
 }
+
+/// The environment variable that tells an `#[ignore]`d test it runs as the
+/// isolated half of [`run_isolated`] (its value: where to write the report).
+pub const ISOLATED_REPORT_ENV: &str = "FDTABLE_ISOLATED_REPORT";
+
+/// Run the `#[ignore]`d test `name` of this test binary as a process of its
+/// own (single-threaded, stdio at `/dev/null`), for what must not happen in
+/// the shared test process: closing stdio, `Command::exec`, damage that a
+/// test exists to rule out. The other half calls [`isolated`]. Returns the
+/// report: `"ok"`, or why it failed. A helper still running after `limit`
+/// is killed and fails the test.
+pub fn run_isolated(name: &str, limit: Duration) -> String {
+    let report = std::env::temp_dir().join(format!(
+        "fdtable-isolated-{name}-{}.txt",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&report);
+    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+        .args([name, "--exact", "--ignored", "--test-threads=1"])
+        .env(ISOLATED_REPORT_ENV, &report)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("re-run the test binary");
+    let end = crate::util::wait_child(child.id() as libc::pid_t, limit).expect("waitpid");
+    let _ = child.try_wait(); // reaped above
+    let why = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(
+        end,
+        crate::util::ChildEnd::Exited(if why == "ok" { 0 } else { 1 }),
+        "{name}: the isolated run ended badly: {why:?}"
+    );
+    assert!(!why.is_empty(), "{name}: the isolated half did not run");
+    why
+}
+
+/// The isolated half of [`run_isolated`]: run `body`, write `"ok"` or the
+/// panic message to the report, and leave the process with 0 or 1 (before
+/// the harness prints to a stdio that `body` may have closed). Does nothing
+/// when the test is run directly (with `--ignored`, outside
+/// [`run_isolated`]).
+pub fn isolated(body: impl FnOnce()) {
+    let Some(report) = std::env::var_os(ISOLATED_REPORT_ENV) else {
+        return;
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    let (code, why) = match outcome {
+        Ok(()) => (0, "ok".to_owned()),
+        Err(panic) => (
+            1,
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".into()),
+        ),
+    };
+    let _ = std::fs::write(report, why);
+    std::process::exit(code);
+}
