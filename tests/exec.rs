@@ -269,6 +269,10 @@ enum Setup {
     /// And `pass_fd` to the lowest number free right now, where std's error
     /// socket would land if the number were not reserved.
     HookPassLowest,
+    /// And `pass_fd` to a number a churning thread holds right now: it is
+    /// closed and reused meanwhile, by files of other identities, sockets
+    /// like std's, and std's own socket.
+    HookPassHeld,
 }
 
 /// The lowest descriptor number free right now (racy under churn: only a
@@ -278,58 +282,121 @@ fn lowest_free() -> RawFd {
     probe.as_raw_fd()
 }
 
+/// A regular file of its own (its own inode), unlinked.
+fn unique_file() -> File {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("fdtable-exec-{}-{n}", std::process::id()));
+    let file = File::create(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    file
+}
+
+/// One end of an `AF_UNIX` `SOCK_SEQPACKET` socket pair made here,
+/// close-on-exec: what std's exec-error channel looks like on Linux.
+fn seqpacket_end() -> OwnedFd {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair just created both; we own them.
+    let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    a
+}
+
+/// Something for a churning thread to track: each kind in turn, so the
+/// file at a recycled number keeps changing identity and kind.
+fn churn_resource(i: usize) -> OwnedFd {
+    match i % 4 {
+        0 => File::open("/dev/null").unwrap().into(),
+        1 => util::pipe().0,
+        2 => seqpacket_end(),
+        _ => unique_file().into(),
+    }
+}
+
 /// If the hook ever closed, clobbered or inherited-away std's close-on-exec
 /// error socket, `spawn` of a missing program would return `Ok` with a child
 /// that dies. The table's "publish after open, unpublish before close" rule
 /// means the tracked close never claims that number, `close_other_fds` only
 /// marks it close-on-exec (as it already is), and `pass_fd` reserves its
 /// target, even while other threads recycle numbers as fast as they can.
+/// A target the command could not reserve (another thread held it) may
+/// receive std's socket at the spawn: then the spawn fails with
+/// `ResourceBusy`, and never returns `Ok`.
 #[test]
 fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
     let stop = AtomicBool::new(false);
-    let passed = File::open("/dev/null").unwrap();
+    let passed = unique_file();
+    let passed_id = identity(passed.as_raw_fd()).unwrap();
     thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
                 let mut held = Vec::new();
+                let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(t) = TABLE.track(File::open("/dev/null").unwrap()) {
+                    i += 1;
+                    if let Ok(t) = TABLE.track(churn_resource(i)) {
                         held.push(t);
                     }
                     if held.len() > 4 {
-                        drop(held.swap_remove(0));
+                        drop(held.swap_remove(i % 4));
                     }
                     TABLE.for_each(|_| std::hint::spin_loop());
                 }
             });
         }
         let result = std::panic::catch_unwind(|| {
-            let deadline = Instant::now() + Duration::from_secs(240);
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut busy = 0;
             for setup in [
                 Setup::NoHook,
                 Setup::HookClose,
                 Setup::HookCloseOther,
                 Setup::HookPassLowest,
+                Setup::HookPassHeld,
             ] {
                 for i in 0..300 {
                     assert!(Instant::now() < deadline, "too slow at {setup:?} {i}");
                     let mut cmd = Command::new("/nonexistent/fdtable-test");
+                    let target = match setup {
+                        Setup::HookPassLowest => Some(lowest_free()),
+                        Setup::HookPassHeld => {
+                            let mut held = None;
+                            TABLE.for_each(|fd| {
+                                held.get_or_insert(fd.as_raw_fd());
+                            });
+                            Some(held.unwrap_or_else(lowest_free))
+                        }
+                        _ => None,
+                    };
                     match setup {
                         Setup::NoHook => cmd.close_tracked_fds(&TABLE),
                         Setup::HookClose => cmd.close_tracked_fds_except(&TABLE, &[1023]),
                         Setup::HookCloseOther => cmd.close_other_fds().close_tracked_fds(&TABLE),
-                        Setup::HookPassLowest => cmd
-                            .pass_fd(passed.as_fd(), lowest_free())
+                        Setup::HookPassLowest | Setup::HookPassHeld => cmd
+                            .pass_fd(passed.as_fd(), target.unwrap())
                             .unwrap()
                             .close_other_fds()
                             .close_tracked_fds(&TABLE),
                     };
+                    // Reserved: the command's own duplicate sits there.
+                    let reserved = target.is_none_or(|t| identity(t) == Some(passed_id));
                     match cmd.spawn() {
-                        Err(e) => {
-                            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{setup:?} {i}: {e}")
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) if !reserved && e.kind() == io::ErrorKind::ResourceBusy => {
+                            busy += 1;
                         }
+                        Err(e) => panic!("{setup:?} {i} (reserved: {reserved}): {e}"),
                         Ok(mut child) => {
                             let status = child.wait();
                             panic!(
@@ -340,6 +407,7 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
                     }
                 }
             }
+            eprintln!("std's socket landed on an unreserved target {busy} times (refused)");
         });
         stop.store(true, Ordering::Relaxed);
         if let Err(panic) = result {

@@ -150,6 +150,11 @@ enum Case {
     /// `pass_fd` twice (one onto a number the parent uses), `close_other_fds`
     /// and the tracked close.
     PassCloseOther,
+    /// `pass_fd` onto numbers held by a close-on-exec `SOCK_SEQPACKET`
+    /// socket (what std's exec-error channel looks like: the full check
+    /// runs) and a pipe, and a hook-free `close_tracked_fds` before it,
+    /// taken into the hook.
+    PassOntoSockets,
 }
 
 /// Seccomp rules for the fallbacks: none; `close_range` refused (the
@@ -180,7 +185,14 @@ fn command_hook_allocates_nothing_in_the_child() {
     let tracked = populate(&TABLE, 32);
     let keep = [tracked[1].as_raw_fd(), tracked[5].as_raw_fd()];
     let passed = File::open("/dev/null").unwrap();
-    for case in [Case::Keep, Case::PassCloseOther] {
+    let socket = seqpacket_end();
+    let (pipe, _writer) = util::pipe();
+    // A handler of this crate in place: the hook queries and resets it.
+    let handled = fdtable::Interrupts::builder(fdtable::Signal::User2)
+        .respect_ignored(false)
+        .install()
+        .unwrap();
+    for case in [Case::Keep, Case::PassCloseOther, Case::PassOntoSockets] {
         for (way, rules) in WAYS.into_iter().enumerate() {
             let mut cmd = Command::new("true");
             spawn_util::refuse_in_child(&mut cmd, rules);
@@ -201,6 +213,12 @@ fn command_hook_allocates_nothing_in_the_child() {
                     .unwrap()
                     .close_other_fds()
                     .close_tracked_fds(&TABLE),
+                Case::PassOntoSockets => cmd
+                    .close_tracked_fds(&TABLE)
+                    .pass_fd(passed.as_fd(), socket.as_raw_fd())
+                    .unwrap()
+                    .pass_fd(passed.as_fd(), pipe.as_raw_fd())
+                    .unwrap(),
             };
             // SAFETY: as above.
             unsafe {
@@ -218,5 +236,29 @@ fn command_hook_allocates_nothing_in_the_child() {
             assert!(status.success(), "{case:?}, way {way}");
         }
     }
-    drop(tracked);
+    drop((tracked, handled));
+}
+
+/// One end of a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket pair.
+fn seqpacket_end() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair just created both; we own them.
+    let (a, _b) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    a
 }

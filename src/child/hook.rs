@@ -83,8 +83,9 @@ fn install_hook(cmd: &mut Command, cell: Arc<SetupCell>) {
     };
     // SAFETY: `pre_exec` requires the closure to be async-signal-safe and
     // not to allocate or take locks. `run_in_child` makes only
-    // `pthread_sigmask`, `sigaction`, `fcntl`, `fstat`, `dup2`, `open`,
-    // `getdents64`, `getrlimit`, `close_range` and `close` calls, reads
+    // `pthread_sigmask`, `sigaction`, `fcntl`, `fstat`, `getsockopt`,
+    // `getppid`, `dup2`, `open`, `getdents64`, `getrlimit`, `close_range`
+    // and `close` calls, reads
     // atomics, const thread-locals and vectors built in the parent, and
     // builds its errors from raw OS codes; the tables are `'static`.
     unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, hook) };
@@ -99,6 +100,22 @@ fn reassert_cloexec(table: &FdTable) {
         // EBADF only for a descriptor closed behind the table's back.
         let _ = sys::set_cloexec(fd.as_raw_fd(), true);
     });
+}
+
+/// Run `change` on `cmd`'s setup; when it has none, on a fresh one that a
+/// new hook then owns, but only if `change` succeeded: a refused call
+/// leaves no hook behind (the command would fork for nothing).
+fn configure<E>(
+    cmd: &mut Command,
+    mut change: impl FnMut(&mut Setup) -> Result<(), E>,
+) -> Result<(), E> {
+    if let Some(result) = setup::update(cmd, &mut change) {
+        return result;
+    }
+    let mut fresh = Setup::default();
+    change(&mut fresh)?;
+    setup::create(cmd, fresh, install_hook);
+    Ok(())
 }
 
 /// Child setup for [`std::process::Command`]: close this crate's tracked
@@ -326,9 +343,15 @@ pub trait CommandExt: sealed::Sealed {
     /// call. When `child_fd` is free here, the duplicate is made *at*
     /// `child_fd`, which keeps the number reserved: std's exec-error socket,
     /// created at `spawn` at the lowest free numbers, can then never land
-    /// there. In the child, all mappings are placed together, collision-safe
-    /// (a descriptor at another mapping's number, cycles such as 3 -> 4 and
-    /// 4 -> 3), with no allocation.
+    /// there. The number stays reserved while any live command targets it:
+    /// several commands passing to the same number may be built up front and
+    /// dropped in any order (a dropped command's duplicate is replaced by a
+    /// dead placeholder until the last of them is gone). In the child, all
+    /// mappings are placed together, collision-safe (a descriptor at another
+    /// mapping's number, cycles such as 3 -> 4 and 4 -> 3), with no
+    /// allocation. Whatever else the child has at `child_fd` (a descriptor
+    /// inherited from here, or one std opened there at the spawn) is
+    /// replaced, in the child only.
     ///
     /// `child_fd` 0-2 replaces that stdio stream after std set it up from
     /// [`Command::stdin`]/[`stdout`](Command::stdout)/[`stderr`](Command::stderr):
@@ -336,27 +359,37 @@ pub trait CommandExt: sealed::Sealed {
     /// so with `Stdio::piped()` there your end of the pipe sees end-of-file.
     /// Leave that stream at its default (or `Stdio::null()`).
     ///
-    /// Installs the hook. Not async-signal-safe (parent only).
+    /// Installs the hook (unless it fails). Not async-signal-safe (parent
+    /// only).
     ///
     /// # Errors
-    /// At configuration time, changing nothing:
+    /// At configuration time, changing nothing (and installing no hook):
     /// - `InvalidInput` when `child_fd` is negative, not below the soft
     ///   `RLIMIT_NOFILE`, or already the target of another `pass_fd` on this
     ///   command;
     /// - the OS error when `fd` cannot be duplicated (`EMFILE` at the
     ///   descriptor limit).
     ///
-    /// At `spawn`: `ResourceBusy` (`EBUSY`) when `child_fd` was held by
-    /// another descriptor at the last `pass_fd` call and names a different
-    /// file by the time of the spawn (closed and reused meanwhile, perhaps by
-    /// std's exec-error socket, which must not be overwritten). Keep that
-    /// descriptor open until the spawn, or pass to a number that is free.
+    /// At `spawn` (the child refuses before it changes anything):
+    /// - `ResourceBusy` (`EBUSY`) when std's exec-error channel sits at
+    ///   `child_fd` in the child, which must not be overwritten (a missing
+    ///   program would look like a successful spawn). That can only happen
+    ///   when `child_fd` was not reserved: another descriptor held it at
+    ///   configuration time and was closed before the spawn (keep it open
+    ///   until the spawn, or pass to a number that is free), or `child_fd`
+    ///   is 0-2 while this process has that stdio stream closed and the
+    ///   command inherits it. The check is conservative: on Linux any
+    ///   close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket pair end that this
+    ///   process created after the `pass_fd` call and left at `child_fd`
+    ///   looks like std's channel; elsewhere, any close-on-exec pipe.
+    /// - `EBADF` (an uncategorized error) when the command's duplicate was
+    ///   closed behind its back by other code (an I/O-safety bug there).
     ///
     /// # Examples
     /// ```
     /// use fdtable::CommandExt;
     /// use std::io::Read;
-    /// use std::os::fd::AsFd;
+    /// use std::os::fd::{AsFd, AsRawFd};
     /// use std::process::{Command, Stdio};
     ///
     /// // A pipe end at descriptor 5 of the child; the shell writes into it.
@@ -377,6 +410,15 @@ pub trait CommandExt: sealed::Sealed {
     /// cmd.pass_fd(reader.as_fd(), 7)?;
     /// let err = cmd.pass_fd(reader.as_fd(), 7).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    ///
+    /// // A descriptor passed at the number it has here may be closed at once.
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// let n = file.as_raw_fd();
+    /// let mut cmd = Command::new("sh");
+    /// cmd.args(["-c", &format!("test -e /proc/self/fd/{n}")])
+    ///     .pass_fd(file.as_fd(), n)?;
+    /// drop(file);
+    /// assert!(cmd.output()?.status.success());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     fn pass_fd(&mut self, fd: BorrowedFd<'_>, child_fd: RawFd) -> io::Result<&mut Self>;
@@ -429,43 +471,31 @@ impl CommandExt for Command {
         // Ask about close_range(2) here, in the parent, so every child
         // inherits the answer instead of probing on its own.
         let _ = close_range_usable();
+        let add = |s: &mut Setup| {
+            s.add_table(table, keep);
+            Ok::<(), std::convert::Infallible>(())
+        };
         let needs_hook =
             !keep.is_empty() || crate::quarantine::is_active() || MaskGuard::is_active();
-        let install = needs_hook.then_some(install_hook as fn(&mut Command, Arc<SetupCell>));
-        if setup::configure(self, install, |s| s.add_table(table, keep)).is_none() {
+        if needs_hook {
+            let _ = configure(self, add);
+        } else if setup::update(self, add).is_none() {
             reassert_cloexec(table);
         }
         self
     }
 
     fn pass_fd(&mut self, fd: BorrowedFd<'_>, child_fd: RawFd) -> io::Result<&mut Self> {
-        if child_fd < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("pass_fd: child_fd {child_fd} is negative"),
-            ));
-        }
-        let taken = setup::configure(self, None, |s| s.targets(child_fd)).unwrap_or(false);
-        if taken {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("pass_fd: child_fd {child_fd} is already the target of another pass_fd"),
-            ));
-        }
-        // Checked again inside: `configure` may have to start over.
-        setup::configure(self, Some(install_hook), |s| {
-            if s.targets(child_fd) {
-                return Err(io::Error::from(io::ErrorKind::InvalidInput));
-            }
-            s.add_pass(fd, child_fd)
-        })
-        .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::Other)))?;
+        configure(self, |s| s.add_pass(fd, child_fd))?;
         Ok(self)
     }
 
     fn close_other_fds(&mut self) -> &mut Self {
         let _ = cloexec_range_usable();
-        setup::configure(self, Some(install_hook), Setup::set_close_other);
+        let _ = configure(self, |s| {
+            s.set_close_other();
+            Ok::<(), std::convert::Infallible>(())
+        });
         self
     }
 }

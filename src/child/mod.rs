@@ -16,8 +16,10 @@
 //! - `setup.rs`: the per-command configuration the hook reads, found again
 //!   from the `Command` through a registry keyed by its program buffer.
 //! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
-//!   in the parent), and the guard against std's exec-error socket landing
-//!   on a target.
+//!   in the parent), and the checks against std's exec-error channel on a
+//!   target.
+//! - `holds.rs`: target numbers kept reserved while any live command
+//!   targets them.
 //! - `close.rs`: closing runs of published numbers (`close_range(2)` or
 //!   `close(2)`).
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
@@ -81,6 +83,7 @@
 mod close;
 mod close_other;
 mod fork;
+mod holds;
 mod hook;
 mod pass;
 mod raw;

@@ -46,6 +46,83 @@ pub(super) fn identity(fd: RawFd) -> Option<(u64, u64)> {
     Some((st.st_dev as u64, st.st_ino as u64))
 }
 
+/// Whether `fd` is close-on-exec; `None` when it is not open.
+///
+/// # References
+/// `fcntl(2)` (`F_GETFD`)
+pub(super) fn is_cloexec(fd: RawFd) -> Option<bool> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFD)).ok()?;
+    Some(flags & libc::FD_CLOEXEC != 0)
+}
+
+/// The parent's process id.
+///
+/// # References
+/// `getppid(2)`
+pub(super) fn parent_pid() -> libc::pid_t {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// An `int`-valued `SOL_SOCKET` option of `fd`; `None` for a descriptor
+/// that is not a socket (`ENOTSOCK`) or not open.
+///
+/// # References
+/// `getsockopt(2)`, `socket(7)`
+#[cfg(target_os = "linux")]
+pub(super) fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        option,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len
+    ))
+    .ok()?;
+    Some(value)
+}
+
+/// The process id `SO_PEERCRED` reports for the `AF_UNIX` socket `fd`: for
+/// one end of a `socketpair(2)`, the process that created the pair.
+///
+/// # References
+/// `unix(7)` (`SO_PEERCRED`)
+#[cfg(target_os = "linux")]
+pub(super) fn peer_pid(fd: RawFd) -> Option<libc::pid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PEERCRED,
+        (&mut cred as *mut libc::ucred).cast(),
+        &mut len
+    ))
+    .ok()?;
+    Some(cred.pid)
+}
+
+/// Whether `fd` names a pipe or FIFO.
+///
+/// # References
+/// `fstat(2)`, `inode(7)`
+#[cfg(not(target_os = "linux"))]
+pub(super) fn is_fifo(fd: RawFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    st.st_mode & libc::S_IFMT == libc::S_IFIFO
+}
+
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
 ///
 /// # References

@@ -14,7 +14,8 @@
 //! live commands share it (a unit test pins that).
 //!
 //! # Internal details
-//! The `Setup` is mutated only by [`configure`], under `&mut Command`, and
+//! The `Setup` is prepared by the caller before [`create`] hands it to the
+//! hook, mutated afterwards only by [`update`], under `&mut Command`, and
 //! read only by the hook in a fork child of a `spawn` (which also holds
 //! `&mut Command`), so the two never overlap and no lock is needed (the
 //! child may not take one). The registry's mutex is taken in the parent
@@ -22,7 +23,7 @@
 //!
 //! A dropped `Command` frees its program buffer before its hooks, so for a
 //! moment the registry may still hold a live `Weak` under an address that a
-//! new command now uses. [`configure`] checks the program name too and
+//! new command now uses. [`update`] checks the program name too and
 //! checks, after its change, that a hook still owns the setup; what remains
 //! is a new command with the same program name configured on one thread
 //! exactly while another thread is between those two steps of dropping the
@@ -37,6 +38,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::pass::{self, Pass};
+use super::raw;
 use crate::table::FdTable;
 
 /// Everything the hook does for one command, prepared in the parent so that
@@ -73,17 +75,32 @@ impl Setup {
         self.passes.iter().any(|p| p.target == child_fd)
     }
 
-    /// Add a mapping (the caller checked `child_fd` is new and not negative).
+    /// Add a mapping of `fd` to `child_fd`; on error nothing changed.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a negative `child_fd`, one not below the soft
+    /// `RLIMIT_NOFILE`, or one that another mapping targets already; the OS
+    /// error when `fd` cannot be duplicated (`EBADF`, `EMFILE`).
     pub(super) fn add_pass(&mut self, fd: BorrowedFd<'_>, child_fd: RawFd) -> io::Result<()> {
-        // Made at the target when it is free (reserving it), else anywhere
-        // above 2; `arrange` moves it if it sits on another target.
-        let source = pass::duplicate(fd.as_raw_fd(), child_fd.max(3))
-            .map_err(|e| describe_dup_error(e, child_fd))?;
-        self.passes.push(Pass {
-            source,
-            target: child_fd,
-            expect: pass::Expect::Free,
-        });
+        let refuse = |why: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pass_fd: child_fd {child_fd} {why}"),
+            ))
+        };
+        if child_fd < 0 {
+            return refuse("is negative");
+        }
+        if raw::nofile_soft_limit().is_some_and(|limit| child_fd >= limit) {
+            return refuse("is not below RLIMIT_NOFILE");
+        }
+        if self.targets(child_fd) {
+            return refuse("is already the target of another pass_fd");
+        }
+        let pass = Pass::new(fd.as_raw_fd(), child_fd, |n| {
+            n == child_fd || self.targets(n)
+        })?;
+        self.passes.push(pass);
         if let Err(e) = pass::arrange(&mut self.passes) {
             self.passes.pop();
             return Err(e);
@@ -113,19 +130,6 @@ impl Setup {
     }
 }
 
-/// `F_DUPFD_CLOEXEC` says `EINVAL` for a minimum at or above the descriptor
-/// limit: say which number that was.
-fn describe_dup_error(error: io::Error, child_fd: RawFd) -> io::Error {
-    if error.raw_os_error() == Some(libc::EINVAL) {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("pass_fd: child_fd {child_fd} is not below RLIMIT_NOFILE"),
-        )
-    } else {
-        error
-    }
-}
-
 /// A [`Setup`] shared by a command's hook and the registry.
 #[derive(Debug)]
 pub(super) struct SetupCell {
@@ -134,19 +138,21 @@ pub(super) struct SetupCell {
     setup: UnsafeCell<Setup>,
 }
 
-// SAFETY: the `Setup` inside is reached only through `configure` (parent,
-// under `&mut Command` of the command whose hook owns the cell: one caller at
-// a time, see the module docs) and `SetupCell::in_child` (a fork child, one
-// thread). `Setup` itself is `Send` (descriptors and `&'static FdTable`).
+// SAFETY: the `Setup` inside is reached only through `update` (parent, under
+// `&mut Command` of the command whose hook owns the cell: one caller at a
+// time, see the module docs) and `SetupCell::in_child` (the hook, under that
+// `&mut Command` too). `Setup` itself is `Send` (descriptors and
+// `&'static FdTable`).
 unsafe impl Sync for SetupCell {}
 
 impl SetupCell {
     /// The setup, read in the hook.
     ///
     /// # Safety
-    /// Only in the fork child of a `spawn` of the command whose hook owns
-    /// this cell (nothing else runs there, and the parent's configuration
-    /// calls cannot overlap a `spawn`: both need `&mut Command`).
+    /// Only in the hook of the command whose hook owns this cell, which std
+    /// runs in the fork child of a `spawn` (nothing else runs there) or, for
+    /// `Command::exec`, in this process; either way under `&mut Command`, so
+    /// no configuration call overlaps it.
     pub(super) unsafe fn in_child(&self) -> &Setup {
         // SAFETY: by the caller's contract nothing mutates it meanwhile.
         unsafe { &*self.setup.get() }
@@ -180,34 +186,14 @@ fn forget(cell: &Arc<SetupCell>) {
     registry.retain(|(_, weak)| !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(cell)));
 }
 
-/// Run `change` on `cmd`'s setup. When it has none: with `install`, create
-/// one and hand it to `install` (which registers the hook that owns it);
-/// without, return `None` and change nothing.
+/// Run `change` on `cmd`'s setup, if it has one; `None` (and nothing
+/// changed that anyone reads) when it has none.
 ///
 /// Not async-signal-safe (parent only).
-pub(super) fn configure<R>(
-    cmd: &mut Command,
-    install: Option<fn(&mut Command, Arc<SetupCell>)>,
-    mut change: impl FnMut(&mut Setup) -> R,
-) -> Option<R> {
+pub(super) fn update<R>(cmd: &mut Command, mut change: impl FnMut(&mut Setup) -> R) -> Option<R> {
     // Twice at most: a second round only after a stale entry was found.
     for _ in 0..2 {
-        let cell = match (lookup(cmd), install) {
-            (Some(cell), _) => cell,
-            (None, None) => return None,
-            (None, Some(install)) => {
-                let cell = Arc::new(SetupCell {
-                    program: cmd.get_program().as_bytes().into(),
-                    setup: UnsafeCell::new(Setup::default()),
-                });
-                REGISTRY
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((key(cmd), Arc::downgrade(&cell)));
-                install(cmd, Arc::clone(&cell));
-                cell
-            }
-        };
+        let cell = lookup(cmd)?;
         // SAFETY: see `SetupCell`'s `Sync` impl: `cell` is `cmd`'s (found
         // by its program buffer) and we hold `&mut cmd`, so no other
         // configuration call and no spawn of it runs meanwhile.
@@ -221,6 +207,22 @@ pub(super) fn configure<R>(
         forget(&cell);
     }
     None
+}
+
+/// Give `cmd`, which has no setup, one: `setup`, prepared by the caller,
+/// owned by the hook that `install` registers.
+///
+/// Not async-signal-safe (parent only).
+pub(super) fn create(cmd: &mut Command, setup: Setup, install: fn(&mut Command, Arc<SetupCell>)) {
+    let cell = Arc::new(SetupCell {
+        program: cmd.get_program().as_bytes().into(),
+        setup: UnsafeCell::new(setup),
+    });
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((key(cmd), Arc::downgrade(&cell)));
+    install(cmd, cell);
 }
 
 #[cfg(test)]
@@ -252,30 +254,33 @@ mod tests {
     }
 
     #[test]
-    fn configure_without_install_finds_nothing_and_changes_nothing() {
+    fn update_without_a_setup_finds_nothing_and_changes_nothing() {
         let mut cmd = Command::new("fdtable-configure-test");
         let mut ran = false;
-        assert!(configure(&mut cmd, None, |_| ran = true).is_none());
+        assert!(update(&mut cmd, |_| ran = true).is_none());
         assert!(!ran);
     }
 
+    fn install(cmd: &mut Command, cell: Arc<SetupCell>) {
+        // A stand-in for the hook: something the command owns.
+        // SAFETY: never run (the command is not spawned).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                let _ = &cell;
+                Ok(())
+            })
+        };
+    }
+
     #[test]
-    fn configure_finds_the_same_setup_again_and_drops_it_with_the_command() {
-        fn install(cmd: &mut Command, cell: Arc<SetupCell>) {
-            // A stand-in for the hook: something the command owns.
-            // SAFETY: never run (the command is not spawned).
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-                    let _ = &cell;
-                    Ok(())
-                })
-            };
-        }
+    fn update_finds_the_created_setup_again_and_it_drops_with_the_command() {
         let mut cmd = Command::new("fdtable-configure-test");
-        configure(&mut cmd, Some(install), |s| s.keep.push(7));
+        let mut setup = Setup::default();
+        setup.keep.push(7);
+        create(&mut cmd, setup, install);
         // Moved into a box and out again: the setup is still found.
         let mut cmd = *Box::new(cmd);
-        let seen = configure(&mut cmd, None, |s| s.keep.clone());
+        let seen = update(&mut cmd, |s| s.keep.clone());
         assert_eq!(seen, Some(vec![7]));
         let weak = Arc::downgrade(&lookup(&cmd).expect("registered"));
         drop(cmd);
