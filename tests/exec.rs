@@ -704,6 +704,87 @@ fn retire_all_in_child_releases_files_and_keeps_numbers_reserved() {
     drop(tracked);
 }
 
+/// Every open descriptor of this process: number -> (identity, flags).
+fn fd_snapshot() -> std::collections::BTreeMap<RawFd, ((u64, u64), libc::c_int)> {
+    let numbers: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // The listing's own descriptor is closed by now and drops out here.
+    numbers
+        .into_iter()
+        .filter_map(|fd| Some((fd, (identity(fd)?, util::fd_flags(fd).ok()?))))
+        .collect()
+}
+
+/// The handler of `sig` (`SIG_DFL`, `SIG_IGN` or a function).
+fn disposition(sig: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: an all-zero sigaction is a valid out value; a null new action
+    // only queries.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    }
+}
+
+/// Review finding 1: std's `Command::exec` runs `pre_exec` hooks in the
+/// calling process, without a fork, and returns if `execve` fails. The hook
+/// must refuse there (`Unsupported`) before it touches anything: no tracked
+/// descriptor closed under its live handle, no descriptor overwritten, no
+/// flag changed, no signal disposition reset, the mask as it was.
+#[test]
+fn exec_in_the_configuring_process_is_refused_before_anything_changes() {
+    let _serial = serial();
+    let report = spawn_util::run_isolated("exec_refused_isolated", Duration::from_secs(60));
+    assert_eq!(report, "ok");
+}
+
+#[test]
+#[ignore = "run by exec_in_the_configuring_process_is_refused_before_anything_changes"]
+fn exec_refused_isolated() {
+    spawn_util::isolated(|| {
+        use std::os::unix::process::CommandExt as _;
+        static TABLE: FdTable = FdTable::new();
+        let closed = TABLE.track(unique_file()).unwrap();
+        let kept = TABLE.track(unique_file()).unwrap();
+        // A number held by another file, which `pass_fd` targets.
+        let holder = unique_file();
+        // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
+        let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 50) };
+        assert_eq!(held, 50);
+        // SAFETY: just created; we own it.
+        let held = unsafe { OwnedFd::from_raw_fd(held) };
+        let passed = unique_file();
+        let leaky = File::open("/dev/null").unwrap();
+        make_inheritable(leaky.as_raw_fd());
+        let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)
+            .respect_ignored(false)
+            .install()
+            .unwrap();
+        let handler = disposition(libc::SIGINT);
+        assert!(handler != libc::SIG_DFL && handler != libc::SIG_IGN);
+
+        let mut cmd = Command::new("/nonexistent/fdtable-test");
+        cmd.close_tracked_fds_except(&TABLE, &[kept.as_raw_fd()])
+            .pass_fd(passed.as_fd(), 50)
+            .unwrap()
+            .close_other_fds();
+        let before = fd_snapshot();
+        let mask = util::members(&util::current_mask());
+        let err = cmd.exec();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+        assert_eq!(fd_snapshot(), before, "exec() changed descriptors");
+        assert_eq!(disposition(libc::SIGINT), handler, "SIGINT reset");
+        assert_eq!(util::members(&util::current_mask()), mask, "the mask");
+
+        // The same command spawned instead works as ever.
+        let err = cmd.spawn().map(spawn_util::finish).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        drop((closed, kept, held, leaky, interrupts));
+    });
+}
+
 /// Review finding 8: a signal this crate once handled and the program has
 /// since set to `SIG_IGN` on purpose stays ignored in the program the hook
 /// starts, as `execve` keeps it without the hook. Only real handler

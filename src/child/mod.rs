@@ -10,9 +10,11 @@
 //! [`FdTable::retire_all_in_child`]; this is the map of the parts:
 //!
 //! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
-//! - `hook.rs`: [`CommandExt`] and its one `pre_exec` hook (Go's order:
-//!   block signals, reset this crate's handlers, set up, restore the mask),
-//!   or no hook at all when none is needed (the `posix_spawn` path, H11).
+//! - `hook.rs`: [`CommandExt`]: when a command gets the one `pre_exec`
+//!   hook, and what happens without one (the `posix_spawn` path, H11).
+//! - `run.rs`: the hook itself (Go's order: block signals, reset this
+//!   crate's handlers, set up, restore the mask), which refuses to run under
+//!   `Command::exec`.
 //! - `setup.rs`: the per-command configuration the hook reads, found again
 //!   from the `Command` through a registry keyed by its program buffer.
 //! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
@@ -87,6 +89,7 @@ mod holds;
 mod hook;
 mod pass;
 mod raw;
+mod run;
 mod setup;
 
 use std::sync::atomic::Ordering;

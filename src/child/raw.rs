@@ -55,6 +55,15 @@ pub(super) fn is_cloexec(fd: RawFd) -> Option<bool> {
     Some(flags & libc::FD_CLOEXEC != 0)
 }
 
+/// This process's id.
+///
+/// # References
+/// `getpid(2)`
+pub(super) fn own_pid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
 /// The parent's process id.
 ///
 /// # References

@@ -58,6 +58,9 @@ pub(super) struct Setup {
     /// Sorted: 0-2, `keep` and every pass target; `close_other_fds` leaves
     /// them as they are.
     pub(super) kept_open: Vec<RawFd>,
+    /// The process that configured the command last (0: not yet). The hook
+    /// refuses to run there: that is `Command::exec`, no fork.
+    pub(super) configured_in: libc::pid_t,
 }
 
 impl Setup {
@@ -197,7 +200,9 @@ pub(super) fn update<R>(cmd: &mut Command, mut change: impl FnMut(&mut Setup) ->
         // SAFETY: see `SetupCell`'s `Sync` impl: `cell` is `cmd`'s (found
         // by its program buffer) and we hold `&mut cmd`, so no other
         // configuration call and no spawn of it runs meanwhile.
-        let result = change(unsafe { &mut *cell.setup.get() });
+        let setup = unsafe { &mut *cell.setup.get() };
+        setup.configured_in = raw::own_pid();
+        let result = change(setup);
         // Ours holds it, and `cmd`'s hook does unless that hook was dropped
         // meanwhile: then the entry was a dead command's, whose program
         // buffer `cmd` now reuses.
@@ -213,7 +218,12 @@ pub(super) fn update<R>(cmd: &mut Command, mut change: impl FnMut(&mut Setup) ->
 /// owned by the hook that `install` registers.
 ///
 /// Not async-signal-safe (parent only).
-pub(super) fn create(cmd: &mut Command, setup: Setup, install: fn(&mut Command, Arc<SetupCell>)) {
+pub(super) fn create(
+    cmd: &mut Command,
+    mut setup: Setup,
+    install: fn(&mut Command, Arc<SetupCell>),
+) {
+    setup.configured_in = raw::own_pid();
     let cell = Arc::new(SetupCell {
         program: cmd.get_program().as_bytes().into(),
         setup: UnsafeCell::new(setup),
@@ -280,8 +290,8 @@ mod tests {
         create(&mut cmd, setup, install);
         // Moved into a box and out again: the setup is still found.
         let mut cmd = *Box::new(cmd);
-        let seen = update(&mut cmd, |s| s.keep.clone());
-        assert_eq!(seen, Some(vec![7]));
+        let seen = update(&mut cmd, |s| (s.keep.clone(), s.configured_in));
+        assert_eq!(seen, Some((vec![7], raw::own_pid())));
         let weak = Arc::downgrade(&lookup(&cmd).expect("registered"));
         drop(cmd);
         assert_eq!(weak.strong_count(), 0, "the setup outlived its command");
