@@ -293,9 +293,9 @@ fn every_call_order_gives_the_same_child() {
     assert_eq!(orders, 24);
 
     // Without close_other_fds, a flag cleared behind the table's back
-    // before configuration does not matter either, whether the tracked
-    // close comes before the hook (no hook yet: the flags are set again in
-    // the parent) or after (the hook closes them in the child).
+    // before or after configuration does not matter either, whether the
+    // tracked close comes before the hook (a hook-free call, taken into the
+    // hook installed later) or after (the hook closes them in the child).
     for tracked_first in [true, false] {
         for fd in [850, 851, 852] {
             make_inheritable(fd);
@@ -307,6 +307,9 @@ fn every_call_order_gives_the_same_child() {
         cmd.pass_fd(p1.as_fd(), 860).unwrap();
         if !tracked_first {
             cmd.close_tracked_fds(&TABLE);
+        }
+        for fd in [850, 851, 852] {
+            make_inheritable(fd);
         }
         let got = child_fds(&mut cmd);
         for fd in [850, 851, 852] {
@@ -645,6 +648,37 @@ fn stdio_target_with_stdio_closed_isolated() {
     });
 }
 
+/// Review finding 4: the hook-free `close_tracked_fds` before a call that
+/// installs the hook. The hook must carry out the earlier call too: a
+/// tracked descriptor whose flag is cleared after configuration, before
+/// each spawn of a command configured once, reaches no child.
+#[test]
+fn close_tracked_fds_before_the_hook_is_installed_is_carried_out_by_the_hook() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    let tracked = TABLE.track(scratch_file("order")).unwrap();
+    let fd = tracked.as_raw_fd();
+    let passed = scratch_file("order-passed");
+    for also_close_other in [false, true] {
+        let mut cmd = sleep_cmd();
+        cmd.close_tracked_fds(&TABLE);
+        cmd.pass_fd(passed.as_fd(), 860).unwrap();
+        if also_close_other {
+            cmd.close_other_fds();
+        }
+        for spawn in 0..3 {
+            make_inheritable(fd);
+            let got = child_fds(&mut cmd);
+            assert!(
+                !got.contains_key(&fd),
+                "close_other={also_close_other}, spawn {spawn}: tracked {fd} reached the child"
+            );
+            assert_eq!(got.get(&860).map(|f| f.id), Some(id(&passed)));
+        }
+    }
+    drop(tracked);
+}
+
 /// Review finding 6: a `pass_fd` that is refused changes nothing, so it
 /// installs no hook either: the command still spawns without forking. Shown
 /// as in `close_tracked_fds_spawns_without_fork_...`: on a thread whose
@@ -725,4 +759,44 @@ fn targets_near_the_descriptor_limit_are_placed() {
     cmd.close_other_fds();
     assert_exactly("moved source", &child_fds(&mut cmd), &expected);
     drop((cmd, holder));
+}
+
+/// Review finding 9: with every tracked flag set, the hook-free
+/// `close_tracked_fds` only reads flags (`F_GETFD` per published number) and
+/// pins nothing. Shown with an entry pinned to the maximum by nested walks
+/// on this very thread: a walk that pins would wait for a pin to be freed,
+/// forever.
+#[test]
+fn hook_free_close_tracked_fds_pins_nothing_when_every_flag_is_set() {
+    let _serial = serial();
+    static TABLE: FdTable = FdTable::new();
+    /// 13 pin bits per slot (`src/slot.rs`).
+    const MAX_PINS: usize = (1 << 13) - 1;
+    fn nest(depth: usize, bottom: &mut dyn FnMut()) {
+        if depth == 0 {
+            bottom();
+        } else {
+            TABLE.for_each(|_| nest(depth - 1, bottom));
+        }
+    }
+    let tracked = TABLE.track(scratch_file("pins")).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let walker = std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || {
+            let mut reached = false;
+            nest(MAX_PINS, &mut || {
+                reached = true;
+                let mut cmd = Command::new("true");
+                cmd.close_tracked_fds(&TABLE);
+                let _ = done_tx.send(());
+            });
+            assert!(reached);
+        })
+        .unwrap();
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("close_tracked_fds waited for a pin: it walks with pins");
+    walker.join().unwrap();
+    drop(tracked);
 }

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use super::close::close_range_usable;
 use super::close_other::cloexec_range_usable;
+use super::raw;
 use super::run::install_hook;
 use super::setup::{self, Setup};
 use crate::mask::MaskGuard;
@@ -14,14 +15,26 @@ use crate::sys;
 use crate::table::FdTable;
 
 /// The hook-free `close_tracked_fds`: make sure every descriptor the table
-/// holds is close-on-exec now (`F_SETFD` only where the flag is missing), so
-/// `execve` closes them without a hook. The walk pins each entry, so the
-/// number cannot be closed and reused by someone else under the `fcntl`.
+/// holds is close-on-exec now, so `execve` closes them without a hook.
+///
+/// First a read-only pass: one `fcntl(F_GETFD)` per published number, with
+/// atomic loads and no pin (a number unpublished and reused meanwhile is
+/// only looked at, which harms nothing). Only if a flag is missing, a walk
+/// that pins each entry, so the number cannot be closed and reused by
+/// someone else under the `F_SETFD`.
 fn reassert_cloexec(table: &FdTable) {
-    table.for_each(|fd| {
-        // EBADF only for a descriptor closed behind the table's back.
-        let _ = sys::set_cloexec(fd.as_raw_fd(), true);
+    let mut missing = false;
+    table.for_each_published(|fd| {
+        // EBADF (unpublished and closed meanwhile, or closed behind the
+        // table's back) is left to the walk's owners, not counted here.
+        missing |= raw::is_cloexec(fd) == Some(false);
     });
+    if missing {
+        table.for_each(|fd| {
+            // EBADF only for a descriptor closed behind the table's back.
+            let _ = sys::set_cloexec(fd.as_raw_fd(), true);
+        });
+    }
 }
 
 /// Run `change` on `cmd`'s setup; when it has none, on a fresh one that a
@@ -55,7 +68,10 @@ fn configure<E>(
 ///
 /// Implemented for [`Command`] only (sealed). Every method may be called in
 /// any order and more than once; all of them on one command are carried out
-/// together, by at most one `pre_exec` hook.
+/// together, by at most one `pre_exec` hook. (One bound: a hook-free
+/// `close_tracked_fds` is carried out by a hook installed later on the same
+/// command if fewer than 64 other hook-free calls came in between; see
+/// below.)
 ///
 /// For [`spawn`](Command::spawn), [`status`](Command::status) and
 /// [`output`](Command::output). [`exec`](std::os::unix::process::CommandExt::exec)
@@ -119,13 +135,24 @@ fn configure<E>(
 /// Otherwise `close_tracked_fds` installs nothing: tracked descriptors are
 /// close-on-exec already ([`FdTable::track`] sets the flag), so `execve`
 /// closes them. To cover one whose flag was cleared behind the table's back,
-/// the call sets `FD_CLOEXEC` again on every descriptor the table holds: one
-/// `fcntl(F_GETFD)` each, and only where a flag is missing a walk that pins
-/// each entry (so no number is recycled under it) and `F_SETFD`. What that cannot
-/// cover: a flag cleared *after* the call, and the window described below.
-/// A hook installed later on the same command (say by `pass_fd`) does not
-/// close that table's descriptors in the child: they are close-on-exec as of
-/// the earlier call.
+/// the call reads the flag of every descriptor the table holds: one
+/// `fcntl(F_GETFD)` each, with no lock and no pin; only if a flag is missing
+/// does it walk the table pinning each entry (so no number is recycled
+/// under it) and set `FD_CLOEXEC` again where it is missing. What that
+/// cannot cover: a flag cleared *after* the call, and the window described
+/// below.
+///
+/// A hook installed later on the same command (by `pass_fd`, say) carries
+/// out the earlier hook-free call too: its child closes that table's
+/// numbers, whatever their flags are by then. For that the crate remembers
+/// the last 64 hook-free calls (program name and table, under the address
+/// of the command's program name; the oldest is forgotten first). A command
+/// whose hook-free call was followed by 64 others before its hook was
+/// installed is covered as of the earlier call only. A remembered call of a
+/// dropped command can match a new command with the same program name whose
+/// program name std allocated at the same address: that command's hook then
+/// also closes that table's numbers in its child (close-on-exec
+/// descriptors, unless a flag was cleared behind the table's back).
 ///
 /// # What runs in the child
 /// The hook runs between `fork` and `execve`, where only async-signal-safe
@@ -136,11 +163,14 @@ fn configure<E>(
 ///    command, not a fork child: that is `Command::exec` (see below);
 /// 1. block asynchronous signals (one `pthread_sigmask`, the set a
 ///    [`MaskGuard`] blocks);
-/// 2. put every signal this crate handles (e.g. SIGINT for
-///    [`Interrupts`](crate::Interrupts)) back to `SIG_DFL`;
-/// 3. place the [`pass_fd`](CommandExt::pass_fd) descriptors: one `dup2`
-///    each, or, for a duplicate already sitting at its number, clearing its
-///    `FD_CLOEXEC` (the parent's copy keeps the flag);
+/// 2. put every signal this crate has handled (e.g. SIGINT for
+///    [`Interrupts`](crate::Interrupts)) back to `SIG_DFL` where a handler
+///    function is in place (`execve` would reset it anyway; one set to
+///    `SIG_IGN` since stays ignored, as `execve` keeps it);
+/// 3. place the [`pass_fd`](CommandExt::pass_fd) descriptors: first check
+///    them all (refusing as described under `pass_fd`'s errors), then one
+///    `dup2` each, or, for a duplicate already sitting at its number,
+///    clearing its `FD_CLOEXEC` (the parent's copy keeps the flag);
 /// 4. close every number each table given to `close_tracked_fds(_except)`
 ///    holds, as [`FdTable::close_all_in_child`] does (runs of numbers with
 ///    one `close_range(2)`), except 0-2, the passed numbers and the kept
@@ -154,16 +184,15 @@ fn configure<E>(
 ///
 /// So the new program never starts with signals blocked by this crate nor
 /// with its handlers. Which spawns that covers: any spawn of a command that
-/// has the hook. A plain `Command` spawned under a `MaskGuard`, or a
-/// hook-free `close_tracked_fds` configured with no guard alive and spawned
-/// under one, starts its program with the guard's signals blocked (std's
-/// children inherit the mask): do not spawn under a guard.
-///
-/// Descriptors 0-2 are never closed by the hook: std has already made them
-/// the new program's stdio (inherited, or `dup2`-ed from the `Stdio` you
-/// chose) by the time `pre_exec` hooks run, so those numbers no longer belong
-/// to the table in the child. A tracked number that is also a passed
-/// number's target is not closed either: it is the passed descriptor there.
+/// has the hook. A plain `Command`, or one with a hook-free
+/// `close_tracked_fds` (configured with no guard alive and outside
+/// quarantine mode), starts its program with the spawning thread's mask
+/// (std's children inherit it): spawned under a `MaskGuard`, with the
+/// guard's signals blocked; spawned in [quarantine
+/// mode](crate::quarantine) after it was configured before
+/// [`enter`](crate::quarantine::enter), with every asynchronous signal
+/// blocked. Do not spawn under a guard, and configure commands after
+/// `enter` (or give them the hook).
 ///
 /// # `Command::exec`
 /// std's [`exec`](std::os::unix::process::CommandExt::exec) runs `pre_exec`
@@ -220,7 +249,8 @@ pub trait CommandExt: sealed::Sealed {
     /// Installs no hook unless one is needed (see the trait docs for exactly
     /// when); then the hook closes the table's numbers in the child.
     /// Without one, it sets `FD_CLOEXEC` again on every tracked descriptor
-    /// that lost it, now.
+    /// that lost it, now, and is remembered for a hook installed later on
+    /// the same command.
     ///
     /// Not async-signal-safe itself (it may allocate; call it in the
     /// parent); the hook is, and allocates nothing.
@@ -428,6 +458,7 @@ impl CommandExt for Command {
         if needs_hook {
             let _ = configure(self, add);
         } else if setup::update(self, add).is_none() {
+            setup::remember_hook_free(self, table);
             reassert_cloexec(table);
         }
         self

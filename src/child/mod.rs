@@ -16,7 +16,8 @@
 //!   crate's handlers, set up, restore the mask), which refuses to run under
 //!   `Command::exec`.
 //! - `setup.rs`: the per-command configuration the hook reads, found again
-//!   from the `Command` through a registry keyed by its program buffer.
+//!   from the `Command` through a registry keyed by its program buffer, and
+//!   the bounded memory of hook-free `close_tracked_fds` calls.
 //! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
 //!   in the parent), and the checks against std's exec-error channel on a
 //!   target.

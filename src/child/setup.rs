@@ -13,12 +13,24 @@
 //! replaces, so the address stays put when the `Command` moves and no two
 //! live commands share it (a unit test pins that).
 //!
+//! A hook-free `close_tracked_fds` has no setup (nothing may own one
+//! without a hook), yet a hook installed later on the same command must
+//! carry it out too, or the result would depend on the call order. So such
+//! calls are remembered in a second, bounded list under the same key
+//! ([`remember_hook_free`]), and [`create`] takes them into the new setup.
+//! The list cannot know when a hook-free command is dropped: it keeps the
+//! last [`HOOK_FREE_REMEMBERED`] calls and forgets the oldest. A stale entry
+//! matches only a later command with the same program name at the same
+//! buffer address, and then makes its hook close one more table's
+//! published numbers in the child: descriptors that are close-on-exec
+//! anyway, unless someone cleared a flag behind the table's back.
+//!
 //! # Internal details
 //! The `Setup` is prepared by the caller before [`create`] hands it to the
 //! hook, mutated afterwards only by [`update`], under `&mut Command`, and
 //! read only by the hook in a fork child of a `spawn` (which also holds
 //! `&mut Command`), so the two never overlap and no lock is needed (the
-//! child may not take one). The registry's mutex is taken in the parent
+//! child may not take one). The registries' mutexes are taken in the parent
 //! only.
 //!
 //! A dropped `Command` frees its program buffer before its hooks, so for a
@@ -31,6 +43,7 @@
 //! that instant.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -215,7 +228,8 @@ pub(super) fn update<R>(cmd: &mut Command, mut change: impl FnMut(&mut Setup) ->
 }
 
 /// Give `cmd`, which has no setup, one: `setup`, prepared by the caller,
-/// owned by the hook that `install` registers.
+/// plus the tables of earlier hook-free `close_tracked_fds` calls on `cmd`
+/// (see the module docs), owned by the hook that `install` registers.
 ///
 /// Not async-signal-safe (parent only).
 pub(super) fn create(
@@ -223,6 +237,9 @@ pub(super) fn create(
     mut setup: Setup,
     install: fn(&mut Command, Arc<SetupCell>),
 ) {
+    for table in take_hook_free(cmd) {
+        setup.add_table(table, &[]);
+    }
     setup.configured_in = raw::own_pid();
     let cell = Arc::new(SetupCell {
         program: cmd.get_program().as_bytes().into(),
@@ -233,6 +250,63 @@ pub(super) fn create(
         .unwrap_or_else(|p| p.into_inner())
         .push((key(cmd), Arc::downgrade(&cell)));
     install(cmd, cell);
+}
+
+/// A hook-free `close_tracked_fds` call, remembered for a hook installed
+/// later on the same command.
+#[derive(Debug)]
+struct HookFree {
+    key: usize,
+    program: Box<[u8]>,
+    table: &'static FdTable,
+}
+
+/// How many hook-free `close_tracked_fds` calls are remembered (the
+/// oldest is forgotten first).
+pub(super) const HOOK_FREE_REMEMBERED: usize = 64;
+
+/// The last hook-free calls, oldest first. Parent only.
+static HOOK_FREE: Mutex<VecDeque<HookFree>> = Mutex::new(VecDeque::new());
+
+/// Remember that `cmd` had a hook-free `close_tracked_fds(table)`.
+///
+/// Not async-signal-safe (parent only).
+pub(super) fn remember_hook_free(cmd: &Command, table: &'static FdTable) {
+    let key = key(cmd);
+    let program = cmd.get_program().as_bytes();
+    let mut list = HOOK_FREE.lock().unwrap_or_else(|p| p.into_inner());
+    let known = list
+        .iter()
+        .any(|e| e.key == key && std::ptr::eq(e.table, table) && &*e.program == program);
+    if known {
+        return;
+    }
+    if list.len() >= HOOK_FREE_REMEMBERED {
+        list.pop_front();
+    }
+    list.push_back(HookFree {
+        key,
+        program: program.into(),
+        table,
+    });
+}
+
+/// Take the tables of the remembered hook-free calls on `cmd`.
+fn take_hook_free(cmd: &Command) -> Vec<&'static FdTable> {
+    let key = key(cmd);
+    let program = cmd.get_program().as_bytes();
+    let mut taken = Vec::new();
+    HOOK_FREE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|e| {
+            let ours = e.key == key && &*e.program == program;
+            if ours {
+                taken.push(e.table);
+            }
+            !ours
+        });
+    taken
 }
 
 #[cfg(test)]
@@ -295,5 +369,32 @@ mod tests {
         let weak = Arc::downgrade(&lookup(&cmd).expect("registered"));
         drop(cmd);
         assert_eq!(weak.strong_count(), 0, "the setup outlived its command");
+    }
+
+    /// Hook-free calls are taken into a hook created later for the same
+    /// command (and only that command), and the list stays bounded.
+    #[test]
+    fn hook_free_calls_are_taken_into_the_hook_and_the_list_is_bounded() {
+        static A: FdTable = FdTable::new();
+        static B: FdTable = FdTable::new();
+        let mut cmd = Command::new("fdtable-hook-free-test");
+        let other = Command::new("fdtable-hook-free-test");
+        remember_hook_free(&cmd, &A);
+        remember_hook_free(&cmd, &A);
+        remember_hook_free(&other, &B);
+        create(&mut cmd, Setup::default(), install);
+        let tables = update(&mut cmd, |s| s.tables.clone()).unwrap();
+        assert_eq!(tables.len(), 1);
+        assert!(std::ptr::eq(tables[0], &A));
+        assert_eq!(take_hook_free(&other).len(), 1, "the other command's call");
+
+        let many: Vec<Command> = (0..HOOK_FREE_REMEMBERED + 5)
+            .map(|_| Command::new("fdtable-hook-free-test"))
+            .collect();
+        for c in &many {
+            remember_hook_free(c, &A);
+        }
+        let len = HOOK_FREE.lock().unwrap().len();
+        assert!(len <= HOOK_FREE_REMEMBERED, "{len} remembered");
     }
 }
