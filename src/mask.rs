@@ -322,10 +322,13 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// inherits the blocked mask. A [`Command`](std::process::Command)
 /// configured through [`CommandExt`](crate::CommandExt) while a guard is
 /// alive on the configuring thread gets a `pre_exec` hook that hands the new
-/// program the mask from before the outermost guard; a plain `Command`, or a
+/// program the mask from before the outermost guard, and so does any
+/// command with that hook (`pass_fd`, `close_other_fds`, a keep list)
+/// spawned under a guard; a plain `Command`, or one whose only call is a
 /// hook-free [`close_tracked_fds`](crate::CommandExt::close_tracked_fds)
-/// configured with no guard alive and spawned under one, starts its program
-/// with signals blocked.
+/// made with no guard alive, spawned under one starts its program with
+/// signals blocked. (The same holds for [quarantine
+/// mode](crate::quarantine), whose threads run with every signal blocked.)
 ///
 /// # Limitations
 /// `mem::forget` on a guard leaves the signals blocked on this thread for

@@ -27,8 +27,16 @@
 //! that unblocked signals itself) pays the pair: it stays protected, it is
 //! just not fast. Such threads are counted in [`unprotected_threads_seen`].
 //!
-//! Programs spawned through [`CommandExt`](crate::CommandExt) start with the
-//! mask the program had *before* quarantine, not with everything blocked.
+//! Programs spawned through a command with [`CommandExt`](crate::CommandExt)'s
+//! `pre_exec` hook start with the mask the program had *before* quarantine,
+//! not with everything blocked. Every `CommandExt` call made while
+//! quarantine is on installs that hook (so the spawn forks), and
+//! `pass_fd`, `close_other_fds` and a keep list always do. A command
+//! without it starts its program with the spawning thread's mask, that is
+//! with every asynchronous signal blocked: a plain `Command`, and one whose
+//! only call is a hook-free
+//! [`close_tracked_fds`](crate::CommandExt::close_tracked_fds) made before
+//! [`enter`]. Configure commands after [`enter`].
 //!
 //! # Examples
 //! ```no_run
@@ -58,8 +66,13 @@
 //!   the child's thread and turns the mode off there (call it on any table,
 //!   `FdTable::global()` if the child has nothing to release). A child
 //!   that does not call it must restore an open mask itself, first thing.
-//!   Programs spawned through [`CommandExt`](crate::CommandExt) get the
-//!   pre-quarantine mask anyway (see above).
+//!   Programs spawned through a command with
+//!   [`CommandExt`](crate::CommandExt)'s hook get the pre-quarantine mask
+//!   anyway (see above).
+//! - A `Command` spawned in quarantine without that hook (a plain one, or
+//!   one configured with a hook-free `close_tracked_fds` before [`enter`])
+//!   starts its program with every asynchronous signal blocked, as std's
+//!   children inherit the spawning thread's mask.
 
 use std::cell::UnsafeCell;
 use std::fmt;

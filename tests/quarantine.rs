@@ -41,6 +41,12 @@ fn main() {
     }
     let mask_before = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
     let mask_before_set = current_mask();
+    // Configured before quarantine, hook-free: spawned after `enter` it
+    // starts with everything blocked (a documented limit).
+    let mut configured_before = Command::new("cat");
+    configured_before
+        .arg("/proc/self/status")
+        .close_tracked_fds(&TABLE);
     let report = quarantine::enter().expect("enter quarantine");
     assert_eq!(
         report.preexisting_threads(),
@@ -59,10 +65,13 @@ fn main() {
     a_thread_that_predates_quarantine_is_reported();
     entering_quarantine_under_a_live_mask_guard_is_refused();
     spawned_program_starts_with_the_mask_from_before_quarantine(&mask_before);
+    a_hook_free_command_configured_before_quarantine_starts_with_everything_blocked(
+        configured_before,
+    );
     ctrl_c_still_arrives_through_interrupts();
     a_thread_that_unblocks_signals_after_a_guard_is_protected_by_its_next_guard();
     a_fork_child_that_goes_on_running_leaves_quarantine_in_retire_all_in_child(&mask_before_set);
-    println!("quarantine: 7 passed, 0 failed");
+    println!("quarantine: 8 passed, 0 failed");
 }
 
 fn handlers_run_only_on_the_signal_thread_under_a_kill_storm() {
@@ -255,6 +264,19 @@ fn spawned_program_starts_with_the_mask_from_before_quarantine(before: &str) {
         .arg("/proc/self/status")
         .output()
         .unwrap();
+    assert_eq!(sig_blk(&String::from_utf8_lossy(&out.stdout)), here);
+}
+
+/// The documented limit of the hook-free `close_tracked_fds` (review
+/// finding 5): a command configured before `enter` has no hook, so its
+/// program inherits the quarantined thread's mask, as a plain `Command`'s
+/// does. (Configured after `enter`, it gets the hook: see above.)
+fn a_hook_free_command_configured_before_quarantine_starts_with_everything_blocked(
+    mut cmd: Command,
+) {
+    let here = sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    let out = cmd.output().expect("spawn cat");
+    assert!(out.status.success());
     assert_eq!(sig_blk(&String::from_utf8_lossy(&out.stdout)), here);
 }
 
