@@ -574,8 +574,9 @@ fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
 /// Review finding 10: the `fcntl` sweep (the last fallback of
 /// `close_other_fds`) stops at the soft `RLIMIT_NOFILE` whatever the keep
 /// list says: a kept number far above it (here `i32::MAX`) must not stretch
-/// the sweep to 2^31 `fcntl` calls. A hook registered before ours caps the
-/// child's CPU time (`RLIMIT_CPU`, soft = hard: `SIGKILL` when it runs
+/// the sweep to 2^31 `fcntl` calls. A hook registered before ours sets the
+/// child's soft `RLIMIT_NOFILE` to 4096 (whatever this machine's is) and
+/// caps its CPU time (`RLIMIT_CPU`, soft = hard: `SIGKILL` when it runs
 /// out), so a runaway sweep ends as a killed child, not a hung test.
 #[test]
 fn close_other_fds_sweep_stops_at_the_soft_limit_whatever_the_keep_list() {
@@ -588,14 +589,25 @@ fn close_other_fds_sweep_stops_at_the_soft_limit_whatever_the_keep_list() {
     ];
     let tracked = TABLE.track(util::dev_null()).expect("track");
     let mut cmd = std::process::Command::new("true");
-    // SAFETY: setrlimit is a plain syscall; nothing is allocated.
+    // SAFETY: getrlimit and setrlimit are plain syscalls on locals; nothing
+    // is allocated.
     unsafe {
         cmd.pre_exec(|| {
             let cpu = libc::rlimit {
                 rlim_cur: 10,
                 rlim_max: 10,
             };
-            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) == 0 {
+            let mut files = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            files.rlim_cur = files.rlim_max.min(4096);
+            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) == 0
+                && libc::setrlimit(libc::RLIMIT_NOFILE, &files) == 0
+            {
                 Ok(())
             } else {
                 Err(std::io::Error::last_os_error())

@@ -381,11 +381,6 @@ fn close_tracked_fds_spawns_without_fork_and_still_closes_a_flag_cleared_descrip
     drop(tracked);
 }
 
-/// The lowest descriptor number free right now.
-fn lowest_free() -> RawFd {
-    (3..).find(|&n| !util::is_open(n)).unwrap()
-}
-
 /// The soft `RLIMIT_NOFILE`.
 fn soft_nofile() -> RawFd {
     let mut limit = libc::rlimit {
@@ -458,11 +453,13 @@ fn commands_sharing_a_target_each_run_after_the_earlier_ones_are_dropped() {
     let _serial = serial();
     let baseline = util::open_fd_count();
     let files: Vec<File> = (0..3).map(|i| scratch_file(&format!("share{i}"))).collect();
-    let target = lowest_free();
-    // With `sleep` (stdio at /dev/null, opened by std at the lowest free
-    // numbers at spawn) the child's descriptor at `target` is checked by
-    // identity; with `true` and inherited stdio std's exec-error socket is
-    // the first thing opened at spawn.
+    let target: RawFd = 400;
+    assert!(!util::is_open(target), "{target} is busy");
+    // With `sleep` the child's descriptor at `target` is checked by
+    // identity. With `true`, inherited stdio and every number below
+    // `target` but one taken, std's exec-error socket pair takes that one
+    // and the next free number: its child end would land on `target` if
+    // the number were not held any more.
     for with_sleep in [true, false] {
         let mut cmds: Vec<Command> = files
             .iter()
@@ -485,9 +482,10 @@ fn commands_sharing_a_target_each_run_after_the_earlier_ones_are_dropped() {
                     "command {i}: the child's {target}"
                 );
             } else {
-                let status = cmd
-                    .status()
-                    .unwrap_or_else(|e| panic!("command {i}: spawn failed: {e}"));
+                let fillers = fill_below(target, target - 1);
+                let status = cmd.status();
+                drop(fillers);
+                let status = status.unwrap_or_else(|e| panic!("command {i}: spawn failed: {e}"));
                 assert!(status.success(), "command {i}: {status}");
             }
             drop(cmd);
@@ -697,7 +695,18 @@ fn a_refused_pass_fd_installs_no_hook() {
         ];
         assert!(spawn_util::install(&rules), "seccomp filter refused");
         let file = scratch_file("refused");
-        for bad in [-1, soft_nofile(), 1 << 30, RawFd::MAX] {
+        // The soft limit itself, where it is a descriptor number at all.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out pointer.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let at_limit = RawFd::try_from(limit.rlim_cur).unwrap_or(RawFd::MAX);
+        for bad in [-1, at_limit, RawFd::MAX] {
             let mut cmd = Command::new("true");
             let err = cmd.pass_fd(file.as_fd(), bad).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}: {err}");
