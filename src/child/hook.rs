@@ -139,7 +139,8 @@ fn configure<E>(
 /// `fcntl(F_GETFD)` each, with no lock and no pin; only if a flag is missing
 /// does it walk the table pinning each entry (so no number is recycled
 /// under it) and set `FD_CLOEXEC` again where it is missing. What that
-/// cannot cover: a flag cleared *after* the call, and the window described
+/// cannot cover: a flag cleared *after* the call (unless a hook is
+/// installed on the command later, see next), and the window described
 /// below.
 ///
 /// A hook installed later on the same command (by `pass_fd`, say) carries
