@@ -114,9 +114,11 @@ fn reassert_cloexec(table: &FdTable) {
 /// use fdtable::CommandExt as _;           // ours: close_tracked_fds, pass_fd, ...
 /// ```
 ///
-/// Implemented for [`Command`] only (sealed). Every method may be called in
-/// any order and more than once; all of them on one command are carried out
-/// together, by at most one `pre_exec` hook.
+/// Implemented for [`Command`] and, with the `tokio` feature, for
+/// `tokio::process::Command` (which spawns through the std `Command` inside
+/// it, so everything below applies to it unchanged); sealed. Every method
+/// may be called in any order and more than once; all of them on one
+/// command are carried out together, by at most one `pre_exec` hook.
 ///
 /// # Examples
 /// A program gets a socket at descriptor 3 (as systemd's socket activation
@@ -473,6 +475,8 @@ impl CommandExt for Command {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for std::process::Command {}
+    #[cfg(feature = "tokio")]
+    impl Sealed for tokio::process::Command {}
 }
 
 #[cfg(test)]
