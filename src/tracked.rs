@@ -21,7 +21,11 @@ use crate::trackable::Trackable;
 /// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), and
 /// implements `Read`, `Write` and `Seek` wherever `T` does (so
 /// `Tracked<ChildStdout>` reads), and on `&Tracked` wherever `&T` does (every
-/// std file and socket type), so it is used like one. Dropping it closes the
+/// std file and socket type), so it is used like one. With the `tokio`
+/// feature it also implements tokio's `AsyncRead` and `AsyncWrite` wherever
+/// `T` does and is `Unpin` (every tokio descriptor type), so
+/// `Tracked<tokio::net::TcpStream>` works with `AsyncReadExt`,
+/// `AsyncWriteExt` and `tokio::io::split`. Dropping it closes the
 /// descriptor and unregisters it as one masked step, exactly like
 /// [`close`](Tracked::close) but with any error counted in
 /// [`FdTable::swallowed_close_errors`] instead of returned.
@@ -121,7 +125,11 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// # Errors
     /// What `close(2)` reported: `EIO` (say, a delayed write error on a
     /// network file system; the descriptor is released anyway), or `EBADF`
-    /// when the descriptor was closed behind the table's back.
+    /// when the descriptor was closed behind the table's back. Or the error
+    /// of a conversion that lost the descriptor
+    /// ([`Trackable::try_into_owned_fd`]: tokio could not deregister a
+    /// number that was replaced behind its back, and closed it); the entry
+    /// is unregistered without a second close.
     ///
     /// # Examples
     /// ```

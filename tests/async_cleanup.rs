@@ -65,10 +65,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "fdtable-async-test-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("fdtable-async-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -165,7 +163,10 @@ impl Example {
             }
             Err(_) => {
                 let _ = self.child.kill();
-                panic!("no stdout line {prefix:?} within {PROMPTLY:?}; saw {:?}", self.seen)
+                panic!(
+                    "no stdout line {prefix:?} within {PROMPTLY:?}; saw {:?}",
+                    self.seen
+                )
             }
         }
     }
@@ -264,11 +265,24 @@ fn cleans_up_and_dies_by(sig: libc::c_int, open: usize) {
     let before = links(pid, &fds);
     let kinds: Vec<String> = before
         .values()
-        .map(|l| l.as_ref().expect("every listed number is open").display().to_string())
+        .map(|l| {
+            l.as_ref()
+                .expect("every listed number is open")
+                .display()
+                .to_string()
+        })
         .collect();
     // The listener, the socket pair, the pipe, the files.
-    assert_eq!(kinds.iter().filter(|l| l.starts_with("socket:")).count(), 3, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|l| l.starts_with("pipe:")).count(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|l| l.starts_with("socket:")).count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|l| l.starts_with("pipe:")).count(),
+        2,
+        "{kinds:?}"
+    );
     assert_eq!(tmp.files().len(), open - 5, "{:?}", tmp.files());
 
     kill(pid, sig);
@@ -285,7 +299,11 @@ fn cleans_up_and_dies_by(sig: libc::c_int, open: usize) {
 
     let (status, stdout) = example.release_and_wait();
     assert_eq!(status.signal(), Some(sig), "status {status:?}");
-    assert_eq!(stdout.len(), 3, "stdout carries exactly three lines: {stdout:?}");
+    assert_eq!(
+        stdout.len(),
+        3,
+        "stdout carries exactly three lines: {stdout:?}"
+    );
 }
 
 #[test]

@@ -73,13 +73,21 @@ fn close_all_wakes_tasks_awaiting_tracked_sockets_and_swaps_no_registered_number
             let accept = tokio::spawn(async move {
                 go.send(()).await.unwrap();
                 let result = listener.accept().await.map(drop);
-                (format!("{result:?}"), result.is_err(), identity(listener.as_raw_fd()))
+                (
+                    format!("{result:?}"),
+                    result.is_err(),
+                    identity(listener.as_raw_fd()),
+                )
             });
             let go = started_tx.clone();
             let tcp_read = tokio::spawn(async move {
                 go.send(()).await.unwrap();
                 let result = reader.read(&mut [0u8; 64]).await;
-                (format!("{result:?}"), matches!(result, Ok(0)), identity(reader.as_raw_fd()))
+                (
+                    format!("{result:?}"),
+                    matches!(result, Ok(0)),
+                    identity(reader.as_raw_fd()),
+                )
             });
             let go = started_tx.clone();
             let tcp_write = tokio::spawn(async move {
@@ -93,13 +101,21 @@ fn close_all_wakes_tasks_awaiting_tracked_sockets_and_swaps_no_registered_number
                     Ok::<_, io::Error>(())
                 }
                 .await;
-                (format!("{result:?}"), result.is_err(), identity(writer.as_raw_fd()))
+                (
+                    format!("{result:?}"),
+                    result.is_err(),
+                    identity(writer.as_raw_fd()),
+                )
             });
             let go = started_tx;
             let unix_read = tokio::spawn(async move {
                 go.send(()).await.unwrap();
                 let result = unix.read(&mut [0u8; 64]).await;
-                (format!("{result:?}"), matches!(result, Ok(0)), identity(unix.as_raw_fd()))
+                (
+                    format!("{result:?}"),
+                    matches!(result, Ok(0)),
+                    identity(unix.as_raw_fd()),
+                )
             });
             for _ in 0..4 {
                 started.recv().await.unwrap();
@@ -270,7 +286,11 @@ fn close_all_reports_registered_others_leaves_them_alone_and_they_close_after_ca
             reported.sort_unstable();
             assert_eq!(reported, fds, "every registered other is reported");
             for (fd, error) in report.errors() {
-                assert_eq!(error.kind(), io::ErrorKind::ResourceBusy, "fd {fd}: {error}");
+                assert_eq!(
+                    error.kind(),
+                    io::ErrorKind::ResourceBusy,
+                    "fd {fd}: {error}"
+                );
             }
             // Left exactly as they were: no swap, no shutdown.
             assert_eq!(identities(&fds), before);
@@ -280,7 +300,10 @@ fn close_all_reports_registered_others_leaves_them_alone_and_they_close_after_ca
             // waits (none of them was woken into a retry loop).
             let beats_then = beats.load(Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert!(beats.load(Ordering::SeqCst) > beats_then, "the runtime stalled");
+            assert!(
+                beats.load(Ordering::SeqCst) > beats_then,
+                "the runtime stalled"
+            );
             assert!(done.try_recv().is_err(), "a task was woken");
 
             // The documented way out: cancel the tasks; their handles drop
@@ -297,7 +320,10 @@ fn close_all_reports_registered_others_leaves_them_alone_and_they_close_after_ca
                 assert!(!is_open(*fd), "fd {fd} still open after its handle dropped");
             }
             drop(cat_stdin);
-            tokio::time::timeout(PROMPTLY, cat.wait()).await.unwrap().unwrap();
+            tokio::time::timeout(PROMPTLY, cat.wait())
+                .await
+                .unwrap()
+                .unwrap();
         });
     });
 }

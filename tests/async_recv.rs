@@ -111,7 +111,10 @@ fn many_tasks_waiting_on_one_instance_each_signal_is_reported_once() {
             }
         }
         for waiter in waiters {
-            tokio::time::timeout(PROMPTLY, waiter).await.unwrap().unwrap();
+            tokio::time::timeout(PROMPTLY, waiter)
+                .await
+                .unwrap()
+                .unwrap();
         }
         assert_eq!(total.load(Ordering::SeqCst), 4);
     });
@@ -195,7 +198,7 @@ fn storm_with_cancelled_receives(runtime: Runtime) {
                 while deadline.tick() {
                     kill_self(libc::SIGUSR1);
                     sent += 1;
-                    if sent % 8 == 0 {
+                    if sent.is_multiple_of(8) {
                         std::thread::yield_now();
                     }
                 }
@@ -226,7 +229,10 @@ fn storm_with_cancelled_receives(runtime: Runtime) {
             }
             stop.store(true, Ordering::SeqCst);
             for receiver in receivers {
-                tokio::time::timeout(PROMPTLY, receiver).await.unwrap().unwrap();
+                tokio::time::timeout(PROMPTLY, receiver)
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             eprintln!(
                 "storm: {sent} sent, {} delivered, {} reported, {} receives cancelled",
@@ -248,8 +254,14 @@ fn storm_with_cancelled_receives(runtime: Runtime) {
     });
     signal_hook::low_level::unregister(counter);
     assert_eq!(reported, DELIVERED.load(Ordering::SeqCst) - 1);
-    assert!(reported >= 100, "the storm delivered too little: {reported}");
-    assert!(cancelled >= 100, "too few receives were cancelled: {cancelled}");
+    assert!(
+        reported >= 100,
+        "the storm delivered too little: {reported}"
+    );
+    assert!(
+        cancelled >= 100,
+        "too few receives were cancelled: {cancelled}"
+    );
 }
 
 #[test]
@@ -316,7 +328,10 @@ fn new_outside_a_runtime_is_an_error_not_a_panic() {
     let _serial = util::serial();
     let error = AsyncInterrupts::new(events(Signal::User1)).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::Other);
-    assert!(error.to_string().contains("inside a tokio runtime"), "{error}");
+    assert!(
+        error.to_string().contains("inside a tokio runtime"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -144,7 +144,7 @@ impl AsyncInterrupts {
     ///
     /// # Cancel safety
     /// This method is cancel safe. If `recv` is used as the event in a
-    /// [`tokio::select!`] statement and some other branch completes first,
+    /// `tokio::select!` statement and some other branch completes first,
     /// or the future is dropped by a timeout, no signal has been taken: the
     /// counts stay pending for the next receive.
     ///
@@ -183,7 +183,9 @@ impl AsyncInterrupts {
             return Ok(received);
         }
         loop {
-            interrupts.signals().try_for_each(handler::check_reachable)?;
+            interrupts
+                .signals()
+                .try_for_each(handler::check_reachable)?;
             // The only await: dropping the future here has taken nothing.
             let mut guard = self.pipe.readable().await?;
             if let Some(received) = interrupts.try_recv() {
@@ -215,7 +217,9 @@ impl AsyncInterrupts {
             if let Some(received) = interrupts.try_recv() {
                 return Poll::Ready(Ok(received));
             }
-            interrupts.signals().try_for_each(handler::check_reachable)?;
+            interrupts
+                .signals()
+                .try_for_each(handler::check_reachable)?;
             let mut guard = ready!(self.pipe.poll_read_ready(cx))?;
             if let Some(received) = interrupts.try_recv() {
                 return Poll::Ready(Ok(received));
