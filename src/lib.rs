@@ -87,9 +87,10 @@
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
 //! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
 //! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],
-//! [`Interrupts::disable_default_after_drop_globally`] and dropping a
-//! [`ForegroundChild`] may; anything that runs your code,
-//! blocks or allocates may not.
+//! [`Interrupts::disable_default_after_drop_globally`], dropping a
+//! [`ForegroundChild`] and, with the `tokio` feature,
+//! `AsyncInterrupts::try_recv` and `AsyncInterrupts::get_ref` may; anything
+//! that runs your code, blocks, allocates or awaits may not.
 //!
 //! # Limitations
 //! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as

@@ -19,7 +19,8 @@
 //! "read closed" to epoll for good while a non-blocking `recv`/`accept` on
 //! them keeps failing with `EAGAIN`, and tokio's receive loop then retries
 //! without end: the awaiting task spins at 100% CPU and never returns
-//! (checked with tokio 1.54 on Linux 6.18; `tests/async_close_all.rs`).
+//! (seen with tokio 1.54 on Linux 6.18: `tests/async_close_all.rs` hangs
+//! when `UdpSocket` is made `RegisteredSocket`).
 //! Pipes cannot be released without a swap at all. Those entries are left
 //! open and reported in [`CloseAllReport::errors`](crate::CloseAllReport::errors),
 //! so the program cancels the tasks that await them and drops the handles.
@@ -33,6 +34,16 @@
 //! `std::fs::File` instead and do its I/O in `tokio::task::spawn_blocking`
 //! (`&Tracked<File>` is `Read`, `Write` and `Seek`; share it with an `Arc`),
 //! or convert with `tokio::fs::File::into_std().await` first.
+//!
+//! ```compile_fail
+//! # async fn f() -> std::io::Result<()> {
+//! let file = tokio::fs::File::open("/dev/null").await?;
+//! // error: `tokio::fs::File` cannot be tracked: it does not implement
+//! // `fdtable::Trackable` (the note says what to do instead)
+//! let tracked = fdtable::FdTable::global().track(file)?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Releasing: when deregistration fails
 //! Closing a tracked tokio value deregisters it (`into_std`,

@@ -55,6 +55,12 @@ pub enum FdKind {
     /// (the connection ends, the runtime's waiters wake with end-of-file or
     /// an error) and counts it as released, but the number keeps naming the
     /// same socket until its handle drops.
+    ///
+    /// Only for sockets whose shutdown wakes waiters that way: stream
+    /// sockets and TCP listeners. On Linux a shut-down datagram socket or
+    /// Unix listener polls readable for good while `recv`/`accept` keep
+    /// failing with `EAGAIN`, so an edge-triggered runtime's retry loop
+    /// (tokio's) spins on it: declare those `RegisteredOther`.
     RegisteredSocket,
     /// Any other descriptor registered with an async runtime: `close_all`
     /// cannot release it without breaking the runtime's registration, so it

@@ -255,6 +255,30 @@ fn a_number_replaced_behind_tokios_back_is_unregistered_not_closed_again() {
 }
 
 #[test]
+fn a_tracked_tokio_value_outliving_its_runtime_still_closes_cleanly() {
+    let _serial = util::serial();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .build()
+        .unwrap();
+    let (a, b) = runtime.block_on(async { UnixStream::pair().unwrap() });
+    let a = TABLE.track(a).unwrap();
+    let fd = a.as_raw_fd();
+    let swallowed = TABLE.swallowed_close_errors();
+    drop(runtime);
+    // The reactor's handle lives as long as a registration does, so
+    // deregistering still works: a plain close, no error.
+    a.close().unwrap();
+    assert!(!is_open(fd));
+    let b = TABLE.track(b).unwrap();
+    let fd = b.as_raw_fd();
+    drop(b);
+    assert!(!is_open(fd));
+    assert_eq!(TABLE.swallowed_close_errors(), swallowed);
+}
+
+#[test]
 fn into_owned_fd_called_directly_panics_when_the_descriptor_is_lost() {
     let _serial = util::serial();
     let runtime = tokio::runtime::Builder::new_current_thread()
