@@ -12,8 +12,9 @@
 //! With the `tokio` feature, a second group, `signal_to_task`, measures
 //! signal → awakened tokio task: a task on a one-worker multi-thread
 //! runtime waits for the signal and acknowledges it over a channel; each
-//! iteration raises the signal at the bench thread (so the handler has run
-//! when `raise` returns) and waits for the acknowledgement.
+//! round raises the signal at the bench thread (so the handler has run
+//! when `raise` returns) and waits for the acknowledgement. The two
+//! variants' rounds alternate, each timing only its own.
 //! `async_interrupts` waits in [`AsyncInterrupts::recv`] (the handler's byte
 //! wakes the task's `AsyncFd` on the self-pipe); `tokio_signal` waits in
 //! `tokio::signal::unix::Signal::recv` (the handler's byte wakes tokio's
@@ -110,9 +111,10 @@ fn signal_to_task(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("signal_to_task");
 
-    // The task acknowledges each wake-up on a rendezvous-like channel; the
-    // bench thread blocks on it, so each iteration is one full round.
-    let (ack, acks) = mpsc::sync_channel::<u64>(1);
+    // Each waiting task acknowledges its wake-ups on a channel the bench
+    // thread blocks on, so one round is: raise, handler, wake-up, task,
+    // acknowledgement. Both tasks wait on the same runtime at once.
+    let (ack, ours) = mpsc::sync_channel::<u64>(1);
     let interrupts = Interrupts::builder(Signal::User1)
         .respect_ignored(false)
         .second_signal_kills(false)
@@ -122,43 +124,66 @@ fn signal_to_task(c: &mut Criterion) {
         let _enter = runtime.enter();
         AsyncInterrupts::new(interrupts).expect("register with tokio")
     };
-    let waiter = runtime.spawn(async move {
+    let our_waiter = runtime.spawn(async move {
         while let Ok(got) = interrupts.recv().await {
             if ack.send(got.count()).is_err() {
                 break;
             }
         }
     });
-    group.bench_function("async_interrupts", |b| {
-        b.iter(|| {
-            raise(libc::SIGUSR1);
-            black_box(acks.recv().expect("ack"))
-        })
-    });
-    waiter.abort();
-
-    let (ack, acks) = mpsc::sync_channel::<()>(1);
+    let (ack, theirs) = mpsc::sync_channel::<u64>(1);
     let mut stream = {
         let _enter = runtime.enter();
         signal(SignalKind::user_defined2()).expect("tokio signal")
     };
-    let waiter = runtime.spawn(async move {
+    let their_waiter = runtime.spawn(async move {
         while stream.recv().await.is_some() {
-            if ack.send(()).is_err() {
+            if ack.send(1).is_err() {
                 break;
             }
         }
     });
-    group.bench_function("tokio_signal", |b| {
-        b.iter(|| {
-            raise(libc::SIGUSR2);
-            acks.recv().expect("ack")
-        })
+    let round_ours = || {
+        raise(libc::SIGUSR1);
+        black_box(ours.recv().expect("ack"))
+    };
+    let round_theirs = || {
+        raise(libc::SIGUSR2);
+        black_box(theirs.recv().expect("ack"))
+    };
+
+    // Interleaved: every timed round of one variant is followed by an
+    // untimed round of the other, so a noisy neighbour taking the CPU for a
+    // while slows both alike instead of whichever ran at that moment.
+    group.bench_function("async_interrupts", |b| {
+        b.iter_custom(|iters| interleaved(iters, &round_ours, &round_theirs))
     });
-    waiter.abort();
+    group.bench_function("tokio_signal", |b| {
+        b.iter_custom(|iters| interleaved(iters, &round_theirs, &round_ours))
+    });
+    our_waiter.abort();
+    their_waiter.abort();
     group.finish();
     drop(runtime);
     drop(pinned);
+}
+
+/// `iters` rounds of `timed`, each followed by an untimed round of `other`;
+/// the time spent in `timed`.
+#[cfg(feature = "tokio")]
+fn interleaved(
+    iters: u64,
+    timed: &impl Fn() -> u64,
+    other: &impl Fn() -> u64,
+) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    for _ in 0..iters {
+        let start = std::time::Instant::now();
+        timed();
+        total += start.elapsed();
+        other();
+    }
+    total
 }
 
 /// The calling thread's CPU affinity narrowed to the CPU it runs on, until
