@@ -124,8 +124,10 @@ impl AsyncInterrupts {
         // self-pipe, which `Interrupts` owns and closes only when it is
         // dropped; nothing reachable through `&Interrupts` closes or replaces
         // it, and `as_raw_fd` always names it. `AsyncFd` owns the instance
-        // from here until `into_inner` deregisters it, so the number keeps
-        // naming the pipe for the whole registration.
+        // from here until `into_inner` deregisters it (this type never
+        // calls `AsyncFd::get_mut`), so the number keeps naming the pipe for
+        // the whole registration. The table never holds it: `close_all`
+        // cannot swap it.
         let registered = unsafe { AsyncFd::register_with_interest(interrupts, Interest::READABLE) };
         match registered {
             Ok(pipe) => Ok(AsyncInterrupts { pipe }),
