@@ -326,6 +326,13 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
                             .close_tracked_fds(&TABLE),
                     };
                     match cmd.spawn() {
+                        // `lowest_free` races the churners: when one of them
+                        // holds the number at `pass_fd` time and it names
+                        // another file at spawn time, the spawn is refused
+                        // with EBUSY, as documented. Either way it fails.
+                        Err(e)
+                            if matches!(setup, Setup::HookPassLowest)
+                                && e.kind() == io::ErrorKind::ResourceBusy => {}
                         Err(e) => {
                             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{setup:?} {i}: {e}")
                         }
