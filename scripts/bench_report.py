@@ -58,6 +58,7 @@ ROWS = [
     ("`close_all_in_child` 10 000 scattered vs close loop (child)", "child_close_10000_scattered/close_all_in_child", "child_close_10000_scattered/close_loop", None, ""),
     ("`close_all_in_child` 10 000, `close(2)` fallback vs `close_range` (child)", "child_close_10000_contiguous/close_all_in_child_close_fallback", "child_close_10000_contiguous/raw_close_range", None, ""),
     ("Ctrl-C: `Interrupts` vs bare signal-hook pipe", "signal_to_event/interrupts", "signal_to_event/bare_signal_hook_pipe", "<= 1.15", ""),
+    ("Ctrl-C in tokio: `AsyncInterrupts` vs `tokio::signal::unix`, signal to awakened task (feature `tokio`)", "signal_to_task/async_interrupts", "signal_to_task/tokio_signal", "<= 1.15", ""),
 ]
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Break each invariant of DESIGN.md on purpose and check that its test fails.
+(The T* mutants break the `tokio` feature's promises, issue 11.)
 
     python3 scripts/invariant_mutants.py          # all mutants (a few minutes)
     python3 scripts/invariant_mutants.py I3 I4b   # some
@@ -108,6 +109,28 @@ M = {
         "        if !self.installer.is_current() {\n            return; // a fork child",
         "        if false {\n            return; // a fork child",
         ["--test","interrupts","the_pid_check_keeps_a_fork_childs_sigint_out_of_the_parents_pipe"]),
+ # The `tokio` feature's promises (issue 11; tests need `--features tokio`).
+ # T1: a cancelled receive loses no count (an await between taking a signal
+ # and returning it makes a dropped future lose it).
+ "T1": ("src/signals/async_recv.rs",
+        "            if let Some(received) = interrupts.try_recv() {\n                return Ok(received);",
+        "            if let Some(received) = interrupts.try_recv() {\n                tokio::task::yield_now().await;\n                return Ok(received);",
+        ["--features","tokio","--test","async_recv","cancelled_receives_lose_no_count_under_a_storm_on_a_multi_thread_runtime"]),
+ # T2: no number swapped under a registered socket.
+ "T2": ("src/retire.rs",
+        "        FdKind::RegisteredSocket => match sys::shutdown(fd) {",
+        "        FdKind::RegisteredSocket => match sys::shutdown(fd).and_then(|()| swap()) {",
+        ["--features","tokio","--test","async_close_all","close_all_never_swaps_a_socket_number_under_tokio"]),
+ # T3: a datagram socket is not shut down under a waiting task (it would spin).
+ "T3": ("src/tokio_types.rs",
+        "    RegisteredOther: UdpSocket => into_std, UnixDatagram",
+        "    RegisteredSocket: UdpSocket => into_std;\n    RegisteredOther: UnixDatagram",
+        ["--features","tokio","--test","async_close_all","close_all_reports_registered_others_leaves_them_alone_and_they_close_after_cancel"]),
+ # T4: a conversion that lost the descriptor is unregistered, not a panic.
+ "T4": ("src/tracked.rs",
+        "AssertUnwindSafe(|| resource.try_into_owned_fd())",
+        "AssertUnwindSafe(|| Ok::<_, io::Error>(resource.into_owned_fd()))",
+        ["--features","tokio","--test","async_tracked","a_number_replaced_behind_tokios_back_is_unregistered_not_closed_again"]),
  "I7": ("src/signals/policy.rs",
         "    // EINVAL for a number that is not a signal: `_exit` below handles it.",
         "    unsafe { libc::_exit(128 + sig) };\n    // EINVAL for a number that is not a signal: `_exit` below handles it.",
@@ -129,7 +152,7 @@ def run(name):
     out = r.stdout + r.stderr
     caught = r.returncode != 0 and ("FAILED" in out or "panicked" in out) and "error[" not in out
     why = re.findall(r"panicked at [^\n]*\n[^\n]*", out)
-    print(f"{name}: {args[1]}::{args[2]}: {'caught' if caught else 'BAD: not caught'}")
+    print(f"{name}: {args[-2]}::{args[-1]}: {'caught' if caught else 'BAD: not caught'}")
     if why:
         print("    " + why[0].replace("\n", " | "))
     return caught

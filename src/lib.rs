@@ -64,6 +64,13 @@
 //!   interactive child (`src/signals/`; `examples/ctrlc_cleanup.rs`,
 //!   `examples/read_lines.rs` and `examples/foreground_child.rs` show the
 //!   patterns).
+//! - With the `tokio` feature: `AsyncInterrupts`, the receives as futures
+//!   (`src/signals/async_recv.rs`); [`Trackable`] for tokio's descriptor
+//!   types, each with the [`FdKind`] that keeps tokio's registration intact
+//!   (`src/tokio_types.rs`); `AsyncRead`/`AsyncWrite` on [`Tracked`]
+//!   (`src/tracked.rs`); [`CommandExt`] on `tokio::process::Command`
+//!   (`src/child/tokio_command.rs`). See the README's "Async (tokio)" for the
+//!   pattern; `examples/async_cleanup.rs` shows it.
 //! - [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
 //!   and allocation-free (`src/child/`).
@@ -80,9 +87,10 @@
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
 //! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
 //! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],
-//! [`Interrupts::disable_default_after_drop_globally`] and dropping a
-//! [`ForegroundChild`] may; anything that runs your code,
-//! blocks or allocates may not.
+//! [`Interrupts::disable_default_after_drop_globally`], dropping a
+//! [`ForegroundChild`] and, with the `tokio` feature,
+//! `AsyncInterrupts::try_recv` and `AsyncInterrupts::get_ref` may; anything
+//! that runs your code, blocks, allocates or awaits may not.
 //!
 //! # Limitations
 //! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as
@@ -121,6 +129,8 @@ mod slot;
 mod sync;
 mod sys;
 mod table;
+#[cfg(feature = "tokio")]
+mod tokio_types;
 mod trackable;
 mod tracked;
 mod visits;
@@ -128,6 +138,9 @@ mod visits;
 pub use child::CommandExt;
 pub use mask::MaskGuard;
 pub use retire::CloseAllReport;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use signals::AsyncInterrupts;
 pub use signals::{
     ForegroundChild, Interrupts, InterruptsBuilder, Received, Signal, UnsupportedSignal,
     WaitOutcome,
@@ -142,6 +155,11 @@ const _: () = {
     send_sync::<FdTable>();
     send_sync::<Tracked<'static, std::fs::File>>();
     send_sync::<CloseAllReport>();
+    send_sync::<Interrupts>();
+    #[cfg(feature = "tokio")]
+    send_sync::<AsyncInterrupts>();
+    #[cfg(feature = "tokio")]
+    send_sync::<Tracked<'static, tokio::net::TcpStream>>();
 };
 
 /// The README's Rust snippets, compiled and run as doc tests.

@@ -55,6 +55,12 @@ pub enum FdKind {
     /// (the connection ends, the runtime's waiters wake with end-of-file or
     /// an error) and counts it as released, but the number keeps naming the
     /// same socket until its handle drops.
+    ///
+    /// Only for sockets whose shutdown wakes waiters that way: stream
+    /// sockets and TCP listeners. On Linux a shut-down datagram socket or
+    /// Unix listener polls readable for good while `recv`/`accept` keep
+    /// failing with `EAGAIN`, so an edge-triggered runtime's retry loop
+    /// (tokio's) spins on it: declare those `RegisteredOther`.
     RegisteredSocket,
     /// Any other descriptor registered with an async runtime: `close_all`
     /// cannot release it without breaking the runtime's registration, so it
@@ -104,6 +110,13 @@ impl FdKind {
 /// [`UdpSocket`](std::net::UdpSocket), [`UnixStream`], [`UnixListener`],
 /// [`UnixDatagram`], [`ChildStdin`], [`ChildStdout`], [`ChildStderr`],
 /// [`PipeReader`](std::io::PipeReader) and [`PipeWriter`](std::io::PipeWriter).
+/// With the `tokio` feature, also for tokio's: `net::{TcpStream,
+/// TcpListener, UdpSocket, UnixStream, UnixListener, UnixDatagram}`,
+/// `net::unix::pipe::{Sender, Receiver}` and `process::{ChildStdin,
+/// ChildStdout, ChildStderr}`, with the `Registered*` kinds (which one, and
+/// what `close_all` does to each, is in the README's "Async (tokio)";
+/// `tokio::fs::File` is not trackable: track a [`File`] and do its I/O in
+/// `spawn_blocking`).
 /// For any other type, track an [`OwnedFd`] (every I/O-safe type converts
 /// into one), or implement this trait if the type keeps its promises below.
 ///
@@ -186,7 +199,8 @@ impl FdKind {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be tracked: it does not implement `fdtable::Trackable`",
     label = "not `Trackable`",
-    note = "track an `OwnedFd` (`OwnedFd::from(value)`), or implement `Trackable` (unsafe) if `as_fd` names exactly the descriptor the value owns and hands over"
+    note = "track an `OwnedFd` (`OwnedFd::from(value)`), or implement `Trackable` (unsafe) if `as_fd` names exactly the descriptor the value owns and hands over",
+    note = "tokio's descriptor types (`tokio::net::*`, `tokio::process::ChildStd*`, `tokio::net::unix::pipe::*`) are `Trackable` with fdtable's `tokio` feature; `tokio::fs::File` is not: track a `std::fs::File` and do its I/O in `spawn_blocking`"
 )]
 pub unsafe trait Trackable: AsFd + Sized {
     /// What [`close_all`](crate::FdTable::close_all) may do to release the
@@ -201,6 +215,28 @@ pub unsafe trait Trackable: AsFd + Sized {
     /// closing anything (what the panicking code did to the descriptor is
     /// unknown; a leak is better than a double close) and the panic goes on.
     fn into_owned_fd(self) -> OwnedFd;
+
+    /// [`into_owned_fd`](Trackable::into_owned_fd) for a conversion that can
+    /// fail after it has already lost the descriptor; the one the table
+    /// calls when a handle closes. The default never fails.
+    ///
+    /// It exists for resources registered with an async runtime: tokio's
+    /// `into_std` deregisters the descriptor from the reactor first, and if
+    /// that fails it closes the descriptor itself and returns the error.
+    /// That can only happen after a breach of the registration contract (the
+    /// number no longer names the registered file, say a raw `dup2` over
+    /// it), but then the table must not close the number a second time.
+    ///
+    /// # Errors
+    /// The descriptor is gone: closed, or left to whoever owns it now. The
+    /// table then unregisters the number without closing it (it is not the
+    /// table's any more) and reports the error:
+    /// [`Tracked::close`](crate::Tracked::close) returns it, a drop counts it
+    /// in [`FdTable::swallowed_close_errors`](crate::FdTable::swallowed_close_errors).
+    /// An `Ok` must keep the promises of `into_owned_fd`.
+    fn try_into_owned_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into_owned_fd())
+    }
 }
 
 macro_rules! std_trackable {

@@ -8,6 +8,10 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
+#[cfg(feature = "tokio")]
+use std::pin::Pin;
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll};
 
 use crate::table::FdTable;
 use crate::trackable::Trackable;
@@ -17,7 +21,11 @@ use crate::trackable::Trackable;
 /// Dereferences to the resource (`File`, `UnixStream`, `OwnedFd`, ...), and
 /// implements `Read`, `Write` and `Seek` wherever `T` does (so
 /// `Tracked<ChildStdout>` reads), and on `&Tracked` wherever `&T` does (every
-/// std file and socket type), so it is used like one. Dropping it closes the
+/// std file and socket type), so it is used like one. With the `tokio`
+/// feature it also implements tokio's `AsyncRead` and `AsyncWrite` wherever
+/// `T` does and is `Unpin` (every tokio descriptor type), so
+/// `Tracked<tokio::net::TcpStream>` works with `AsyncReadExt`,
+/// `AsyncWriteExt` and `tokio::io::split`. Dropping it closes the
 /// descriptor and unregisters it as one masked step, exactly like
 /// [`close`](Tracked::close) but with any error counted in
 /// [`FdTable::swallowed_close_errors`] instead of returned.
@@ -117,7 +125,11 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// # Errors
     /// What `close(2)` reported: `EIO` (say, a delayed write error on a
     /// network file system; the descriptor is released anyway), or `EBADF`
-    /// when the descriptor was closed behind the table's back.
+    /// when the descriptor was closed behind the table's back. Or the error
+    /// of a conversion that lost the descriptor
+    /// ([`Trackable::try_into_owned_fd`]: tokio could not deregister a
+    /// number that was replaced behind its back, and closed it); the entry
+    /// is unregistered without a second close.
     ///
     /// # Examples
     /// ```
@@ -340,6 +352,52 @@ forward_io! {
     {T: Trackable} &Tracked<'_, T>, shared_resource, [for<'x> &'x T];
 }
 
+// tokio's `AsyncRead`/`AsyncWrite`, forwarded to `T`'s through `&mut T`
+// like `Read`/`Write` above. `T: Unpin` (every tokio descriptor type is):
+// `Tracked` moves the resource out when it closes, so it cannot promise
+// structural pinning.
+#[cfg(feature = "tokio")]
+impl<T: Trackable + tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *Pin::get_mut(self).resource).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *Pin::get_mut(self).resource).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *Pin::get_mut(self).resource).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.resource.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *Pin::get_mut(self).resource).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *Pin::get_mut(self).resource).poll_shutdown(cx)
+    }
+}
+
 impl<T: Trackable> AsFd for Tracked<'_, T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.resource.as_fd()
@@ -474,10 +532,16 @@ impl std::error::Error for NotOpen {
 /// the conversion panics, the entry is unregistered (without a close: what
 /// the panicking conversion did to the descriptor is unknown, and a leak is
 /// better than closing a number twice) before the panic continues; that
-/// path neither panics again nor waits for a visit of this thread.
+/// path neither panics again nor waits for a visit of this thread. A
+/// conversion that fails having lost the descriptor
+/// ([`Trackable::try_into_owned_fd`]) takes the same path without the panic.
 fn release<T: Trackable>(table: &FdTable, fd: RawFd, gen: u64, resource: T) -> io::Result<()> {
-    match panic::catch_unwind(AssertUnwindSafe(|| resource.into_owned_fd())) {
-        Ok(owned) => table.close_entry(fd, gen, owned),
+    match panic::catch_unwind(AssertUnwindSafe(|| resource.try_into_owned_fd())) {
+        Ok(Ok(owned)) => table.close_entry(fd, gen, owned),
+        Ok(Err(lost)) => {
+            table.forget_entry_leniently(fd, gen);
+            Err(lost)
+        }
         Err(payload) => {
             table.forget_entry_leniently(fd, gen);
             panic::resume_unwind(payload)

@@ -66,12 +66,14 @@ fn configure<E>(
 /// use fdtable::CommandExt as _;           // ours: close_tracked_fds, pass_fd, ...
 /// ```
 ///
-/// Implemented for [`Command`] only (sealed). Every method may be called in
-/// any order and more than once; all of them on one command are carried out
-/// together, by at most one `pre_exec` hook. (One bound: a hook-free
-/// `close_tracked_fds` is carried out by a hook installed later on the same
-/// command if fewer than 64 other hook-free calls came in between; see
-/// below.)
+/// Implemented for [`Command`] and, with the `tokio` feature, for
+/// `tokio::process::Command` (which spawns through the std `Command` inside
+/// it, so everything below applies to it unchanged); sealed. Every method may
+/// be called in any order and more than once; all of them on one command are
+/// carried out together, by at most one `pre_exec` hook. (One bound: a
+/// hook-free `close_tracked_fds` is carried out by a hook installed later on
+/// the same command if fewer than 64 other hook-free calls came in between;
+/// see below.)
 ///
 /// For [`spawn`](Command::spawn), [`status`](Command::status) and
 /// [`output`](Command::output). [`exec`](std::os::unix::process::CommandExt::exec)
@@ -483,4 +485,6 @@ impl CommandExt for Command {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for std::process::Command {}
+    #[cfg(feature = "tokio")]
+    impl Sealed for tokio::process::Command {}
 }

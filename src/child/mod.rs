@@ -28,6 +28,8 @@
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
 //!   a `getdents64` walk of `/proc/self/fd`, or an `fcntl` sweep).
 //! - `raw.rs`: the syscalls only this path needs.
+//! - `tokio_command.rs`: [`CommandExt`] on `tokio::process::Command`
+//!   (feature `tokio`), through the std `Command` inside it.
 //!
 //! # Why the child can trust the table
 //! The table publishes a number only after it is open and close-on-exec, and
@@ -92,6 +94,8 @@ mod pass;
 mod raw;
 mod run;
 mod setup;
+#[cfg(feature = "tokio")]
+mod tokio_command;
 
 use std::sync::atomic::Ordering;
 

@@ -60,8 +60,9 @@ impl Shared {
 /// [`try_recv`](Interrupts::try_recv) until it returns `None`, or block in
 /// [`recv`](Interrupts::recv) / [`recv_timeout`](Interrupts::recv_timeout),
 /// or wait for "this descriptor is readable, or a signal arrived" with
-/// [`wait_readable`](Interrupts::wait_readable). The conventions of
-/// well-behaved Unix programs are on by default (see below).
+/// [`wait_readable`](Interrupts::wait_readable). In a tokio program, wrap
+/// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. The
+/// conventions of well-behaved Unix programs are on by default (see below).
 ///
 /// # Examples
 /// ```

@@ -19,6 +19,8 @@
 //! - `interrupts.rs`: one instance: its pipe, counts, actions, `try_recv`.
 //! - `received.rs`: [`Received`], what the receives report.
 //! - `wait.rs`: the blocking receives and `wait_readable`.
+//! - `async_recv.rs`: [`AsyncInterrupts`], the receives as futures on a
+//!   tokio runtime (feature `tokio`).
 //! - `foreground.rs`: [`ForegroundChild`].
 //! - `pipe.rs`: the self-pipe and an `errno` guard.
 //!
@@ -34,6 +36,8 @@
 //! handler: the fallback gives it the default action, or its own
 //! `Interrupts` their events.
 
+#[cfg(feature = "tokio")]
+mod async_recv;
 mod builder;
 mod foreground;
 mod handler;
@@ -45,6 +49,8 @@ mod received;
 mod signal;
 mod wait;
 
+#[cfg(feature = "tokio")]
+pub use async_recv::AsyncInterrupts;
 pub use builder::InterruptsBuilder;
 pub use foreground::ForegroundChild;
 pub(crate) use handler::HANDLED_SIGNALS;

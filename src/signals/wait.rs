@@ -143,6 +143,30 @@ impl Interrupts {
         self.wait(Some(fd), deadline)
     }
 
+    /// Whether a wait may start here: not in a fork child for an inherited
+    /// instance (polling the pipe would steal the parent's wake-ups, and no
+    /// delivery in this process is ever counted for it), and not forever
+    /// (`only_a_signal_ends_it`) on an instance that handles no signal.
+    pub(super) fn check_can_wait(&self, only_a_signal_ends_it: bool) -> io::Result<()> {
+        let installer = self.shared.installer;
+        if !installer.is_current() {
+            return Err(io::Error::other(format!(
+                "this Interrupts was inherited from process {} through fork: it receives \
+                 nothing in this process (install one here)",
+                installer.pid()
+            )));
+        }
+        if self.handled == 0 && only_a_signal_ends_it {
+            let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
+            return Err(io::Error::other(format!(
+                "this Interrupts handles no signal ({} ignored at start and left ignored), \
+                 so nothing can end the wait",
+                ignored.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// The loop behind the three: whether anything can end the wait, then
     /// pending signal first, then the reachability check, then `poll` on the
     /// pipe (and `fd`) until the deadline.
@@ -151,24 +175,7 @@ impl Interrupts {
         fd: Option<BorrowedFd<'_>>,
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome> {
-        let installer = self.shared.installer;
-        if !installer.is_current() {
-            // Polling the pipe here would steal the parent's wake-ups, and
-            // no delivery in this process is ever counted for it.
-            return Err(io::Error::other(format!(
-                "this Interrupts was inherited from process {} through fork: it receives \
-                 nothing in this process (install one here)",
-                installer.pid()
-            )));
-        }
-        if self.handled == 0 && fd.is_none() && deadline.is_none() {
-            let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
-            return Err(io::Error::other(format!(
-                "this Interrupts handles no signal ({} ignored at start and left ignored), \
-                 so nothing can end the wait",
-                ignored.join(", ")
-            )));
-        }
+        self.check_can_wait(fd.is_none() && deadline.is_none())?;
         loop {
             if let Some(received) = self.try_recv() {
                 return Ok(WaitOutcome::Signal(received));
