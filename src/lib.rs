@@ -85,8 +85,11 @@
 //! blocks or allocates may not.
 //!
 //! # Limitations
-//! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as
-//!   its placeholder.
+//! - Unix only; Linux first. Elsewhere (and on Linux without a usable
+//!   `/proc`) `close_all` uses a pipe's read end, write end closed, as its
+//!   placeholder: reads through a retired handle then see end-of-file.
+//! - `close_all` cannot release a tracked number at or above a lowered soft
+//!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
 //! - The first `track` opens one descriptor that stays open for the life of

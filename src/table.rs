@@ -60,19 +60,27 @@ use crate::visits::{self, PinNode};
 /// number in the chunks in use (chunks of 1 024, 1 024, 2 048, ... numbers,
 /// from `mmap`, never freed while the table lives). The first `track` of any
 /// table in the process also opens one dead placeholder descriptor
-/// (close-on-exec, an `O_PATH` descriptor of `/dev/null` on Linux, numbered
-/// 3 or above), kept open for the life of the process, so that
-/// [`close_all`](FdTable::close_all) and
+/// (close-on-exec, numbered 3 or above), kept open for the life of the
+/// process, so that [`close_all`](FdTable::close_all) and
 /// [`retire_all_in_child`](FdTable::retire_all_in_child) work even when the
-/// process is out of descriptors.
+/// process is out of descriptors. On Linux it is an `O_PATH` descriptor of
+/// a private pipe whose ends are closed (opened through `/proc/self/fd`): it
+/// needs no `/dev/null`, resolves no path, does no I/O, and shares no inode
+/// with anything else. Without a usable `/proc`, and on other systems, it is
+/// the read end of a pipe whose write end is closed.
 ///
 /// # Generations
 /// Each entry is stamped with the table's walk epoch when it is tracked; a
 /// walk visits only entries stamped before it began. Stamps are 46 bits and
 /// compared modulo 2^46, which is exact as long as fewer than 2^45 (about
-/// 3.5 * 10^13) walks of the table start while one entry stays tracked: at
-/// ten million walks a second, about 40 days. Beyond that bound a walk may
-/// skip an entry that was tracked before it began.
+/// 3.5 * 10^13) walks of the table start while one entry stays tracked, or
+/// while one walk runs: at ten million walks a second, about 40 days.
+/// Beyond that bound a walk may skip an entry that was tracked before it
+/// began, and a walk that runs while more than 2^45 others start may also
+/// visit entries tracked after it began. The stamp also tells a walk's pin
+/// from a later entry's in the same slot: only after 2^46 walks could a
+/// stale pin (of an entry that was taken back while pinned) match a new
+/// entry again.
 pub struct FdTable {
     chunks: [AtomicPtr<Slot>; CHUNKS],
     /// Bumped by every walk as it starts. `track` stamps an entry with the
@@ -205,9 +213,11 @@ impl FdTable {
     ///   [`source`](std::error::Error::source).
     /// - Other errors of `fcntl(2)` (`EPERM` under a seccomp filter, say), as
     ///   the OS error.
-    /// - The placeholder cannot be opened (first call only: `EMFILE` when
-    ///   the process is already out of descriptors), or the slot memory
-    ///   cannot be mapped (`ENOMEM`): the OS error.
+    /// - The placeholder cannot be opened (first call in the process only:
+    ///   `EMFILE` when the process is already out of descriptors): the OS
+    ///   error's kind, a message that names the placeholder, and the OS error
+    ///   as its [`source`](std::error::Error::source).
+    /// - The slot memory cannot be mapped (`ENOMEM`): the OS error.
     ///
     /// # Examples
     /// ```
@@ -244,7 +254,7 @@ impl FdTable {
         // After the `fcntl` check: a placeholder opened first could take the
         // very number a bad `resource` names.
         if let Err(error) = placeholder::ensure() {
-            return Err(TrackError::new(resource, error));
+            return Err(TrackError::new(resource, placeholder::unavailable(error)));
         }
         let slot = match self.slot_or_alloc(fd) {
             Ok(slot) => slot,
@@ -277,7 +287,10 @@ impl FdTable {
     ///
     /// Async-signal-safe (a few relaxed atomic loads, summed: the count is
     /// striped per thread). A snapshot that may be briefly off while other
-    /// threads update it.
+    /// threads update it, and while a [`close_all`](FdTable::close_all) runs
+    /// (it subtracts what it retired once, as it returns; a signal handler
+    /// interrupting it on its own thread sees the entries retired so far
+    /// still counted).
     pub fn len(&self) -> usize {
         self.live.get()
     }
@@ -319,9 +332,10 @@ impl FdTable {
     ///   thread): a close of its handle is deferred until `f` returns, and the
     ///   handle cannot be taken back out of the table while it is visited:
     ///   - [`Tracked::close`] and dropping the handle defer the close;
-    ///   - [`Tracked::try_into_inner`] returns the handle in `Err` while any
-    ///     walk, this thread's included, visits the entry;
-    ///   - [`Tracked::into_inner`] waits for other threads' visits, and
+    ///   - [`Tracked::try_into_inner`] returns the handle in `Err` while the
+    ///     entry is pinned: any walk visits it, this thread's included, or a
+    ///     `close_all` is releasing it;
+    ///   - [`Tracked::into_inner`] waits for other threads' pins, and
     ///     panics when a walk of the calling thread (this one or any
     ///     enclosing one) is visiting the entry: it would wait for itself;
     /// - [`close_all`](FdTable::close_all) may retire the visited entry: the
@@ -329,7 +343,10 @@ impl FdTable {
     ///
     /// No signal mask is held while `f` runs. See
     /// [Generations](FdTable#generations) for the bound on how many walks may
-    /// start while one entry lives.
+    /// start while one entry lives. Walks may nest to any depth: an entry
+    /// holds up to 8 191 pins, and a walk that finds that many visits again
+    /// on the pin of an enclosing visit of its own thread (which outlasts
+    /// it), so it never waits for itself.
     ///
     /// Not async-signal-safe (runs your code).
     ///
@@ -356,9 +373,19 @@ impl FdTable {
         let epoch = self.walk_epoch.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
-                let Some(gen) = self.pin(slot, Some(epoch)).map(Word::gen) else {
+                let Some(pin) = self.pin(slot, fd, Some(epoch)) else {
                     continue;
                 };
+                if !pin.counted {
+                    // Saturated, and an enclosing visit of this thread holds
+                    // a counted pin on this entry: that visit's callback
+                    // cannot return before this one does, so its pin keeps
+                    // the number ours past `f`. Nothing to link or drop.
+                    // SAFETY: see above.
+                    f(unsafe { BorrowedFd::borrow_raw(fd) });
+                    continue;
+                }
+                let gen = pin.word.gen();
                 let node = PinNode::new(self, fd, gen);
                 // SAFETY: `node` outlives `visit`, whose drop unlinks it (on
                 // return or unwind), before any node linked after it is
@@ -379,10 +406,17 @@ impl FdTable {
         }
     }
 
-    /// Pin a `Live` slot, only if tracked before `epoch` when one is given.
-    /// Returns the entry's word as the pin left it (its generation, kind and
-    /// pins).
-    pub(crate) fn pin(&self, slot: &Slot, epoch: Option<u64>) -> Option<Word> {
+    /// Pin the `Live` slot of `fd`, only if tracked before `epoch` when one
+    /// is given.
+    ///
+    /// When the pin count is saturated ([`MAX_PINS`] visits at once) and a
+    /// walk of the calling thread already holds a pin on this very entry,
+    /// the returned pin is *borrowed* (`counted == false`): nothing is added
+    /// to the slot, and the caller relies on that enclosing visit, which
+    /// cannot end before the caller's use does, to keep the number reserved.
+    /// Waiting instead would wait for a pin only this thread can release.
+    /// Otherwise a saturated slot is waited on until some pin goes.
+    pub(crate) fn pin(&self, slot: &Slot, fd: RawFd, epoch: Option<u64>) -> Option<Pin> {
         let mut round = 0;
         let mut w = slot.load();
         loop {
@@ -391,6 +425,12 @@ impl FdTable {
                 return None;
             }
             if w.pins() == MAX_PINS {
+                if visits::pins_held_here(self, fd, w.gen()) > 0 {
+                    return Some(Pin {
+                        word: w,
+                        counted: false,
+                    });
+                }
                 backoff(round);
                 round += 1;
                 w = slot.load();
@@ -398,7 +438,12 @@ impl FdTable {
             }
             let pinned = w.with_pins(w.pins() + 1);
             match slot.cas(w, pinned) {
-                Ok(()) => return Some(pinned),
+                Ok(()) => {
+                    return Some(Pin {
+                        word: pinned,
+                        counted: true,
+                    })
+                }
                 Err(now) => w = now,
             }
         }
@@ -548,44 +593,58 @@ impl FdTable {
     /// Drop `close_all`'s pin on a live entry; if `release` succeeded (the
     /// file is released) and the entry is still live, mark it `Retired` in
     /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
-    /// also performs a close deferred behind this pin. Returns whether this
-    /// call retired a live entry; the caller then owes one
-    /// [`count_retired`](Self::count_retired) for it (batched: one atomic
-    /// operation per `close_all`, not per entry).
+    /// also performs a close deferred behind this pin. A borrowed pin (see
+    /// [`pin`](Self::pin)) is not in the slot: only the state changes, and
+    /// nothing is unpinned. Returns whether this call retired a live entry;
+    /// the caller then owes one [`count_retired`](Self::count_retired) for
+    /// it (batched: one atomic operation per `close_all`, not per entry).
     ///
-    /// `pinned` is the word as the pin left it: the likely current value, so
-    /// the common case is one compare-and-swap and no extra load.
+    /// `pin.word` is the word as the pin left it: the likely current value,
+    /// so the common case is one compare-and-swap and no extra load.
     pub(crate) fn retire_and_unpin(
         &self,
         slot: &Slot,
         fd: RawFd,
-        pinned: Word,
+        pin: Pin,
         released: bool,
     ) -> bool {
+        let pinned = pin.word;
         if released {
             let mut w = pinned;
             loop {
-                debug_assert!(
-                    w.gen() == pinned.gen() && w.pins() > 0,
-                    "pinned slot changed owner"
-                );
-                if w.state() != SlotState::Live {
+                // The pin keeps the entry ours, so this holds, except in a
+                // fork child made by a signal handler that interrupted this
+                // very call between its pin and here (`retire_all_in_child`
+                // documents that as unsupported): then leave the slot alone.
+                let ours = w.gen() == pinned.gen() && (w.pins() > 0 || !pin.counted);
+                if !ours || w.state() != SlotState::Live {
                     break;
                 }
-                let retired = w.with_state(SlotState::Retired).with_pins(w.pins() - 1);
+                let pins = if pin.counted { w.pins() - 1 } else { w.pins() };
+                let retired = w.with_state(SlotState::Retired).with_pins(pins);
                 match slot.cas(w, retired) {
                     Ok(()) => return true,
                     Err(now) => w = now,
                 }
             }
         }
-        self.unpin(slot, fd, pinned.gen());
+        if pin.counted {
+            self.unpin(slot, fd, pinned.gen());
+        }
         false
     }
 
     /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
     pub(crate) fn count_retired(&self, n: usize) {
         self.live.sub_n(n);
+    }
+
+    /// Make [`len`](Self::len) exactly `n`: for the fork child, whose copy
+    /// of the counter may be off (a fork between another thread's
+    /// publishing compare-and-swap and its count update), after it has
+    /// counted its `Live` entries. Only one thread may exist.
+    pub(crate) fn reset_live_count(&self, n: usize) {
+        self.live.reset_to(n);
     }
 
     /// Visit every published number with atomic loads only: the walk behind
@@ -628,6 +687,15 @@ impl Drop for FdTable {
             }
         }
     }
+}
+
+/// What [`FdTable::pin`] took: the entry's word as the pin left it (its
+/// generation, kind and pins), and whether the pin is in the slot's count
+/// (`false`: borrowed from an enclosing visit of this thread).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pin {
+    pub(crate) word: Word,
+    pub(crate) counted: bool,
 }
 
 /// Keeps one slot pinned for the duration of a `for_each` callback; unpins
