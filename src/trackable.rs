@@ -55,6 +55,14 @@ pub enum FdKind {
     /// (the connection ends, the runtime's waiters wake with end-of-file or
     /// an error) and counts it as released, but the number keeps naming the
     /// same socket until its handle drops.
+    ///
+    /// A *listening* socket has no connection to end; on Linux `shutdown`
+    /// stops it taking new ones, and what happens to those already queued
+    /// depends on the family: a TCP listener stops listening (queued
+    /// connections are reset, `accept` fails), while a Unix listener refuses
+    /// new connections but still hands out the ones queued before the call.
+    /// Drop such a listener's handle (or cancel the task that accepts) to be
+    /// sure nothing more is accepted.
     RegisteredSocket,
     /// Any other descriptor registered with an async runtime: `close_all`
     /// cannot release it without breaking the runtime's registration, so it
