@@ -47,8 +47,9 @@
 //! # Map of the crate
 //! - [`table`](FdTable): the slot array, `track`, `for_each`
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
-//!   geometry `src/chunks.rs`, the walks' per-thread visit list
-//!   `src/visits.rs`); `close_all` and its [`CloseAllReport`]
+//!   geometry `src/chunks.rs`, pins and what waits for them
+//!   `src/pins.rs`, the walks' per-thread visit list `src/visits.rs`);
+//!   `close_all` and its [`CloseAllReport`]
 //!   (`src/retire.rs`) with the process-wide dead placeholder
 //!   (`src/placeholder.rs`).
 //! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
@@ -116,6 +117,7 @@ mod child;
 mod chunks;
 mod counter;
 mod mask;
+mod pins;
 mod placeholder;
 pub mod quarantine;
 mod retire;

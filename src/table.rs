@@ -19,8 +19,8 @@ use crate::chunks::{alloc_chunk, chunk_base, chunk_len, free_chunk, locate, CHUN
 use crate::counter::StripedCount;
 use crate::mask::MaskGuard;
 use crate::placeholder;
-use crate::slot::{tracked_by, Slot, SlotState, Word, GEN_MASK, MAX_PINS};
-use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::slot::{Slot, SlotState, Word, GEN_MASK};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::trackable::Trackable;
 use crate::tracked::{TrackError, Tracked};
@@ -138,7 +138,7 @@ impl FdTable {
     }
 
     /// The slot for `fd`, if its chunk exists. Async-signal-safe.
-    fn slot(&self, fd: RawFd) -> Option<&Slot> {
+    pub(crate) fn slot(&self, fd: RawFd) -> Option<&Slot> {
         let fd = usize::try_from(fd).ok()?;
         let (k, i) = locate(fd);
         let chunk = self.chunks.get(k)?.load(Ordering::Acquire);
@@ -377,11 +377,11 @@ impl FdTable {
                     continue;
                 };
                 if !pin.counted {
-                    // Saturated, and an enclosing visit of this thread holds
-                    // a counted pin on this entry: that visit's callback
-                    // cannot return before this one does, so its pin keeps
-                    // the number ours past `f`. Nothing to link or drop.
-                    // SAFETY: see above.
+                    // SAFETY: saturated, and an enclosing visit of this
+                    // thread holds a counted pin on this entry; that visit's
+                    // callback cannot return before this one does, so its
+                    // pin keeps `fd` open and ours until `f` returns.
+                    // Nothing to link or drop.
                     f(unsafe { BorrowedFd::borrow_raw(fd) });
                     continue;
                 }
@@ -402,74 +402,6 @@ impl FdTable {
                 // its handle) until `visit` drops, after `f` returns.
                 f(unsafe { BorrowedFd::borrow_raw(fd) });
                 drop(visit);
-            }
-        }
-    }
-
-    /// Pin the `Live` slot of `fd`, only if tracked before `epoch` when one
-    /// is given.
-    ///
-    /// When the pin count is saturated ([`MAX_PINS`] visits at once) and a
-    /// walk of the calling thread already holds a pin on this very entry,
-    /// the returned pin is *borrowed* (`counted == false`): nothing is added
-    /// to the slot, and the caller relies on that enclosing visit, which
-    /// cannot end before the caller's use does, to keep the number reserved.
-    /// Waiting instead would wait for a pin only this thread can release.
-    /// Otherwise a saturated slot is waited on until some pin goes.
-    pub(crate) fn pin(&self, slot: &Slot, fd: RawFd, epoch: Option<u64>) -> Option<Pin> {
-        let mut round = 0;
-        let mut w = slot.load();
-        loop {
-            let in_walk = epoch.is_none_or(|epoch| tracked_by(w.gen(), epoch));
-            if w.state() != SlotState::Live || !in_walk {
-                return None;
-            }
-            if w.pins() == MAX_PINS {
-                if visits::pins_held_here(self, fd, w.gen()) > 0 {
-                    return Some(Pin {
-                        word: w,
-                        counted: false,
-                    });
-                }
-                backoff(round);
-                round += 1;
-                w = slot.load();
-                continue;
-            }
-            let pinned = w.with_pins(w.pins() + 1);
-            match slot.cas(w, pinned) {
-                Ok(()) => {
-                    return Some(Pin {
-                        word: pinned,
-                        counted: true,
-                    })
-                }
-                Err(now) => w = now,
-            }
-        }
-    }
-
-    /// Drop one pin of generation `gen`; the last pin of a `Closing` entry
-    /// closes the number.
-    pub(crate) fn unpin(&self, slot: &Slot, fd: RawFd, gen: u64) {
-        let mut mask = None;
-        loop {
-            let w = slot.load();
-            if w.state() == SlotState::Free || w.gen() != gen || w.pins() == 0 {
-                // Released by `into_inner` on this thread; nothing is ours.
-                return;
-            }
-            if w.state() == SlotState::Closing && w.pins() == 1 {
-                mask.get_or_insert_with(MaskGuard::new);
-                if slot.cas(w, Word::FREE).is_ok() {
-                    // Unpublished; now the number may go back to the kernel.
-                    if sys::close(fd).is_err() {
-                        self.swallowed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
-            } else if slot.cas(w, w.with_pins(w.pins() - 1)).is_ok() {
-                return;
             }
         }
     }
@@ -520,122 +452,18 @@ impl FdTable {
         }
     }
 
-    /// How many visits of `fd` (generation `gen`) the calling thread's walks
-    /// have in progress. Async-signal-safe.
-    pub(crate) fn visits_here(&self, fd: RawFd, gen: u64) -> u64 {
-        visits::pins_held_here(self, fd, gen)
-    }
-
-    /// Unregister `fd` without closing it once no walk visits it: the path
-    /// behind `Tracked::into_inner`, whose caller has checked that no walk of
-    /// its own thread does (that pin would never go). Waits for other
-    /// threads' visits.
-    pub(crate) fn forget_entry(&self, fd: RawFd, gen: u64) {
-        self.forget_when_pins_at_most(fd, gen, 0);
-    }
-
-    /// Unregister `fd` without closing it once other threads' walks no longer
-    /// visit it, even if a walk of this thread does (that walk's unpin then
-    /// finds the slot gone and touches nothing). For the paths that must
-    /// neither panic nor wait for themselves: a panicking `into_owned_fd` and
-    /// a `Trackable` that handed back another descriptor. The number may stay
-    /// open under this thread's callback or be closed under it: either way
-    /// the table no longer acts on it.
-    pub(crate) fn forget_entry_leniently(&self, fd: RawFd, gen: u64) {
-        let own = visits::pins_held_here(self, fd, gen);
-        self.forget_when_pins_at_most(fd, gen, own);
-    }
-
-    fn forget_when_pins_at_most(&self, fd: RawFd, gen: u64, allowed: u64) {
-        let mut round = 0;
-        while !self.try_forget(fd, gen, allowed) {
-            backoff(round);
-            round = round.saturating_add(1);
-        }
-    }
-
-    /// Unregister `fd` without closing it unless any walk (this thread's
-    /// included) is visiting it; returns `false` and changes nothing in that
-    /// case. The path behind `Tracked::try_into_inner`.
-    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {
-        self.try_forget(fd, gen, 0)
-    }
-
-    /// Unregister `fd` (generation `gen`) without closing it if it has at
-    /// most `allowed` pins. Returns whether the entry is gone.
-    fn try_forget(&self, fd: RawFd, gen: u64, allowed: u64) -> bool {
-        let Some(slot) = self.slot(fd) else {
-            return true;
-        };
-        loop {
-            let w = slot.load();
-            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
-            if !ours {
-                return true;
-            }
-            if w.pins() > allowed {
-                return false;
-            }
-            if slot.cas(w, Word::FREE).is_ok() {
-                if w.state() == SlotState::Live {
-                    self.live.sub();
-                }
-                return true;
-            }
-        }
-    }
-
     /// Count a close error nobody could be told about.
     pub(crate) fn count_swallowed(&self) {
         self.swallowed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drop `close_all`'s pin on a live entry; if `release` succeeded (the
-    /// file is released) and the entry is still live, mark it `Retired` in
-    /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
-    /// also performs a close deferred behind this pin. A borrowed pin (see
-    /// [`pin`](Self::pin)) is not in the slot: only the state changes, and
-    /// nothing is unpinned. Returns whether this call retired a live entry;
-    /// the caller then owes one [`count_retired`](Self::count_retired) for
-    /// it (batched: one atomic operation per `close_all`, not per entry).
-    ///
-    /// `pin.word` is the word as the pin left it: the likely current value,
-    /// so the common case is one compare-and-swap and no extra load.
-    pub(crate) fn retire_and_unpin(
-        &self,
-        slot: &Slot,
-        fd: RawFd,
-        pin: Pin,
-        released: bool,
-    ) -> bool {
-        let pinned = pin.word;
-        if released {
-            let mut w = pinned;
-            loop {
-                // The pin keeps the entry ours, so this holds, except in a
-                // fork child made by a signal handler that interrupted this
-                // very call between its pin and here (`retire_all_in_child`
-                // documents that as unsupported): then leave the slot alone.
-                let ours = w.gen() == pinned.gen() && (w.pins() > 0 || !pin.counted);
-                if !ours || w.state() != SlotState::Live {
-                    break;
-                }
-                let pins = if pin.counted { w.pins() - 1 } else { w.pins() };
-                let retired = w.with_state(SlotState::Retired).with_pins(pins);
-                match slot.cas(w, retired) {
-                    Ok(()) => return true,
-                    Err(now) => w = now,
-                }
-            }
-        }
-        if pin.counted {
-            self.unpin(slot, fd, pinned.gen());
-        }
-        false
+    /// A `Live` entry was unpublished (closed or taken back).
+    pub(crate) fn count_unpublished_live(&self) {
+        self.live.sub();
     }
 
-    /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
-    pub(crate) fn count_retired(&self, n: usize) {
+    /// `n` `Live` entries were retired (batched by `close_all`).
+    pub(crate) fn count_retired_live(&self, n: usize) {
         self.live.sub_n(n);
     }
 
@@ -687,15 +515,6 @@ impl Drop for FdTable {
             }
         }
     }
-}
-
-/// What [`FdTable::pin`] took: the entry's word as the pin left it (its
-/// generation, kind and pins), and whether the pin is in the slot's count
-/// (`false`: borrowed from an enclosing visit of this thread).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pin {
-    pub(crate) word: Word,
-    pub(crate) counted: bool,
 }
 
 /// Keeps one slot pinned for the duration of a `for_each` callback; unpins
