@@ -28,15 +28,18 @@
 //!   Free ──track──▶ Live ──close, pins = 0──▶ Free          (then close(2))
 //!                   Live ──close, pins > 0──▶ Closing ──last unpin──▶ Free (then close(2))
 //!                   Live ──close_all────────▶ Retired ──drop──▶ Free / Closing
+//!                         (its own pin dropped in the same step; a borrowed
+//!                          pin, on a saturated slot, leaves the count alone)
 //!                   Live/Retired ──into_inner / try_into_inner, pins = 0──▶ Free (no close)
 //!   (fork child) any ──retire_all_in_child──▶ same state, pins = the forking
 //!                      thread's own; Closing with none left ──▶ Free (then close(2))
 //! ```
 //!
-//! `into_inner` never takes an entry that a walk is visiting: the number it
-//! hands back could be closed (and recycled) under the callback. It waits for
-//! other threads' visits and refuses (panics) for a visit of its own thread;
-//! `try_into_inner` refuses any visit.
+//! `into_inner` never takes a pinned entry (a walk visiting it, a `close_all`
+//! releasing it): the number it hands back could be closed (and recycled)
+//! under the pin holder. It waits for other threads' pins and refuses
+//! (panics) for a visit of its own thread; `try_into_inner` refuses any pin.
+//! The pin logic lives in `pins.rs`.
 //!
 //! The generation is a stamp given at `track` time: the table's walk epoch,
 //! which every walk increments as it starts. A walk that started at epoch `e`
