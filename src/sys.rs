@@ -104,9 +104,19 @@ pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     let fd = {
         let path = ProcFdPath::new(read.as_raw_fd());
         match syscall!(open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)) {
-            // SAFETY: `open` just returned this descriptor; nothing else owns
-            // it. `read` closes here: the pipe keeps no end open.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+            Ok(fd) => {
+                // SAFETY: `open` just returned this descriptor; nothing else
+                // owns it.
+                let opened = unsafe { OwnedFd::from_raw_fd(fd) };
+                // The same pipe, or code that does not own our read end's
+                // number closed and reused it: then keep the read end.
+                if same_inode(opened.as_raw_fd(), read.as_raw_fd()) {
+                    // `read` closes here: the pipe keeps no end open.
+                    opened
+                } else {
+                    read
+                }
+            }
             Err(_) => read,
         }
     };
@@ -126,6 +136,20 @@ pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     // SAFETY: `fcntl` just returned this new descriptor; the low one closes
     // when `fd` drops.
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// Whether `a` and `b` name the same inode (`fstat` of both succeeds and
+/// agrees). Async-signal-safe.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn same_inode(a: RawFd, b: RawFd) -> bool {
+    let id = |fd: RawFd| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+        // SAFETY: `fstat` succeeded, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        Some((st.st_dev, st.st_ino))
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// `/proc/self/fd/<n>` as a NUL-terminated C string on the stack, built
