@@ -98,21 +98,30 @@ fn time_close_range(iters: u64, n: usize) -> Duration {
     total
 }
 
-/// A dead placeholder like the crate's: `O_PATH` of `/dev/null` on Linux.
+/// A dead placeholder like the crate's: on Linux an `O_PATH` descriptor of
+/// a pipe whose ends are then closed, elsewhere the read end of such a pipe.
 fn open_placeholder() -> OwnedFd {
+    let mut fds = [-1; 2];
+    // SAFETY: a valid two-element out-array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: just created, ours.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(write);
     #[cfg(target_os = "linux")]
-    // SAFETY: a path literal and flags.
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    {
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", read.as_raw_fd())).unwrap();
+        // SAFETY: a C string and flags.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "open placeholder: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: just opened, ours.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
     #[cfg(not(target_os = "linux"))]
-    // SAFETY: a path literal and flags.
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    assert!(
-        fd >= 0,
-        "open placeholder: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: just opened, ours.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    read
 }
 
 fn time_close_all_files(iters: u64, n: usize) -> Duration {

@@ -81,6 +81,17 @@ impl StripedCount {
         }
     }
 
+    /// Make the sum exactly `n`: the fork-child reset, where the calling
+    /// thread is the only one (a concurrent update could be lost).
+    /// Async-signal-safe.
+    pub(crate) fn reset_to(&self, n: usize) {
+        for (i, stripe) in self.stripes.iter().enumerate() {
+            stripe
+                .0
+                .store(if i == 0 { n } else { 0 }, Ordering::Relaxed);
+        }
+    }
+
     /// The sum, clamped at zero: stripes are read one by one, so a snapshot
     /// taken while other threads update may be transiently off, never absurd.
     /// Async-signal-safe.

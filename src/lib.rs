@@ -47,8 +47,9 @@
 //! # Map of the crate
 //! - [`table`](FdTable): the slot array, `track`, `for_each`
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
-//!   geometry `src/chunks.rs`, the walks' per-thread visit list
-//!   `src/visits.rs`); `close_all` and its [`CloseAllReport`]
+//!   geometry `src/chunks.rs`, pins and what waits for them
+//!   `src/pins.rs`, the walks' per-thread visit list `src/visits.rs`);
+//!   `close_all` and its [`CloseAllReport`]
 //!   (`src/retire.rs`) with the process-wide dead placeholder
 //!   (`src/placeholder.rs`).
 //! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
@@ -93,8 +94,11 @@
 //! that runs your code, blocks, allocates or awaits may not.
 //!
 //! # Limitations
-//! - Unix only; Linux first. Elsewhere `close_all` uses a closed pipe end as
-//!   its placeholder.
+//! - Unix only; Linux first. Elsewhere (and on Linux without a usable
+//!   `/proc`) `close_all` uses a pipe's read end, write end closed, as its
+//!   placeholder: reads through a retired handle then see end-of-file.
+//! - `close_all` cannot release a tracked number at or above a lowered soft
+//!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
 //! - The first `track` opens one descriptor that stays open for the life of
@@ -121,6 +125,7 @@ mod child;
 mod chunks;
 mod counter;
 mod mask;
+mod pins;
 mod placeholder;
 pub mod quarantine;
 mod retire;

@@ -4,7 +4,6 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::mask::MaskGuard;
 use crate::placeholder;
 use crate::sys;
 use crate::table::FdTable;
@@ -46,7 +45,8 @@ impl FdTable {
     ///   swap;
     /// - `RegisteredSocket`: `shutdown(SHUT_RDWR)` only; the number keeps
     ///   naming the same socket, as the async runtime it is registered with
-    ///   requires. The entry counts as released;
+    ///   requires. The entry counts as released (see [`FdKind`] for what that
+    ///   means for a listening socket);
     /// - `RegisteredOther`: left live and open, and reported in
     ///   [`errors`](CloseAllReport::errors) (`ResourceBusy`).
     ///
@@ -60,14 +60,41 @@ impl FdTable {
     /// The placeholder is the process-wide one opened by the first `track`
     /// (see [Resources](FdTable#resources)), so `close_all` needs no new
     /// descriptor and works when the process is at its `RLIMIT_NOFILE`. On
-    /// Linux it is an `O_PATH` descriptor of `/dev/null`: `fstat` (and
-    /// `File::metadata`) on a retired handle succeed and describe `/dev/null`
-    /// (a character device).
+    /// Linux it is an `O_PATH` descriptor of a private pipe whose ends are
+    /// closed: `fstat` (and `File::metadata`) on a retired handle succeed
+    /// and describe that nameless pipe, and the few calls that work on an
+    /// `O_PATH` descriptor (`fchownat` and `utimensat` with `AT_EMPTY_PATH`,
+    /// reopening through `/proc/self/fd`) reach only that pipe, no inode
+    /// shared with the rest of the system. Where `/proc/self/fd` could not
+    /// be opened, it is the read end of such a pipe instead: reads through a
+    /// retired handle then see end-of-file rather than `EBADF`. It is checked
+    /// before each call (one `fstat`, one `fcntl`) and replaced, once, if
+    /// code that does not own its number closed or replaced it.
     ///
-    /// Takes the signal mask once for the whole batch. Entries being closed
-    /// at that moment behind a walk are left to the walk. An entry a walk is
-    /// visiting is retired too; the visited number then names the
-    /// placeholder until the callback returns.
+    /// # Limits
+    /// - `dup3` refuses a target at or above the soft `RLIMIT_NOFILE`. A
+    ///   tracked number that high (the program lowered its limit after
+    ///   opening it, to keep `select(2)` safe, say) cannot be released: its
+    ///   socket is still shut down first (kinds `Socket` and `Unknown`), but
+    ///   the entry stays live with its file, and the report names the number
+    ///   and the limit. The limit is not raised behind the program's back.
+    /// - No signal mask is held: every step leaves the number published and
+    ///   open, so a handler sees the entry either live or retired. A release
+    ///   can block in the kernel (the last close of a socket with `SO_LINGER`
+    ///   and unsent data, of a file on NFS or FUSE, of a draining tty), and
+    ///   signals stay deliverable meanwhile: a second Ctrl-C at its default
+    ///   action ends even a single-threaded program stuck here at once.
+    ///   (Closes that must run masked, [`Tracked::close`] and dropping a
+    ///   handle, delay this thread's signals for as long as `close(2)`
+    ///   blocks.)
+    ///
+    /// Entries being closed at that moment behind a walk are left to the
+    /// walk. An entry a walk is visiting is retired too; the visited number
+    /// then names the placeholder until the callback returns. While it
+    /// releases an entry, `close_all` pins it like a walk:
+    /// [`Tracked::try_into_inner`] on it is refused and
+    /// [`Tracked::into_inner`] waits meanwhile. [`len`](FdTable::len) still
+    /// counts the entries retired so far until `close_all` returns.
     ///
     /// Not async-signal-safe (the report allocates for errors). In a fork
     /// child use [`close_all_in_child`](FdTable::close_all_in_child) or
@@ -99,15 +126,20 @@ impl FdTable {
         // Checked, not trusted: see `placeholder.rs`. At `EMFILE` a missing
         // one cannot be replaced; then every entry that needs it reports why.
         let placeholder = placeholder::checked();
-        let _mask = MaskGuard::new();
+        // No signal mask: the number is published and open before and after
+        // each retire (one `dup3`, one compare-and-swap), so a handler sees
+        // no half-update; a close deferred behind our pin takes its own
+        // guard in `unpin`. A batch mask would also hold back a second
+        // Ctrl-C for as long as a release blocks in the kernel (the last
+        // close of a lingering socket, an NFS file).
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
-                let Some(w) = self.pin(slot, None) else {
+                let Some(pin) = self.pin(slot, fd, None) else {
                     continue;
                 };
                 // The pin keeps the number ours while we release its file.
-                let outcome = release(fd, w.kind(), &placeholder);
-                if self.retire_and_unpin(slot, fd, w, outcome.is_ok()) {
+                let outcome = release(fd, pin.word.kind(), &placeholder);
+                if self.retire_and_unpin(slot, fd, pin, outcome.is_ok()) {
                     report.released += 1;
                 }
                 if let Err(error) = outcome {
@@ -115,8 +147,8 @@ impl FdTable {
                 }
             }
         }
-        // `len` counts the retired entries until here: still under the mask,
-        // so no handler of this thread sees the difference.
+        // `len` counts the retired entries until here (documented on `len`):
+        // one atomic operation per call instead of one per entry.
         self.count_retired(report.released);
         report
     }
@@ -127,7 +159,7 @@ impl FdTable {
 #[inline]
 fn release(fd: RawFd, kind: FdKind, placeholder: &io::Result<RawFd>) -> io::Result<()> {
     let swap = || match placeholder {
-        Ok(p) => sys::replace_with_placeholder(*p, fd),
+        Ok(p) => sys::replace_with_placeholder(*p, fd).map_err(|e| swap_failed(fd, kind, e)),
         Err(e) => Err(e
             .raw_os_error()
             .map_or_else(|| io::Error::from(e.kind()), io::Error::from_raw_os_error)),
@@ -157,6 +189,63 @@ fn release(fd: RawFd, kind: FdKind, placeholder: &io::Result<RawFd>) -> io::Resu
     }
 }
 
+/// Explain a failed swap. `dup3` refuses a target at or above the soft
+/// `RLIMIT_NOFILE` with a bare `EBADF`, although the number is open: a
+/// program that lowered its limit after opening descriptors (to keep
+/// `select(2)` safe, say) gets a message naming the number and the limit,
+/// with the OS error as its source. The limit is not raised behind the
+/// program's back.
+#[cold]
+fn swap_failed(fd: RawFd, kind: FdKind, os: io::Error) -> io::Error {
+    if os.raw_os_error() != Some(libc::EBADF) {
+        return os;
+    }
+    match sys::soft_fd_limit() {
+        Some(limit) if u64::try_from(fd).is_ok_and(|fd| fd >= limit) => io::Error::new(
+            os.kind(),
+            AboveLimit {
+                fd,
+                limit,
+                shut_down: kind != FdKind::NotSocket,
+                os,
+            },
+        ),
+        _ => os,
+    }
+}
+
+/// See [`swap_failed`].
+#[derive(Debug)]
+struct AboveLimit {
+    fd: RawFd,
+    limit: u64,
+    shut_down: bool,
+    os: io::Error,
+}
+
+impl std::fmt::Display for AboveLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let AboveLimit { fd, limit, .. } = self;
+        write!(
+            f,
+            "fd {fd} is at or above the soft RLIMIT_NOFILE ({limit}), where dup3 cannot swap \
+             the placeholder in: close_all left its file open and the entry live{} \
+             (raise the soft limit above {fd}, or drop the handle, to release it)",
+            if self.shut_down {
+                ", after shutdown(2) if it is a socket"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl std::error::Error for AboveLimit {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
+    }
+}
+
 /// What [`FdTable::close_all`] did.
 ///
 /// ```
@@ -182,8 +271,11 @@ impl CloseAllReport {
 
     /// The live entries that were not released, each with its number and
     /// why: an [`FdKind::RegisteredOther`] entry (`ResourceBusy`), a
-    /// `RegisteredSocket` whose `shutdown` failed, or a failed `dup3`. Each
-    /// such entry stays live and tracked. Async-signal-safe.
+    /// `RegisteredSocket` whose `shutdown` failed, or a failed `dup3` (a
+    /// number at or above the soft `RLIMIT_NOFILE`: the message names the
+    /// number and the limit, and the `EBADF` is its
+    /// [`source`](std::error::Error::source)). Each such entry stays live
+    /// and tracked. Async-signal-safe.
     pub fn errors(&self) -> &[(RawFd, io::Error)] {
         &self.errors
     }

@@ -7,8 +7,11 @@
 //!
 //! The kind is [`FdKind`], copied from `T::KIND` at `track` time: what
 //! `close_all` may do to release the descriptor. 13 pin bits allow 8 191
-//! simultaneous visits of one entry; a walk that finds the count saturated
-//! backs off until a pin goes.
+//! simultaneous visits of one entry. A walk (or `close_all`) that finds the
+//! count saturated visits without a pin of its own if a walk of its own
+//! thread already pins that entry (that visit outlasts the nested one, so
+//! its pin keeps the number reserved: waiting would wait for itself), and
+//! otherwise backs off until a pin goes.
 //!
 //! States and who owns the number in each:
 //!
@@ -25,15 +28,18 @@
 //!   Free ──track──▶ Live ──close, pins = 0──▶ Free          (then close(2))
 //!                   Live ──close, pins > 0──▶ Closing ──last unpin──▶ Free (then close(2))
 //!                   Live ──close_all────────▶ Retired ──drop──▶ Free / Closing
+//!                         (its own pin dropped in the same step; a borrowed
+//!                          pin, on a saturated slot, leaves the count alone)
 //!                   Live/Retired ──into_inner / try_into_inner, pins = 0──▶ Free (no close)
 //!   (fork child) any ──retire_all_in_child──▶ same state, pins = the forking
 //!                      thread's own; Closing with none left ──▶ Free (then close(2))
 //! ```
 //!
-//! `into_inner` never takes an entry that a walk is visiting: the number it
-//! hands back could be closed (and recycled) under the callback. It waits for
-//! other threads' visits and refuses (panics) for a visit of its own thread;
-//! `try_into_inner` refuses any visit.
+//! `into_inner` never takes a pinned entry (a walk visiting it, a `close_all`
+//! releasing it): the number it hands back could be closed (and recycled)
+//! under the pin holder. It waits for other threads' pins and refuses
+//! (panics) for a visit of its own thread; `try_into_inner` refuses any pin.
+//! The pin logic lives in `pins.rs`.
 //!
 //! The generation is a stamp given at `track` time: the table's walk epoch,
 //! which every walk increments as it starts. A walk that started at epoch `e`
@@ -55,8 +61,12 @@ const GEN_SHIFT: u32 = PIN_SHIFT + PIN_BITS;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 const KIND_MASK: u64 = ((1 << KIND_BITS) - 1) << KIND_SHIFT;
 const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
-/// Largest pin count a slot can hold.
+/// Largest pin count a slot takes. The loom build saturates at 2, so that
+/// its models reach the saturated paths with a nested walk.
+#[cfg(not(fdtable_loom))]
 pub(crate) const MAX_PINS: u64 = (1 << PIN_BITS) - 1;
+#[cfg(fdtable_loom)]
+pub(crate) const MAX_PINS: u64 = 2;
 /// Generations live in 46 bits and wrap; comparisons are modular.
 pub(crate) const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 

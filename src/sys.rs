@@ -64,40 +64,65 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }
 
-/// Open a dead placeholder: a close-on-exec descriptor that resolves no path
-/// and does no I/O, numbered 3 or above.
+/// Open a dead placeholder: a close-on-exec descriptor that resolves no path,
+/// does no I/O and shares no inode with anything else, numbered 3 or above.
 ///
-/// Linux: an `O_PATH` descriptor of `/dev/null`. `read`/`write` (and
-/// `fchmod`, `ioctl`, ...) fail with `EBADF`; path lookups through it
-/// (`openat`, `mkdirat`, `unlinkat`, `fchdir`) fail with `ENOTDIR`, since it
-/// is not a directory; `fstat` describes `/dev/null`. Reopening it through
-/// `/proc/self/fd` gives `/dev/null`, which is harmless. Elsewhere: the read
-/// end of a pipe whose write end is closed (reads see end-of-file, writes
-/// fail with `EBADF`, lookups `ENOTDIR`).
+/// Linux: an `O_PATH` descriptor of a pipe of its own, made by opening
+/// `/proc/self/fd/<read end>` with `O_PATH` and closing both pipe ends.
+/// `read`/`write` (and `ioctl`, `fchmod`, ...) fail with `EBADF`; path
+/// lookups through it (`openat`, `mkdirat`, `unlinkat`, `fchdir`) fail with
+/// `ENOTDIR`, since it is not a directory. The calls that do work on an
+/// `O_PATH` descriptor (`fstat`, and `fchownat`/`fchmodat`/`utimensat` with
+/// `AT_EMPTY_PATH`, reopening through `/proc/self/fd`) reach only that
+/// private, nameless pipe inode: nothing shared with the rest of the system
+/// (an `O_PATH` descriptor of `/dev/null` would let them change the
+/// machine's `/dev/null`). Where `/proc/self/fd` cannot be opened (no
+/// `/proc`, or another pid namespace's), and on other systems: the read end
+/// of a pipe whose write end is closed (reads see end-of-file instead of
+/// `EBADF`; writes fail with `EBADF`, lookups with `ENOTDIR`).
 ///
 /// A number below 3 is moved up (`F_DUPFD_CLOEXEC`): a process started with
 /// stdio closed must not find the placeholder as its stdin, nor lose the
 /// number 0-2 that a later `open` was meant to get.
 ///
-/// Async-signal-safe (a few syscalls, no allocation).
+/// Async-signal-safe (a few syscalls, the path built on the stack, no
+/// allocation).
 ///
 /// # References
-/// `open(2)` (`O_PATH`), `pipe(2)`, `fcntl(2)` (`F_DUPFD_CLOEXEC`)
+/// `pipe(2)`, `open(2)` (`O_PATH`), `proc(5)` (`/proc/pid/fd`), `fcntl(2)`
+/// (`F_DUPFD_CLOEXEC`)
 pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
+    let mut fds = [-1 as libc::c_int; 2];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    syscall!(pipe(fds.as_mut_ptr()))?;
+    // SAFETY: `pipe` just returned both descriptors; we own them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(write);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let fd = {
-        let fd = syscall!(open(c"/dev/null".as_ptr(), libc::O_PATH | libc::O_CLOEXEC))?;
-        // SAFETY: `open` just returned this descriptor; nothing else owns it.
-        unsafe { OwnedFd::from_raw_fd(fd) }
+        let path = ProcFdPath::new(read.as_raw_fd());
+        match syscall!(open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)) {
+            Ok(fd) => {
+                // SAFETY: `open` just returned this descriptor; nothing else
+                // owns it.
+                let opened = unsafe { OwnedFd::from_raw_fd(fd) };
+                // The same pipe, or code that does not own our read end's
+                // number closed and reused it: then keep the read end.
+                if same_inode(opened.as_raw_fd(), read.as_raw_fd()) {
+                    // `read` closes here: the pipe keeps no end open.
+                    opened
+                } else {
+                    read
+                }
+            }
+            Err(_) => read,
+        }
     };
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let fd = {
-        let mut fds = [-1 as libc::c_int; 2];
-        syscall!(pipe(fds.as_mut_ptr()))?;
-        // SAFETY: `pipe` just returned both descriptors; we own them.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        drop(write);
-        set_cloexec(fds[0], true)?;
+        set_cloexec(read.as_raw_fd(), true)?;
         read
     };
     if fd.as_raw_fd() > 2 {
@@ -113,37 +138,87 @@ pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
-/// Whether `fd` is still a placeholder made by [`open_placeholder`]: on
-/// Linux an `O_PATH` descriptor of the character device 1:3 (`/dev/null`),
-/// elsewhere the read end of a pipe. A number that some other code closed
-/// and reopened fails the check (unless it reopened exactly that, which is
-/// as dead).
+/// Whether `a` and `b` name the same inode (`fstat` of both succeeds and
+/// agrees). Async-signal-safe.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn same_inode(a: RawFd, b: RawFd) -> bool {
+    let id = |fd: RawFd| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+        // SAFETY: `fstat` succeeded, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        Some((st.st_dev, st.st_ino))
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// `/proc/self/fd/<n>` as a NUL-terminated C string on the stack, built
+/// without allocating (for the placeholder, which a fork child may open).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+struct ProcFdPath {
+    buf: [u8; 32],
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl ProcFdPath {
+    fn new(fd: RawFd) -> ProcFdPath {
+        const PREFIX: &[u8] = b"/proc/self/fd/";
+        let mut buf = [0u8; 32];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut digits = [0u8; 10];
+        let mut n = fd.unsigned_abs();
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for (i, d) in digits[..len].iter().rev().enumerate() {
+            buf[PREFIX.len() + i] = *d;
+        }
+        // The rest of `buf` is zero: the string is terminated.
+        ProcFdPath { buf }
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.buf.as_ptr().cast()
+    }
+}
+
+/// The identity tag of a dead placeholder made by [`open_placeholder`], read
+/// right after opening it: the low 32 bits of its inode number (never 0),
+/// or `None` if `fd` does not look like one (not a pipe opened read-only or
+/// `O_PATH`) or cannot be examined. [`is_placeholder`] compares with it.
+///
+/// Async-signal-safe (`fstat`, `fcntl`).
+pub(crate) fn placeholder_tag(fd: RawFd) -> Option<u32> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let flags = syscall!(fcntl(fd, libc::F_GETFL)).ok()?;
+    // An `O_PATH` descriptor reports the `O_RDONLY` access mode too.
+    let dead =
+        st.st_mode & libc::S_IFMT == libc::S_IFIFO && flags & libc::O_ACCMODE == libc::O_RDONLY;
+    // Pipe inode numbers are 32-bit on Linux (`get_next_ino`); elsewhere the
+    // low half is a tag, not an identity. 0 is kept for "unchecked".
+    #[allow(clippy::unnecessary_cast)]
+    dead.then_some((st.st_ino as u64 as u32).max(1))
+}
+
+/// Whether `fd` is still the placeholder whose [`placeholder_tag`] was
+/// `tag`: a number that other code closed and reopened, or `dup2`ed over,
+/// fails the check (short of a read-only pipe with the same inode tag).
 ///
 /// Async-signal-safe (`fstat`, `fcntl`).
 ///
 /// # References
-/// `fstat(2)`, `fcntl(2)` (`F_GETFL`), `null(4)`
-pub(crate) fn is_dead_placeholder(fd: RawFd) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
-        return false;
-    }
-    // SAFETY: `fstat` succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    let Ok(flags) = syscall!(fcntl(fd, libc::F_GETFL)) else {
-        return false;
-    };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        st.st_mode & libc::S_IFMT == libc::S_IFCHR
-            && libc::major(st.st_rdev) == 1
-            && libc::minor(st.st_rdev) == 3
-            && flags & libc::O_PATH != 0
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        st.st_mode & libc::S_IFMT == libc::S_IFIFO && flags & libc::O_ACCMODE == libc::O_RDONLY
-    }
+/// `fstat(2)`, `fcntl(2)` (`F_GETFL`)
+pub(crate) fn is_placeholder(fd: RawFd, tag: u32) -> bool {
+    placeholder_tag(fd) == Some(tag)
 }
 
 /// Atomically make `fd` refer to `placeholder`'s file, close-on-exec.
@@ -175,6 +250,24 @@ pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Res
         syscall!(dup2(placeholder, fd))?;
         syscall!(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC)).map(drop)
     }
+}
+
+/// The soft `RLIMIT_NOFILE`: one more than the highest number `dup2`,
+/// `dup3` and `open` may hand out or target. `None` when unlimited or
+/// unknown.
+///
+/// Async-signal-safe.
+///
+/// # References
+/// `getrlimit(2)`, `dup(2)` (`EBADF`)
+pub(crate) fn soft_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit)).ok()?;
+    #[allow(clippy::unnecessary_cast)]
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
 }
 
 /// `shutdown(SHUT_RDWR)`, so threads blocked in `read`/`accept` on the

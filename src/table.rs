@@ -19,8 +19,8 @@ use crate::chunks::{alloc_chunk, chunk_base, chunk_len, free_chunk, locate, CHUN
 use crate::counter::StripedCount;
 use crate::mask::MaskGuard;
 use crate::placeholder;
-use crate::slot::{tracked_by, Slot, SlotState, Word, GEN_MASK, MAX_PINS};
-use crate::sync::{backoff, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::slot::{Slot, SlotState, Word, GEN_MASK};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::trackable::Trackable;
 use crate::tracked::{TrackError, Tracked};
@@ -60,19 +60,27 @@ use crate::visits::{self, PinNode};
 /// number in the chunks in use (chunks of 1 024, 1 024, 2 048, ... numbers,
 /// from `mmap`, never freed while the table lives). The first `track` of any
 /// table in the process also opens one dead placeholder descriptor
-/// (close-on-exec, an `O_PATH` descriptor of `/dev/null` on Linux, numbered
-/// 3 or above), kept open for the life of the process, so that
-/// [`close_all`](FdTable::close_all) and
+/// (close-on-exec, numbered 3 or above), kept open for the life of the
+/// process, so that [`close_all`](FdTable::close_all) and
 /// [`retire_all_in_child`](FdTable::retire_all_in_child) work even when the
-/// process is out of descriptors.
+/// process is out of descriptors. On Linux it is an `O_PATH` descriptor of
+/// a private pipe whose ends are closed (opened through `/proc/self/fd`): it
+/// needs no `/dev/null`, resolves no path, does no I/O, and shares no inode
+/// with anything else. Without a usable `/proc`, and on other systems, it is
+/// the read end of a pipe whose write end is closed.
 ///
 /// # Generations
 /// Each entry is stamped with the table's walk epoch when it is tracked; a
 /// walk visits only entries stamped before it began. Stamps are 46 bits and
 /// compared modulo 2^46, which is exact as long as fewer than 2^45 (about
-/// 3.5 * 10^13) walks of the table start while one entry stays tracked: at
-/// ten million walks a second, about 40 days. Beyond that bound a walk may
-/// skip an entry that was tracked before it began.
+/// 3.5 * 10^13) walks of the table start while one entry stays tracked, or
+/// while one walk runs: at ten million walks a second, about 40 days.
+/// Beyond that bound a walk may skip an entry that was tracked before it
+/// began, and a walk that runs while more than 2^45 others start may also
+/// visit entries tracked after it began. The stamp also tells a walk's pin
+/// from a later entry's in the same slot: only after 2^46 walks could a
+/// stale pin (of an entry that was taken back while pinned) match a new
+/// entry again.
 pub struct FdTable {
     chunks: [AtomicPtr<Slot>; CHUNKS],
     /// Bumped by every walk as it starts. `track` stamps an entry with the
@@ -130,7 +138,7 @@ impl FdTable {
     }
 
     /// The slot for `fd`, if its chunk exists. Async-signal-safe.
-    fn slot(&self, fd: RawFd) -> Option<&Slot> {
+    pub(crate) fn slot(&self, fd: RawFd) -> Option<&Slot> {
         let fd = usize::try_from(fd).ok()?;
         let (k, i) = locate(fd);
         let chunk = self.chunks.get(k)?.load(Ordering::Acquire);
@@ -205,9 +213,11 @@ impl FdTable {
     ///   [`source`](std::error::Error::source).
     /// - Other errors of `fcntl(2)` (`EPERM` under a seccomp filter, say), as
     ///   the OS error.
-    /// - The placeholder cannot be opened (first call only: `EMFILE` when
-    ///   the process is already out of descriptors), or the slot memory
-    ///   cannot be mapped (`ENOMEM`): the OS error.
+    /// - The placeholder cannot be opened (first call in the process only:
+    ///   `EMFILE` when the process is already out of descriptors): the OS
+    ///   error's kind, a message that names the placeholder, and the OS error
+    ///   as its [`source`](std::error::Error::source).
+    /// - The slot memory cannot be mapped (`ENOMEM`): the OS error.
     ///
     /// # Examples
     /// ```
@@ -244,7 +254,7 @@ impl FdTable {
         // After the `fcntl` check: a placeholder opened first could take the
         // very number a bad `resource` names.
         if let Err(error) = placeholder::ensure() {
-            return Err(TrackError::new(resource, error));
+            return Err(TrackError::new(resource, placeholder::unavailable(error)));
         }
         let slot = match self.slot_or_alloc(fd) {
             Ok(slot) => slot,
@@ -277,7 +287,10 @@ impl FdTable {
     ///
     /// Async-signal-safe (a few relaxed atomic loads, summed: the count is
     /// striped per thread). A snapshot that may be briefly off while other
-    /// threads update it.
+    /// threads update it, and while a [`close_all`](FdTable::close_all) runs
+    /// (it subtracts what it retired once, as it returns; a signal handler
+    /// interrupting it on its own thread sees the entries retired so far
+    /// still counted).
     pub fn len(&self) -> usize {
         self.live.get()
     }
@@ -319,9 +332,10 @@ impl FdTable {
     ///   thread): a close of its handle is deferred until `f` returns, and the
     ///   handle cannot be taken back out of the table while it is visited:
     ///   - [`Tracked::close`] and dropping the handle defer the close;
-    ///   - [`Tracked::try_into_inner`] returns the handle in `Err` while any
-    ///     walk, this thread's included, visits the entry;
-    ///   - [`Tracked::into_inner`] waits for other threads' visits, and
+    ///   - [`Tracked::try_into_inner`] returns the handle in `Err` while the
+    ///     entry is pinned: any walk visits it, this thread's included, or a
+    ///     `close_all` is releasing it;
+    ///   - [`Tracked::into_inner`] waits for other threads' pins, and
     ///     panics when a walk of the calling thread (this one or any
     ///     enclosing one) is visiting the entry: it would wait for itself;
     /// - [`close_all`](FdTable::close_all) may retire the visited entry: the
@@ -329,7 +343,10 @@ impl FdTable {
     ///
     /// No signal mask is held while `f` runs. See
     /// [Generations](FdTable#generations) for the bound on how many walks may
-    /// start while one entry lives.
+    /// start while one entry lives. Walks may nest to any depth: an entry
+    /// holds up to 8 191 pins, and a walk that finds that many visits again
+    /// on the pin of an enclosing visit of its own thread (which outlasts
+    /// it), so it never waits for itself.
     ///
     /// Not async-signal-safe (runs your code).
     ///
@@ -356,9 +373,19 @@ impl FdTable {
         let epoch = self.walk_epoch.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
-                let Some(gen) = self.pin(slot, Some(epoch)).map(Word::gen) else {
+                let Some(pin) = self.pin(slot, fd, Some(epoch)) else {
                     continue;
                 };
+                if !pin.counted {
+                    // SAFETY: saturated, and an enclosing visit of this
+                    // thread holds a counted pin on this entry; that visit's
+                    // callback cannot return before this one does, so its
+                    // pin keeps `fd` open and ours until `f` returns.
+                    // Nothing to link or drop.
+                    f(unsafe { BorrowedFd::borrow_raw(fd) });
+                    continue;
+                }
+                let gen = pin.word.gen();
                 let node = PinNode::new(self, fd, gen);
                 // SAFETY: `node` outlives `visit`, whose drop unlinks it (on
                 // return or unwind), before any node linked after it is
@@ -375,56 +402,6 @@ impl FdTable {
                 // its handle) until `visit` drops, after `f` returns.
                 f(unsafe { BorrowedFd::borrow_raw(fd) });
                 drop(visit);
-            }
-        }
-    }
-
-    /// Pin a `Live` slot, only if tracked before `epoch` when one is given.
-    /// Returns the entry's word as the pin left it (its generation, kind and
-    /// pins).
-    pub(crate) fn pin(&self, slot: &Slot, epoch: Option<u64>) -> Option<Word> {
-        let mut round = 0;
-        let mut w = slot.load();
-        loop {
-            let in_walk = epoch.is_none_or(|epoch| tracked_by(w.gen(), epoch));
-            if w.state() != SlotState::Live || !in_walk {
-                return None;
-            }
-            if w.pins() == MAX_PINS {
-                backoff(round);
-                round += 1;
-                w = slot.load();
-                continue;
-            }
-            let pinned = w.with_pins(w.pins() + 1);
-            match slot.cas(w, pinned) {
-                Ok(()) => return Some(pinned),
-                Err(now) => w = now,
-            }
-        }
-    }
-
-    /// Drop one pin of generation `gen`; the last pin of a `Closing` entry
-    /// closes the number.
-    pub(crate) fn unpin(&self, slot: &Slot, fd: RawFd, gen: u64) {
-        let mut mask = None;
-        loop {
-            let w = slot.load();
-            if w.state() == SlotState::Free || w.gen() != gen || w.pins() == 0 {
-                // Released by `into_inner` on this thread; nothing is ours.
-                return;
-            }
-            if w.state() == SlotState::Closing && w.pins() == 1 {
-                mask.get_or_insert_with(MaskGuard::new);
-                if slot.cas(w, Word::FREE).is_ok() {
-                    // Unpublished; now the number may go back to the kernel.
-                    if sys::close(fd).is_err() {
-                        self.swallowed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
-            } else if slot.cas(w, w.with_pins(w.pins() - 1)).is_ok() {
-                return;
             }
         }
     }
@@ -475,117 +452,27 @@ impl FdTable {
         }
     }
 
-    /// How many visits of `fd` (generation `gen`) the calling thread's walks
-    /// have in progress. Async-signal-safe.
-    pub(crate) fn visits_here(&self, fd: RawFd, gen: u64) -> u64 {
-        visits::pins_held_here(self, fd, gen)
-    }
-
-    /// Unregister `fd` without closing it once no walk visits it: the path
-    /// behind `Tracked::into_inner`, whose caller has checked that no walk of
-    /// its own thread does (that pin would never go). Waits for other
-    /// threads' visits.
-    pub(crate) fn forget_entry(&self, fd: RawFd, gen: u64) {
-        self.forget_when_pins_at_most(fd, gen, 0);
-    }
-
-    /// Unregister `fd` without closing it once other threads' walks no longer
-    /// visit it, even if a walk of this thread does (that walk's unpin then
-    /// finds the slot gone and touches nothing). For the paths that must
-    /// neither panic nor wait for themselves: a panicking `into_owned_fd` and
-    /// a `Trackable` that handed back another descriptor. The number may stay
-    /// open under this thread's callback or be closed under it: either way
-    /// the table no longer acts on it.
-    pub(crate) fn forget_entry_leniently(&self, fd: RawFd, gen: u64) {
-        let own = visits::pins_held_here(self, fd, gen);
-        self.forget_when_pins_at_most(fd, gen, own);
-    }
-
-    fn forget_when_pins_at_most(&self, fd: RawFd, gen: u64, allowed: u64) {
-        let mut round = 0;
-        while !self.try_forget(fd, gen, allowed) {
-            backoff(round);
-            round = round.saturating_add(1);
-        }
-    }
-
-    /// Unregister `fd` without closing it unless any walk (this thread's
-    /// included) is visiting it; returns `false` and changes nothing in that
-    /// case. The path behind `Tracked::try_into_inner`.
-    pub(crate) fn try_forget_entry(&self, fd: RawFd, gen: u64) -> bool {
-        self.try_forget(fd, gen, 0)
-    }
-
-    /// Unregister `fd` (generation `gen`) without closing it if it has at
-    /// most `allowed` pins. Returns whether the entry is gone.
-    fn try_forget(&self, fd: RawFd, gen: u64, allowed: u64) -> bool {
-        let Some(slot) = self.slot(fd) else {
-            return true;
-        };
-        loop {
-            let w = slot.load();
-            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
-            if !ours {
-                return true;
-            }
-            if w.pins() > allowed {
-                return false;
-            }
-            if slot.cas(w, Word::FREE).is_ok() {
-                if w.state() == SlotState::Live {
-                    self.live.sub();
-                }
-                return true;
-            }
-        }
-    }
-
     /// Count a close error nobody could be told about.
     pub(crate) fn count_swallowed(&self) {
         self.swallowed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drop `close_all`'s pin on a live entry; if `release` succeeded (the
-    /// file is released) and the entry is still live, mark it `Retired` in
-    /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
-    /// also performs a close deferred behind this pin. Returns whether this
-    /// call retired a live entry; the caller then owes one
-    /// [`count_retired`](Self::count_retired) for it (batched: one atomic
-    /// operation per `close_all`, not per entry).
-    ///
-    /// `pinned` is the word as the pin left it: the likely current value, so
-    /// the common case is one compare-and-swap and no extra load.
-    pub(crate) fn retire_and_unpin(
-        &self,
-        slot: &Slot,
-        fd: RawFd,
-        pinned: Word,
-        released: bool,
-    ) -> bool {
-        if released {
-            let mut w = pinned;
-            loop {
-                debug_assert!(
-                    w.gen() == pinned.gen() && w.pins() > 0,
-                    "pinned slot changed owner"
-                );
-                if w.state() != SlotState::Live {
-                    break;
-                }
-                let retired = w.with_state(SlotState::Retired).with_pins(w.pins() - 1);
-                match slot.cas(w, retired) {
-                    Ok(()) => return true,
-                    Err(now) => w = now,
-                }
-            }
-        }
-        self.unpin(slot, fd, pinned.gen());
-        false
+    /// A `Live` entry was unpublished (closed or taken back).
+    pub(crate) fn count_unpublished_live(&self) {
+        self.live.sub();
     }
 
-    /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
-    pub(crate) fn count_retired(&self, n: usize) {
+    /// `n` `Live` entries were retired (batched by `close_all`).
+    pub(crate) fn count_retired_live(&self, n: usize) {
         self.live.sub_n(n);
+    }
+
+    /// Make [`len`](Self::len) exactly `n`: for the fork child, whose copy
+    /// of the counter may be off (a fork between another thread's
+    /// publishing compare-and-swap and its count update), after it has
+    /// counted its `Live` entries. Only one thread may exist.
+    pub(crate) fn reset_live_count(&self, n: usize) {
+        self.live.reset_to(n);
     }
 
     /// Visit every published number with atomic loads only: the walk behind

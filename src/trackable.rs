@@ -61,6 +61,15 @@ pub enum FdKind {
     /// Unix listener polls readable for good while `recv`/`accept` keep
     /// failing with `EAGAIN`, so an edge-triggered runtime's retry loop
     /// (tokio's) spins on it: declare those `RegisteredOther`.
+    ///
+    /// A *listening* socket has no connection to end; on Linux `shutdown`
+    /// stops it taking new ones, and what happens to those already queued
+    /// depends on the family: a TCP listener stops listening (queued
+    /// connections are reset, `accept` fails), while a Unix listener refuses
+    /// new connections but still hands out the ones queued before the call
+    /// (and, registered, spins an edge-triggered runtime: see below).
+    /// Drop such a listener's handle (or cancel the task that accepts) to be
+    /// sure nothing more is accepted.
     RegisteredSocket,
     /// Any other descriptor registered with an async runtime: `close_all`
     /// cannot release it without breaking the runtime's registration, so it

@@ -109,14 +109,21 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// is already released then, and a retry could close a number another
     /// thread has just opened).
     ///
-    /// Never waits when `T` keeps [`Trackable`]'s contract: if a
-    /// [`FdTable::for_each`] callback (on any thread, this one included) is
-    /// visiting this descriptor right now, the close is deferred until that
-    /// callback returns, this returns `Ok(())` at once, and an error of the
+    /// Never waits for the table when `T` keeps [`Trackable`]'s contract: if
+    /// the entry is pinned right now (a [`FdTable::for_each`] callback on
+    /// any thread, this one included, is visiting it, or a
+    /// [`FdTable::close_all`] is releasing it), the close is deferred until
+    /// the pin goes, this returns `Ok(())` at once, and an error of the
     /// deferred close is counted in [`FdTable::swallowed_close_errors`]. Only
     /// if `T` breaks the contract (its `into_owned_fd` panics, or hands back
     /// another descriptor than the one tracked) does it wait for other
     /// threads' visits of the tracked number before unregistering it.
+    ///
+    /// `close(2)` runs with this thread's asynchronous signals blocked (so a
+    /// handler never sees the number closed but still tracked): a close that
+    /// blocks in the kernel (the last close of a socket with `SO_LINGER` and
+    /// unsent data, a file on NFS or FUSE) delays this thread's signals for
+    /// as long as it blocks. The same holds for dropping the handle.
     ///
     /// Not async-signal-safe only because it runs the resource's
     /// `into_owned_fd`; for std's types the path itself is one mask pair, two
@@ -154,14 +161,18 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// Unregister the descriptor without closing it and hand the resource
     /// back.
     ///
-    /// Waits while a `for_each` callback on another thread is visiting this
-    /// descriptor (the number must stay valid for it, and the caller may
-    /// close it as soon as this returns). After [`FdTable::close_all`] the
-    /// resource holds the dead placeholder, on which I/O fails.
+    /// Waits while another thread pins the entry: a `for_each` callback
+    /// visiting it, a [`FdTable::close_all`] releasing it, ... (the number
+    /// must stay valid for them, and the caller may close it as soon as this
+    /// returns). After [`FdTable::close_all`] the resource holds the dead
+    /// placeholder, on which I/O fails.
     ///
     /// Like taking a lock, this can deadlock if misused: two threads whose
     /// walk callbacks each call `into_inner` on the entry the *other* is
-    /// visiting wait for each other forever. From a callback, prefer
+    /// visiting wait for each other forever; so does a callback that hands
+    /// the handle it is visiting to another thread and waits for that
+    /// thread, which calls `into_inner` (it waits for the callback's pin,
+    /// the callback waits for it). From a callback, prefer
     /// [`try_into_inner`](Tracked::try_into_inner), which never waits, or
     /// [`close`](Tracked::close), which defers.
     ///
@@ -208,18 +219,18 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     }
 
     /// [`into_inner`](Tracked::into_inner) that never waits and never
-    /// panics: while any walk is visiting this entry (on another thread, or
-    /// the calling thread's own callback), the handle comes back unchanged
-    /// in `Err`.
+    /// panics: while the entry is pinned (a walk visiting it, on another
+    /// thread or in the calling thread's own callback; a
+    /// [`FdTable::close_all`] releasing it on another thread; ...), the
+    /// handle comes back unchanged in `Err`.
     ///
     /// Not async-signal-safe (runs no user code, but hands back a resource
     /// whose drop may).
     ///
     /// # Errors
     /// `Err(self)`, with the handle still tracked and still owning the
-    /// descriptor, while a `for_each` callback is visiting this entry. Retry
-    /// later, or [`close`](Tracked::close) it (deferred until the visit
-    /// ends).
+    /// descriptor, while the entry is pinned (see above). Retry later, or
+    /// [`close`](Tracked::close) it (deferred until the pin goes).
     ///
     /// # Examples
     /// ```

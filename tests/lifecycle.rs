@@ -190,7 +190,7 @@ fn close_all_releases_the_file_at_once_so_a_pipe_reader_sees_eof() {
 #[test]
 fn close_all_keeps_the_number_reserved_until_the_handle_drops() {
     let _serial = util::serial();
-    // Not /dev/null: that is what the placeholder names.
+    // A file of its own, to tell it from the placeholder.
     let mut file = TABLE.track(File::open("/dev/zero").unwrap()).unwrap();
     let fd = file.as_raw_fd();
     let id = identity(fd).unwrap();

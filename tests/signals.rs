@@ -257,7 +257,7 @@ fn storm_while_releasing(release: Release) {
             break;
         }
         rounds += 1;
-        // Not /dev/null: that is what the placeholder names, and the handler
+        // A file of its own (not a pipe, like the placeholder): the handler
         // must tell the original file from the placeholder.
         let handle = TABLE
             .track(std::fs::File::open("/dev/zero").expect("open /dev/zero"))
@@ -599,39 +599,9 @@ fn table_operations_leave_the_thread_mask_as_they_found_it() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_close_syscall_runs_with_async_signals_blocked() {
-    use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-
     let _serial = util::serial();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (_peer, _) = listener.accept().unwrap(); // never reads: the data stays unsent
-    client.set_nonblocking(true).unwrap();
-    let chunk = [0u8; 64 * 1024];
-    let mut filled = Deadline::new(Duration::from_secs(10), 100_000);
-    while filled.tick() {
-        match client.write(&chunk) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("fill: {e}"),
-        }
-    }
-    client.set_nonblocking(false).unwrap();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 2,
-    };
-    // SAFETY: a valid `linger` for SO_LINGER on our own socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            client.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    // The peer never reads: the data stays unsent.
+    let (client, _peer) = util::lingering_socket(2);
     let handle = TABLE.track(client).unwrap();
 
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -670,4 +640,90 @@ fn the_close_syscall_runs_with_async_signals_blocked() {
         );
     }
     assert!(TABLE.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Review finding 2: no batch mask in close_all
+// ---------------------------------------------------------------------------
+
+/// How long the kernel keeps a `dup3` over the lingering socket waiting:
+/// far longer than the test waits for the child to die.
+const LINGER_SECONDS: libc::c_int = 120;
+
+/// A single-threaded program stuck in `close_all` (the last close of a
+/// socket with `SO_LINGER` and unsent data blocks in the kernel; NFS and
+/// FUSE files, ttys draining do the same) can still be killed by a
+/// default-action SIGINT at once, as after a first Ctrl-C that restored
+/// the default: `close_all` runs its releases with signals deliverable.
+/// Before the fix it held every async signal blocked for the whole batch,
+/// so the second Ctrl-C waited for the kernel.
+///
+/// The program is a fork child (single-threaded, like the programs the
+/// finding is about); the parent drops its copy of the socket, so the
+/// child's `dup3` drops the last reference and lingers, then looks at the
+/// child's `SigBlk` while it sleeps in `dup3` and sends SIGINT.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigint_kills_a_process_blocked_in_close_all_at_once() {
+    let _serial = util::serial();
+    let (client, peer) = util::lingering_socket(LINGER_SECONDS);
+    let (go_read, go_write) = util::pipe();
+    // SAFETY: the child makes only async-signal-safe calls (and `track`'s
+    // chunk `mmap`) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY (whole child): raw calls on locals; `_exit` at the end.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            let mut byte = 0u8;
+            if libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+            let Ok(handle) = TABLE.track(client) else {
+                libc::_exit(2);
+            };
+            let report = TABLE.close_all();
+            std::mem::forget((handle, report));
+            libc::_exit(3);
+        }
+    }
+    // The child's copy is now the only one: its `dup3` is the last close.
+    drop(client);
+    // SAFETY: one byte from a local to our pipe.
+    assert_eq!(
+        unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) },
+        1
+    );
+    // Wait (bounded) until it sleeps inside the release.
+    let mut deadline = Deadline::new(Duration::from_secs(30), u64::MAX);
+    let mut in_dup3 = false;
+    while deadline.tick() {
+        if util::blocked_in_syscall(pid) == Some(libc::SYS_dup3) {
+            in_dup3 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let blocked = util::blocked_signals(pid);
+    // SAFETY: `pid` is our unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // Generous, yet far below the linger time: a hang detector.
+    let end = util::wait_child(pid, Duration::from_secs(60)).unwrap();
+    drop(peer);
+    assert!(in_dup3, "the child never blocked in dup3 ({end:?})");
+    assert_eq!(
+        blocked & (1 << (libc::SIGINT - 1)),
+        0,
+        "SIGINT was blocked while close_all waited in the kernel (SigBlk {blocked:#x})"
+    );
+    assert_eq!(
+        end,
+        util::ChildEnd::Signaled(libc::SIGINT),
+        "the child was not killed by SIGINT while stuck in close_all"
+    );
 }

@@ -212,6 +212,17 @@ fn control_a_blocking_read_misses_the_first_ctrl_c_and_the_second_kills_without_
     std::thread::sleep(Duration::from_millis(500));
     assert!(!tmux.screen().contains("cleaning up"), "{}", tmux.screen());
     tmux.key("C-c");
+    // Type the next command only once the shell is back: typed while the
+    // program still runs, it would be the program's input (a flaky race).
+    let deadline = Instant::now() + PROMPTLY;
+    while !tmux.screen().trim_end().ends_with('$') {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt after the second Ctrl-C:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(tmux.last_status(), 130, "{}", tmux.screen());
     assert!(!tmux.screen().contains("cleaned up"));
     assert!(

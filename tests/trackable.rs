@@ -243,3 +243,88 @@ fn close_all_leaves_a_registered_other_open_and_reports_it() {
     assert!(!is_open(fd));
     assert!(TABLE.is_empty());
 }
+
+/// A listening socket registered with an async runtime.
+#[derive(Debug)]
+struct RegisteredListener<L>(L);
+
+impl<L: AsFd> AsFd for RegisteredListener<L> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// SAFETY: as above (`L` is std's listener, which owns its descriptor).
+unsafe impl<L: AsFd + Into<OwnedFd>> Trackable for RegisteredListener<L> {
+    const KIND: FdKind = FdKind::RegisteredSocket;
+    fn into_owned_fd(self) -> OwnedFd {
+        self.0.into()
+    }
+}
+
+/// Table review finding 10: what `shutdown(2)` does to a *listening*
+/// `RegisteredSocket`, as `FdKind`'s docs say. A Unix listener refuses new
+/// connections but still hands out one queued before `close_all`; a TCP
+/// listener stops listening: new connections are refused, queued ones are
+/// reset, and `accept` fails.
+#[test]
+fn close_all_on_registered_listeners_does_what_the_docs_say() {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::UnixListener;
+    let _serial = util::serial();
+    let dir = std::env::temp_dir().join(format!("fdtable-listener-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("socket");
+
+    let unix = TABLE
+        .track(RegisteredListener(UnixListener::bind(&path).unwrap()))
+        .unwrap();
+    let mut queued = UnixStream::connect(&path).unwrap();
+    let tcp = TABLE
+        .track(RegisteredListener(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        ))
+        .unwrap();
+    let address = tcp.0.local_addr().unwrap();
+    let mut tcp_queued = TcpStream::connect(address).unwrap();
+
+    let report = TABLE.close_all();
+    assert_eq!((report.released(), report.is_ok()), (2, true), "{report:?}");
+
+    // Unix: new connections refused, the queued one still handed out.
+    let late = UnixStream::connect(&path).map(drop);
+    assert_eq!(
+        late.map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused),
+        "a Unix listener accepted a new connection after close_all"
+    );
+    unix.0.set_nonblocking(true).unwrap();
+    let (mut accepted, _) = unix
+        .0
+        .accept()
+        .expect("the connection queued before close_all is still handed out");
+    queued.write_all(b"hi").unwrap();
+    let mut buf = [0u8; 2];
+    accepted.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hi");
+
+    // TCP: no longer listening; the queued connection is reset.
+    assert!(
+        TcpStream::connect(address).is_err(),
+        "a TCP listener accepted a new connection after close_all"
+    );
+    tcp.0.set_nonblocking(true).unwrap();
+    assert!(tcp.0.accept().is_err(), "a TCP listener still accepts");
+    tcp_queued
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let read = tcp_queued.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+        "the queued TCP connection was not reset: {read:?}"
+    );
+
+    drop((unix, tcp, accepted));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(TABLE.is_empty());
+}

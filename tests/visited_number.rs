@@ -294,3 +294,118 @@ fn a_conversion_panicking_inside_its_own_visit_unregisters_once_and_the_stale_un
     );
     assert_clean();
 }
+
+/// One more than a slot's pin count can hold (13 bits: 8 191 visits).
+const PAST_SATURATION: usize = 8193;
+
+/// A table of its own: a failing run leaves a hung thread pinning it.
+static SATURATED: FdTable = FdTable::new();
+
+/// Walk `SATURATED` nested `depth` deep, all on the one entry `fd`; in the
+/// innermost callback run `innermost`; after each inner walk returns,
+/// check that `fd` is still open and published. Returns how deep it got.
+fn nest(depth: usize, fd: RawFd, innermost: &mut dyn FnMut()) -> usize {
+    if depth == 0 {
+        innermost();
+        return 0;
+    }
+    let mut reached = 0;
+    SATURATED.for_each(|visited| {
+        assert_eq!(visited.as_raw_fd(), fd);
+        reached = 1 + nest(depth - 1, fd, innermost);
+        assert!(
+            is_open(fd) && SATURATED.contains(fd),
+            "closed under an outer visit"
+        );
+    });
+    reached
+}
+
+/// Table review finding 6: 8 191 nested walks of one entry on one thread
+/// saturate its pin count. The next nested walk, and a `close_all` in the
+/// innermost callback, used to wait for a pin that only this thread could
+/// release: a self-deadlock (with signals blocked, for `close_all`). They
+/// now visit (and retire) on the pins this thread already holds, which keep
+/// the number reserved until the outermost callback returns.
+#[test]
+fn nested_walks_past_the_pin_limit_neither_hang_nor_lose_the_number() {
+    let _serial = util::serial();
+    let (r, _w) = util::pipe();
+    let fd = r.as_raw_fd();
+    let id = identity(fd).unwrap();
+    let placeholder = util::placeholder_identity();
+    let handle = SATURATED.track(r).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Deep recursion: a thread with a stack to match (reserved, not used).
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || {
+            let mut handle = Some(handle);
+            let mut released = None;
+            let reached = nest(PAST_SATURATION, fd, &mut || {
+                assert_eq!(identity(fd), Some(id), "recycled under the visit");
+                let h = handle.take().unwrap();
+                // Refused: this thread's walks visit it.
+                let h = h.try_into_inner().unwrap_err();
+                released = Some(SATURATED.close_all().released());
+                assert_eq!(identity(fd), Some(placeholder), "not retired");
+                drop(h); // deferred until the outermost callback returns
+                assert!(is_open(fd) && SATURATED.contains(fd));
+            });
+            let _ = tx.send((reached, released));
+        })
+        .unwrap();
+    let (reached, released) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("nested walks past the pin limit hang (or panicked)");
+    assert_eq!(reached, PAST_SATURATION);
+    assert_eq!(released, Some(1), "close_all did not retire the entry");
+    assert!(!is_open(fd), "the deferred close did not happen");
+    assert!(!SATURATED.contains(fd) && SATURATED.is_empty());
+    assert_eq!(SATURATED.swallowed_close_errors(), 0);
+}
+
+/// Table review finding 9: walks are not the only pins. A `close_all`
+/// releasing an entry pins it too: meanwhile `try_into_inner` is refused
+/// and `into_inner` waits (here for as long as the release blocks in the
+/// kernel: the last close of a socket with `SO_LINGER` and unsent data),
+/// as their docs say, with no `for_each` anywhere.
+#[cfg(target_os = "linux")]
+#[test]
+fn close_all_in_progress_pins_the_entry_it_releases() {
+    let _serial = util::serial();
+    let (client, peer) = util::lingering_socket(3);
+    let fd = client.as_raw_fd();
+    let handle = TABLE.track(client).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let releaser = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        TABLE.close_all()
+    });
+    let tid = tid_rx.recv().unwrap();
+    let mut deadline = util::Deadline::new(std::time::Duration::from_secs(30), u64::MAX);
+    while util::blocked_in_syscall(tid) != Some(libc::SYS_dup3) {
+        assert!(
+            deadline.tick() && !releaser.is_finished(),
+            "close_all never blocked in dup3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let handle = handle
+        .try_into_inner()
+        .expect_err("try_into_inner took an entry close_all is releasing");
+    // Waits for close_all's pin, then hands back the retired resource.
+    let back = util::within(WAIT * 6, "into_inner after close_all", move || {
+        handle.into_inner()
+    });
+    let report = releaser.join().unwrap();
+    assert_eq!((report.released(), report.is_ok()), (1, true), "{report:?}");
+    assert_eq!(
+        identity(back.as_raw_fd()),
+        Some(util::placeholder_identity())
+    );
+    assert!(!TABLE.contains(fd));
+    drop((back, peer));
+    assert_clean();
+}

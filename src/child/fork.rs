@@ -99,8 +99,10 @@ impl FdTable {
     ///
     /// Like [`close_all`](FdTable::close_all), but async-signal-safe: each
     /// published number not in `keep` gets the dead placeholder `dup3`-ed
-    /// over it (on Linux an `O_PATH` descriptor of `/dev/null`: I/O through
-    /// it fails with `EBADF`, path lookups with `ENOTDIR`). The child's
+    /// over it (on Linux an `O_PATH` descriptor of a private pipe: I/O
+    /// through it fails with `EBADF`, path lookups with `ENOTDIR`, and it
+    /// shares no inode with anything; see [Resources](FdTable#resources)).
+    /// The child's
     /// reference to the parent's file is dropped at once (a pipe's writer
     /// count falls, a listening socket is no longer held by the worker) while
     /// the number stays reserved, so the `Tracked` handles the child
@@ -115,7 +117,15 @@ impl FdTable {
     /// (which does not wait) or `try_into_inner`; and an entry whose close
     /// was deferred behind such a walk is closed here and its number freed
     /// (counted as released). Only walks of the forking thread itself (it
-    /// forked from inside a `for_each` callback) keep their pins.
+    /// forked from inside a `for_each` callback) keep their pins. The
+    /// child's [`len`](FdTable::len) is recounted from its entries (a fork
+    /// between another thread's publishing step and its count update would
+    /// otherwise leave it off for good).
+    ///
+    /// No signal mask is held across the walk (only around the closes of
+    /// deferred entries), so a `dup3` that blocks in the kernel (it drops
+    /// the child's last reference to a lingering socket, say) leaves the
+    /// child killable by its signals.
     ///
     /// The placeholder is the process-wide one, opened before the fork by the
     /// first `track`, so this needs no new descriptor and works at the
@@ -135,17 +145,31 @@ impl FdTable {
     /// Async-signal-safe, allocation-free, no lock.
     ///
     /// # Errors
-    /// The placeholder was lost (its number closed or reused by code that
-    /// does not own it) and a new one cannot be opened (`EMFILE`), or a
-    /// `dup3(2)` failed. Every other entry is still released and the pins are
-    /// still forgotten; the entries that could not be released keep their
-    /// files.
+    /// The first failure, as an OS error (nothing is allocated here):
+    /// - the placeholder was lost (its number closed or reused by code that
+    ///   does not own it) and a new one cannot be opened (`EMFILE`);
+    /// - a `dup3(2)` failed: `EBADF` for a number at or above the soft
+    ///   `RLIMIT_NOFILE` (`dup3` refuses such a target; the limit is not
+    ///   raised behind the program's back).
+    ///
+    /// Every other entry is still released and the pins are still
+    /// forgotten; the entries that could not be released keep their files.
     ///
     /// # Safety
     /// Call it only in a child process right after `fork` (before any other
     /// thread is started in it). Until it returns, nothing else in the child
     /// may use the table. Afterwards the handles are safe to drop, but I/O
     /// through any of them except those kept fails.
+    ///
+    /// Do not call it in a child forked from a signal handler that may have
+    /// interrupted a [`for_each`](FdTable::for_each) or a
+    /// [`close_all`](FdTable::close_all) of the forking thread: a walk
+    /// interrupted between taking its pin and recording it in the thread's
+    /// visit list (a few instructions, not masked: a mask pair per entry
+    /// would double the walk's cost) holds a pin this call cannot tell from
+    /// another thread's, so it forgets it, and once the handler returns the
+    /// walk's callback runs on a number the child's table no longer keeps
+    /// reserved for it.
     ///
     /// # What the child can and cannot promise
     /// `fork(2)` copies the kernel's descriptor table first and the process
@@ -156,12 +180,17 @@ impl FdTable {
     /// file at `N`, and this call swaps the placeholder over that foreign
     /// file in the child (the parent is not affected). Conversely an entry
     /// unpublished and closed in that window stays open in the child,
-    /// close-on-exec and untracked. What the child can promise: it never
-    /// touches a descriptor the forking thread owns (that thread is inside
-    /// `fork` for the whole window, so no other thread can reuse its
-    /// numbers), never one opened before the fork and never tracked, and
-    /// after this call every number the child's table publishes either names
-    /// the placeholder or is in `keep`.
+    /// close-on-exec and untracked; and an entry another thread takes back
+    /// with [`Tracked::into_inner`](crate::Tracked::into_inner) in that
+    /// window may still be published in the child, which then retires that
+    /// (now untracked) descriptor in its own copy. What the child can
+    /// promise: it never touches a descriptor the forking thread owns (that
+    /// thread is inside `fork` for the whole window, so no other thread can
+    /// reuse its numbers), never an untracked one that was open before the
+    /// fork began and is still open when `fork` returns in the parent (the
+    /// foreign file above was closed in between), and after this call every
+    /// number the child's table publishes either names the placeholder or
+    /// is in `keep`.
     ///
     /// # Examples
     /// A prefork worker keeps the listening socket and lets go of the rest:
@@ -201,11 +230,14 @@ impl FdTable {
     /// `fork(2)`, `signal-safety(7)`, `dup3(2)`
     pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
         // A quarantined parent's child has no signal thread: give its only
-        // thread the pre-quarantine mask back, before the guard below saves
+        // thread the pre-quarantine mask back, before any guard below saves
         // the mask it will restore.
         // SAFETY: the caller guarantees a fork child before any other thread.
         unsafe { crate::quarantine::leave_in_child() };
-        let _mask = MaskGuard::new();
+        // No mask for the whole walk: a swap leaves the number published
+        // and open, and a `dup3` that drops the child's last reference to a
+        // lingering socket may block; the closes in `settle_in_child` take
+        // their own guard.
         // Checked lazily, at the first number that needs it: a table with
         // nothing to release needs no placeholder at all.
         let mut placeholder: Option<io::Result<RawFd>> = None;
@@ -248,11 +280,18 @@ impl FdTable {
     /// entry whose close was deferred behind pins that are all gone is
     /// unpublished and its number closed here (it has no handle left).
     ///
+    /// The live count is recounted too: the parent updates it right after
+    /// each publishing or unpublishing compare-and-swap, so a fork between
+    /// the two leaves the child's copy off by one for good.
+    ///
     /// Async-signal-safe and allocation-free: atomics, the thread's pin list
-    /// (stack memory), `close(2)`. The caller holds the signal mask; no other
-    /// thread exists, so every CAS succeeds at its first try.
+    /// (stack memory), `close(2)` under a [`MaskGuard`] (unpublished and
+    /// closed as one step for this thread's handlers). No other thread
+    /// exists, so every CAS succeeds at its first try unless a handler of
+    /// this thread changes the slot.
     fn settle_in_child(&self, mut f: impl FnMut(RawFd)) -> usize {
         let mut closed = 0;
+        let mut live = 0;
         for (base, slots) in self.chunks_in_use() {
             for (fd, slot) in (base..).zip(slots) {
                 loop {
@@ -262,6 +301,7 @@ impl FdTable {
                     }
                     let own = visits::pins_held_here(self, fd, w.gen()).min(w.pins());
                     if w.state() == SlotState::Closing && own == 0 {
+                        let _mask = MaskGuard::new();
                         if slot.cas(w, Word::FREE).is_err() {
                             continue;
                         }
@@ -273,12 +313,14 @@ impl FdTable {
                         break;
                     }
                     if own == w.pins() || slot.cas(w, w.with_pins(own)).is_ok() {
+                        live += usize::from(w.state() == SlotState::Live);
                         f(fd);
                         break;
                     }
                 }
             }
         }
+        self.reset_live_count(live);
         closed
     }
 }

@@ -119,14 +119,12 @@ fn cloexec(fd: RawFd) -> bool {
     flags != -1 && flags & libc::FD_CLOEXEC != 0
 }
 
-/// What `close_all` swaps in on Linux: an `O_PATH` descriptor of
-/// `/dev/null` (so tracked files are `/dev/zero`, to tell them apart).
+/// What `close_all` swaps in, learned once by retiring a pipe end on a
+/// table of its own ([`util::placeholder_identity`]) before any sequence
+/// runs.
 fn placeholder() -> Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
-    *ID.get_or_init(|| {
-        let null = File::open("/dev/null").expect("open /dev/null");
-        identity(null.as_raw_fd()).expect("fstat /dev/null")
-    })
+    *ID.get_or_init(util::placeholder_identity)
 }
 
 /// Descriptors opened once per process and never tracked: every check

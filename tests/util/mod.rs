@@ -50,11 +50,49 @@ pub fn ensure_placeholder() {
     }
 }
 
-/// `(st_dev, st_ino)` of what `close_all` swaps in: on Linux an `O_PATH`
-/// descriptor of `/dev/null`.
+/// `(st_dev, st_ino)` of what `close_all` swaps in (on Linux an `O_PATH`
+/// descriptor of a private pipe), learned the way a user would see it: by
+/// retiring a tracked pipe end on a table of its own and looking at what
+/// its number names then.
 pub fn placeholder_identity() -> (u64, u64) {
-    let null = File::open("/dev/null").expect("open /dev/null");
-    identity(null.as_raw_fd()).expect("fstat /dev/null")
+    #[cfg(not(fdtable_loom))]
+    static PROBE: fdtable::FdTable = fdtable::FdTable::new();
+    // Under `--cfg fdtable_loom` tables are not `const` (and this runs
+    // inside a model).
+    #[cfg(fdtable_loom)]
+    let table = fdtable::FdTable::new();
+    #[cfg(fdtable_loom)]
+    let probe_table = &table;
+    #[cfg(not(fdtable_loom))]
+    let probe_table = &PROBE;
+    let (read, _write) = pipe();
+    let pipe_id = identity(read.as_raw_fd()).expect("fstat pipe");
+    let probe = probe_table.track(read).expect("track a pipe end");
+    // Another thread may retire it first (this table is shared by callers):
+    // the number names the placeholder either way.
+    let report = probe_table.close_all();
+    assert!(report.is_ok(), "{report:?}");
+    let retired = identity(probe.as_raw_fd()).expect("a retired number stays open");
+    assert_ne!(retired, pipe_id, "close_all left the pipe in place");
+    drop(probe);
+    retired
+}
+
+/// The number of this process's placeholder: the descriptor other than
+/// `except` whose identity is [`placeholder_identity`]'s, found through
+/// `/proc/self/fd`. Call it where no other test retires anything.
+pub fn placeholder_fd() -> RawFd {
+    let id = placeholder_identity();
+    let numbers: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let found: Vec<RawFd> = numbers
+        .into_iter()
+        .filter(|&fd| identity(fd) == Some(id))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one placeholder: {found:?}");
+    found[0]
 }
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
@@ -614,6 +652,22 @@ pub fn run_helper(
     mode: &str,
     limit: Duration,
 ) -> (std::process::ExitStatus, Vec<String>) {
+    let mut command = helper_command(env, mode);
+    let what = format!("helper {mode}");
+    let out = within(limit, &what, move || {
+        command.output().expect("spawn helper")
+    });
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out.status, lines)
+}
+
+/// The command [`run_helper`] runs, for a test that spawns it itself (to
+/// talk to it while it runs, or to add its own `pre_exec` step, which runs
+/// after the signal reset).
+pub fn helper_command(env: &str, mode: &str) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
@@ -639,15 +693,76 @@ pub fn run_helper(
             Ok(())
         });
     }
-    let what = format!("helper {mode}");
-    let out = within(limit, &what, move || {
-        command.output().expect("spawn helper")
-    });
-    let lines = String::from_utf8_lossy(&out.stdout)
+    command
+}
+
+/// A TCP connection whose `client` end has data queued that its `peer`
+/// never reads, with `SO_LINGER` set to `seconds`: the last close of the
+/// client's socket (a `close(2)`, or a `dup3` over its last descriptor)
+/// blocks in the kernel for that long. Returns `(client, peer)`; keep the
+/// peer open meanwhile.
+pub fn lingering_socket(seconds: libc::c_int) -> (std::net::TcpStream, std::net::TcpStream) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (peer, _) = listener.accept().expect("accept");
+    // A small receive window on the peer: the queue fills sooner.
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid int option on our own socket.
+    unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    client.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 64 * 1024];
+    let mut filled = Deadline::new(Duration::from_secs(10), 100_000);
+    while filled.tick() {
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: seconds,
+    };
+    // SAFETY: a valid `linger` for SO_LINGER on our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    (client, peer)
+}
+
+/// The syscall number `tid` (a thread of this process, or a process) is
+/// blocked in, from `/proc/<tid>/syscall`; `None` while it runs in user
+/// space or cannot be read.
+pub fn blocked_in_syscall(tid: libc::pid_t) -> Option<libc::c_long> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// The signals blocked on `tid`, from `SigBlk` in `/proc/<tid>/status`.
+pub fn blocked_signals(tid: libc::pid_t) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).expect("read status");
+    status
         .lines()
-        .map(str::to_owned)
-        .collect();
-    (out.status, lines)
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).expect("SigBlk"))
+        .expect("no SigBlk line")
 }
 
 /// In a helper process: print `line` on a line of its own (libtest has
