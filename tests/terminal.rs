@@ -118,9 +118,32 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// The server's socket file: where the server says it is, or where tmux
+    /// puts one by default (`$TMUX_TMPDIR`, else `/tmp`, then
+    /// `tmux-<uid>/<name>`) when the server cannot answer.
+    fn socket_path(&self) -> PathBuf {
+        let out = self.run(&["display-message", "-p", "#{socket_path}"]);
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !said.is_empty() {
+            return PathBuf::from(said);
+        }
+        let dir = std::env::var_os("TMUX_TMPDIR")
+            .filter(|dir| !dir.is_empty())
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        // SAFETY: getuid(2) has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        dir.join(format!("tmux-{uid}")).join(&self.socket)
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // tmux leaves the socket file behind when its server exits, and
+        // every test run names a new one: remove it, or they pile up.
+        let socket = self.socket_path();
         let _ = self.run(&["kill-server"]);
+        let _ = std::fs::remove_file(socket);
     }
 }
 
