@@ -161,6 +161,7 @@ const _: () = {
     send_sync::<Tracked<'static, std::fs::File>>();
     send_sync::<CloseAllReport>();
     send_sync::<Interrupts>();
+    send_sync::<ForegroundChild<'static>>();
     #[cfg(feature = "tokio")]
     send_sync::<AsyncInterrupts>();
     #[cfg(feature = "tokio")]

@@ -378,7 +378,6 @@ impl MaskGuard {
     ///
     /// # References
     /// `pthread_sigmask(3)`
-    #[must_use = "signals are unblocked again as soon as the guard is dropped"]
     pub fn new() -> MaskGuard {
         let depth = DEPTH.with(Cell::get);
         let outermost = (depth == 0).then(|| {

@@ -101,7 +101,20 @@ unsafe impl Sync for OriginalMask {}
 static ORIGINAL_MASK: OriginalMask = OriginalMask(UnsafeCell::new(MaybeUninit::uninit()));
 
 /// What [`enter`] found and did.
+///
+/// The report is `#[must_use]`: threads that were already running when
+/// quarantine was entered are not covered by it, and
+/// [`preexisting_threads`](QuarantineReport::preexisting_threads) says how
+/// many there were.
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn main() -> std::io::Result<()> {
+///     fdtable::quarantine::enter()?; // error: unused `QuarantineReport`
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone)]
+#[must_use = "preexisting_threads() says how many threads quarantine does not cover"]
 pub struct QuarantineReport {
     preexisting_threads: Option<usize>,
     signal_thread_tid: Option<i64>,

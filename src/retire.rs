@@ -120,7 +120,6 @@ impl FdTable {
     /// #![deny(unused_must_use)]
     /// fdtable::FdTable::global().close_all(); // error: unused `CloseAllReport`
     /// ```
-    #[must_use = "the report lists the descriptors close_all could not release"]
     pub fn close_all(&self) -> CloseAllReport {
         let mut report = CloseAllReport::default();
         // Checked, not trusted: see `placeholder.rs`. At `EMFILE` a missing

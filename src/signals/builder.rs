@@ -57,7 +57,6 @@ impl InterruptsBuilder {
     /// once.
     ///
     /// Async-signal-safe (no allocation), like every setter.
-    #[must_use = "a builder does nothing until `install` is called"]
     pub fn signal(mut self, signal: Signal) -> Self {
         self.signals |= signal.bit();
         self
@@ -66,7 +65,6 @@ impl InterruptsBuilder {
     /// When `true` (the default), a signal that was ignored (`SIG_IGN`) when
     /// this crate first looked at it stays ignored: it is not handled, and
     /// [`Interrupts::ignored`] lists it. `false` handles it anyway.
-    #[must_use = "a builder does nothing until `install` is called"]
     pub fn respect_ignored(mut self, respect: bool) -> Self {
         self.respect_ignored = respect;
         self
@@ -81,7 +79,6 @@ impl InterruptsBuilder {
     /// program's): a signal arms and kills only while **every** live
     /// `Interrupts` handling it asked for this, so one opt-out wins. See
     /// [Several instances](Interrupts#several-instances-one-process-wide-policy).
-    #[must_use = "a builder does nothing until `install` is called"]
     pub fn second_signal_kills(mut self, kills: bool) -> Self {
         self.second_signal_kills = kills;
         self
@@ -102,7 +99,6 @@ impl InterruptsBuilder {
     /// off for every instance, the library's included, with
     /// [`Interrupts::disable_default_after_drop_globally`], which wins over
     /// this setting.
-    #[must_use = "a builder does nothing until `install` is called"]
     pub fn default_after_drop(mut self, restore: bool) -> Self {
         self.default_after_drop = restore;
         self

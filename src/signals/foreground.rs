@@ -19,6 +19,16 @@ use super::signal::Signal;
 /// on drop, including during a panic's unwinding. The state is the
 /// process's, not the thread's, so the scope may be dropped on any thread
 /// (it is `Send` and `Sync`, and may be held across an `.await`).
+///
+/// A scope that is dropped at once covers nothing:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn main() -> std::io::Result<()> {
+///     let interrupts = fdtable::Interrupts::install()?;
+///     interrupts.foreground_child()?; // dropped here: the scope is over
+///     Ok(())
+/// }
+/// ```
 #[must_use = "the scope ends when the ForegroundChild is dropped"]
 pub struct ForegroundChild<'a> {
     _interrupts: PhantomData<&'a Interrupts>,
