@@ -263,6 +263,12 @@ impl CloseAllReport {
     /// How many live entries were released: their files dropped and their
     /// numbers reserved by the placeholder, or (for
     /// [`FdKind::RegisteredSocket`]) their connections shut down.
+    ///
+    /// It can undercount: an entry whose handle is closed while `close_all`
+    /// holds it (a thread woken by its `shutdown` that drops the handle at
+    /// once, say) is released but not counted. Compare [`FdTable::len`]
+    /// before and after to count what a cleanup released.
+    ///
     /// Async-signal-safe.
     pub fn released(&self) -> usize {
         self.released
@@ -270,11 +276,14 @@ impl CloseAllReport {
 
     /// The live entries that were not released, each with its number and
     /// why: an [`FdKind::RegisteredOther`] entry (`ResourceBusy`), a
-    /// `RegisteredSocket` whose `shutdown` failed, or a failed `dup3` (a
+    /// `RegisteredSocket` whose `shutdown` failed, a failed `dup3` (a
     /// number at or above the soft `RLIMIT_NOFILE`: the message names the
     /// number and the limit, and the `EBADF` is its
-    /// [`source`](std::error::Error::source)). Each such entry stays live
-    /// and tracked. Async-signal-safe.
+    /// [`source`](std::error::Error::source)), or a lost placeholder (its
+    /// number closed or replaced by code that does not own it) that cannot
+    /// be opened again: then every entry that needed the swap gets the OS
+    /// error of that open (`EMFILE` at the descriptor limit). Each such
+    /// entry stays live and tracked. Async-signal-safe.
     pub fn errors(&self) -> &[(RawFd, io::Error)] {
         &self.errors
     }

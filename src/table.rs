@@ -310,8 +310,9 @@ impl FdTable {
     }
 
     /// How many `close(2)` errors were swallowed because no caller could be
-    /// told: handles dropped instead of [`Tracked::close`]d, and closes that
-    /// were deferred until a walk released the number.
+    /// told: handles dropped instead of [`Tracked::close`]d, closes that
+    /// were deferred until a walk released the number, and descriptors lost
+    /// by a failed [`Trackable::try_into_owned_fd`] of a dropped handle.
     ///
     /// Async-signal-safe.
     pub fn swallowed_close_errors(&self) -> usize {
@@ -349,6 +350,11 @@ impl FdTable {
     /// it), so it never waits for itself.
     ///
     /// Not async-signal-safe (runs your code).
+    ///
+    /// # Panics
+    /// When `f` panics: the panic propagates once the walk has released its
+    /// pin on the visited entry (running a close deferred behind it, if
+    /// any). Entries not yet reached are not visited.
     ///
     /// ```
     /// use fdtable::FdTable;

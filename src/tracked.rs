@@ -138,6 +138,12 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// number that was replaced behind its back, and closed it); the entry
     /// is unregistered without a second close.
     ///
+    /// # Panics
+    /// Only if `T`'s [`Trackable::try_into_owned_fd`] panics (never for
+    /// std's or tokio's types): the entry is unregistered without a close
+    /// (what the panicking code did to the descriptor is unknown), then the
+    /// panic continues.
+    ///
     /// # Examples
     /// ```
     /// use fdtable::FdTable;
@@ -273,6 +279,16 @@ impl<'t, T: Trackable> Tracked<'t, T> {
 }
 
 impl<T: Trackable> Drop for Tracked<'_, T> {
+    /// Close the descriptor and unregister it, as [`Tracked::close`] does,
+    /// counting an error in [`FdTable::swallowed_close_errors`] instead of
+    /// returning it.
+    ///
+    /// # Panics
+    /// Only if `T`'s [`Trackable::try_into_owned_fd`] panics (never for
+    /// std's or tokio's types): the entry is unregistered without a close,
+    /// then the panic continues. (Dropped while another panic unwinds, the
+    /// handle then aborts the process, as any destructor that panics during
+    /// unwinding does.)
     fn drop(&mut self) {
         // SAFETY: `drop` runs once and `resource` is not touched afterwards.
         let resource = unsafe { ManuallyDrop::take(&mut self.resource) };

@@ -55,7 +55,9 @@ impl Interrupts {
     ///
     /// # Errors
     /// The OS error of `sigaction(2)` if the handler for SIGINT or SIGQUIT
-    /// cannot be installed; then no scope is open.
+    /// cannot be installed, or of `pthread_atfork(3)` (`ENOMEM`) if the
+    /// fork-child reset cannot be registered (the first time this crate
+    /// handles a signal); then no scope is open.
     ///
     /// # Examples
     /// ```

@@ -274,8 +274,10 @@ impl Interrupts {
     /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
     ///
     /// # Errors
-    /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)` or
-    /// `sigaction(2)`.
+    /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)`,
+    /// `sigaction(2)` or `pthread_atfork(3)`, or an error when
+    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
+    /// SIGINT.
     ///
     /// Not async-signal-safe (allocates, takes a lock).
     pub fn install() -> io::Result<Interrupts> {

@@ -135,7 +135,7 @@ impl From<Signal> for c_int {
 pub struct UnsupportedSignal(c_int);
 
 impl UnsupportedSignal {
-    /// The number that was refused.
+    /// The number that was refused. Async-signal-safe.
     pub fn raw(&self) -> c_int {
         self.0
     }
