@@ -87,11 +87,11 @@
 //! number only once `fcntl` says it is closed.
 //!
 //! # Cross-thread windows are not half-updates
-//! A mask protects a thread against its own handlers only (`DESIGN.md`
-//! §4.4). When another thread's walk (or `close_all`) holds a pin on our
-//! descriptor, the deferred `close(2)` runs on *that* thread, which
-//! unpublishes first and closes right after: a handler on our thread may
-//! see that gap. So every walk is announced in two counters (begun, ended),
+//! A mask protects a thread against its own handlers only (a signal mask
+//! is per thread: see `MaskGuard`'s docs, `src/mask.rs`). When another
+//! thread's walk (or `close_all`) holds a pin on our descriptor, the
+//! deferred `close(2)` runs on *that* thread, which unpublishes first and
+//! closes right after: a handler on our thread may see that gap. So every walk is announced in two counters (begun, ended),
 //! and the handler excuses a mix only when a walk of another thread may
 //! have overlapped its look; those are counted apart ("excused"), never
 //! hidden.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Break each invariant of DESIGN.md on purpose and check that its test fails.
-(The T* mutants break the `tokio` feature's promises, issue 11.)
+"""Break each invariant on purpose and check that its test fails.
+(The invariants I1-I10 are the README's "Guarantees and their limits"; the
+T* mutants break the `tokio` feature's promises.)
 
     python3 scripts/invariant_mutants.py          # all mutants (a few minutes)
     python3 scripts/invariant_mutants.py I3 I4b   # some
@@ -15,7 +16,8 @@ import subprocess
 import sys
 
 # mutant -> (file, text to replace, broken text, the test that must catch it).
-# The name says which invariant of DESIGN.md section 3 it breaks.
+# The name says which invariant it breaks (I1-I10: the README's
+# "Guarantees and their limits"; T1-T4: its mutant table).
 M = {
  "I1": ("src/tracked.rs",
         "        if release(self.table, self.fd, self.gen, resource).is_err() {",

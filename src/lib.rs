@@ -48,7 +48,8 @@
 //! - [`table`](FdTable): the slot array, `track`, `for_each`
 //!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
 //!   geometry `src/chunks.rs`, pins and what waits for them
-//!   `src/pins.rs`, the walks' per-thread visit list `src/visits.rs`);
+//!   `src/pins.rs`, the walks' per-thread visit list `src/visits.rs`, the
+//!   striped live count behind `len` `src/counter.rs`);
 //!   `close_all` and its [`CloseAllReport`]
 //!   (`src/retire.rs`) with the process-wide dead placeholder
 //!   (`src/placeholder.rs`).
@@ -57,12 +58,14 @@
 //!   it (`src/trackable.rs`).
 //! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
-//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`],
+//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`] (and
+//!   [`UnsupportedSignal`], the error for any other number),
 //!   [`WaitOutcome`], [`ForegroundChild`]: Ctrl-C (and other termination
 //!   signals) as events on a pollable self-pipe, with one process-wide
 //!   "second Ctrl-C kills" policy, "die by the signal", a wait for "this
 //!   descriptor or an interrupt", and a scope that leaves Ctrl-C to an
-//!   interactive child (`src/signals/`; `examples/ctrlc_cleanup.rs`,
+//!   interactive child (`src/signals/`, whose `mod.rs` maps its files;
+//!   `examples/ctrlc_cleanup.rs`,
 //!   `examples/read_lines.rs` and `examples/foreground_child.rs` show the
 //!   patterns).
 //! - With the `tokio` feature: `AsyncInterrupts`, the receives as futures
@@ -74,11 +77,14 @@
 //!   pattern; `examples/async_cleanup.rs` shows it.
 //! - [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
-//!   and allocation-free (`src/child/`).
+//!   and allocation-free (`src/child/`, whose `mod.rs` maps its files: the
+//!   hook `run.rs`, per-command setup `setup.rs`, `pass_fd` placement
+//!   `pass.rs` and shared targets `holds.rs`, ...).
 //! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
 //!   on one thread, so guards elsewhere cost one cheap syscall instead of a
 //!   pair (`src/quarantine.rs`).
-//! - Raw syscalls live in `src/sys.rs`; atomics behind a `loom` seam in
+//! - Raw syscalls live in `src/sys.rs`; the slot state machine's atomics,
+//!   which `--cfg fdtable_loom` swaps for loom's model-checked ones, in
 //!   `src/sync.rs`.
 //!
 //! # Async-signal-safety
@@ -101,9 +107,10 @@
 //!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
-//! - The first `track` opens one descriptor that stays open for the life of
-//!   the process: the dead placeholder `close_all` swaps in (see
-//!   [`FdTable`]'s Resources).
+//! - The first `track` (or the first [`CommandExt::pass_fd`] target that
+//!   must stay reserved after its command is dropped) opens one descriptor
+//!   that stays open for the life of the process: the dead placeholder
+//!   `close_all` swaps in (see [`FdTable`]'s Resources).
 //! - [`Tracked::into_inner`] panics when called from the `for_each` callback
 //!   that is visiting its entry (it would wait for itself);
 //!   [`Tracked::try_into_inner`] and [`Tracked::close`] are the ways out

@@ -55,8 +55,11 @@
 //!   pending on it: that thread has them blocked for good.
 //! - Code that unblocks asynchronous signals on a worker makes handlers run
 //!   there again (guards on it then pay the syscall pair); do not do that.
-//! - Quarantine cannot be left: the masks it set are inherited by every
-//!   thread created since.
+//! - Quarantine cannot be left in the process that entered it: the masks
+//!   it set are inherited by every thread created since. (A fork child
+//!   leaves it in
+//!   [`FdTable::retire_all_in_child`](crate::FdTable::retire_all_in_child),
+//!   see below.)
 //! - A `fork` child that goes on running (no `exec`) inherits the forking
 //!   thread's fully blocked mask but not the signal thread: no asynchronous
 //!   signal is ever delivered to it (it survives `kill -TERM`, and an

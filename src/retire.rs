@@ -16,11 +16,12 @@ impl FdTable {
     ///
     /// Handles may still be in use on other threads, so their numbers cannot
     /// go back to the kernel yet (the next `open` would reuse them under a
-    /// thread still writing to "its" file). Instead each live descriptor is
-    /// atomically replaced by a dead placeholder (`dup3`): the descriptor's
-    /// reference to its file is dropped at once and the number stays
-    /// reserved; any later I/O through the handle fails with `EBADF`, and
-    /// path lookups through it (`openat` and friends) fail with `ENOTDIR`.
+    /// thread still writing to "its" file). Instead each live descriptor of
+    /// a kind that allows it (see below) is atomically replaced by a dead
+    /// placeholder (`dup3`): the descriptor's reference to its file is
+    /// dropped at once and the number stays reserved; any later I/O through
+    /// the handle fails with `EBADF`, and path lookups through it (`openat`
+    /// and friends) fail with `ENOTDIR`.
     /// The placeholder copy is closed when the handle drops. Retired entries
     /// no longer count in [`len`](FdTable::len) but
     /// [`contains`](FdTable::contains) reports them until their handles drop.
@@ -57,15 +58,15 @@ impl FdTable {
     /// such sockets back with [`Tracked::into_inner`] first if they must
     /// survive.
     ///
-    /// The placeholder is the process-wide one opened by the first `track`
-    /// (see [Resources](FdTable#resources)), so `close_all` needs no new
-    /// descriptor and works when the process is at its `RLIMIT_NOFILE`. On
-    /// Linux it is an `O_PATH` descriptor of a private pipe whose ends are
-    /// closed: `fstat` (and `File::metadata`) on a retired handle succeed
-    /// and describe that nameless pipe, and the few calls that work on an
-    /// `O_PATH` descriptor (`fchownat` and `utimensat` with `AT_EMPTY_PATH`,
-    /// reopening through `/proc/self/fd`) reach only that pipe, no inode
-    /// shared with the rest of the system. Where `/proc/self/fd` could not
+    /// The placeholder is the process-wide one, opened no later than the
+    /// first `track` (see [Resources](FdTable#resources)), so `close_all`
+    /// needs no new descriptor and works when the process is at its
+    /// `RLIMIT_NOFILE`. On Linux it is an `O_PATH` descriptor of a private
+    /// pipe whose ends are closed: `fstat` (and `File::metadata`) on a
+    /// retired handle succeed and describe that nameless pipe, and the few
+    /// calls that work on an `O_PATH` descriptor (`fchownat` and `utimensat`
+    /// with `AT_EMPTY_PATH`, reopening through `/proc/self/fd`) reach only
+    /// that pipe, no inode shared with the rest of the system. Where `/proc/self/fd` could not
     /// be opened, it is the read end of such a pipe instead: reads through a
     /// retired handle then see end-of-file rather than `EBADF`. It is checked
     /// before each call (one `fstat`, one `fcntl`) and replaced, once, if

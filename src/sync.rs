@@ -7,8 +7,12 @@
 //! count, the swallowed-error count) comes from here. Process-wide flags
 //! that no model needs to explore name `core`/`std` atomics directly: the
 //! placeholder's number (`placeholder.rs`), the counter's stripe assignment
-//! (`counter.rs`), the `close_range` cache (`child/close.rs`), and the signal
-//! side's state (`interrupts.rs`, `quarantine.rs`).
+//! (`counter.rs`), the mask guard's count of threads seen with an open mask
+//! (`mask.rs`), the child path's probe caches (`child/close.rs`,
+//! `child/close_other.rs`), quarantine's state (`quarantine.rs`), and the
+//! signal side's records, counts and handler bookkeeping
+//! (`signals/policy.rs`, `signals/handler.rs`, `signals/owner.rs`,
+//! `signals/interrupts.rs`).
 
 #[cfg(fdtable_loom)]
 pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +22,11 @@ pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 
 /// Back off while waiting for another thread to release a pin.
 ///
-/// Not async-signal-safe (it may sleep); only `into_inner` waits.
+/// Not async-signal-safe (it may sleep). Three paths wait: `into_inner`
+/// (for other threads' visits), a pin of an entry whose count is saturated
+/// (`MAX_PINS` visits at once, none of them this thread's), and a close or
+/// drop whose conversion panicked, lost the descriptor or handed back
+/// another one (the entry is unregistered once other threads' visits end).
 pub(crate) fn backoff(round: u32) {
     #[cfg(fdtable_loom)]
     {

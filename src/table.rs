@@ -59,7 +59,9 @@ use crate::visits::{self, PinNode};
 /// The table allocates nothing until the first `track`, then 8 bytes per fd
 /// number in the chunks in use (chunks of 1 024, 1 024, 2 048, ... numbers,
 /// from `mmap`, never freed while the table lives). The first `track` of any
-/// table in the process also opens one dead placeholder descriptor
+/// table in the process (or, before any, the first
+/// [`pass_fd`](crate::CommandExt::pass_fd) target that must stay reserved
+/// after its command is dropped) also opens one dead placeholder descriptor
 /// (close-on-exec, numbered 3 or above), kept open for the life of the
 /// process, so that [`close_all`](FdTable::close_all) and
 /// [`retire_all_in_child`](FdTable::retire_all_in_child) work even when the
@@ -192,8 +194,9 @@ impl FdTable {
     /// `F_SETFD` only when the flag is missing), then publishes it with its
     /// [`FdKind`](crate::FdKind) (`T::KIND`). The first `track` of any table
     /// in the process also opens the dead placeholder that
-    /// [`close_all`](FdTable::close_all) swaps over descriptors (see
-    /// [Resources](FdTable#resources)); later calls only check that it exists.
+    /// [`close_all`](FdTable::close_all) swaps over descriptors, unless it
+    /// is already open (see [Resources](FdTable#resources)); later calls
+    /// only check that it exists.
     ///
     /// `T` is any [`Trackable`]: std's descriptor types (`File`, `OwnedFd`,
     /// sockets, pipes, child stdio), or your own type through an `unsafe

@@ -170,8 +170,10 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// Waits while another thread pins the entry: a `for_each` callback
     /// visiting it, a [`FdTable::close_all`] releasing it, ... (the number
     /// must stay valid for them, and the caller may close it as soon as this
-    /// returns). After [`FdTable::close_all`] the resource holds the dead
-    /// placeholder, on which I/O fails.
+    /// returns). After [`FdTable::close_all`], the resource holds the dead
+    /// placeholder, on which I/O fails, if its [`FdKind`](crate::FdKind) is
+    /// one that `close_all` swaps; a `RegisteredSocket` keeps its socket,
+    /// shut down, and a `RegisteredOther` is left as it was.
     ///
     /// Like taking a lock, this can deadlock if misused: two threads whose
     /// walk callbacks each call `into_inner` on the entry the *other* is

@@ -323,9 +323,9 @@ fn every_call_order_gives_the_same_child() {
     drop((tracked_at_target, kept, dropped, leaky));
 }
 
-/// H11: `close_tracked_fds` with nothing that needs a hook spawns through
-/// `posix_spawn` (glibc: `clone` with `CLONE_VM | CLONE_VFORK`). Shown on a
-/// thread whose seccomp filter refuses every other way to create a process
+/// No fork without a hook: `close_tracked_fds` with nothing that needs a
+/// hook spawns through `posix_spawn` (glibc: `clone` with `CLONE_VM |
+/// CLONE_VFORK`). Shown on a thread whose seccomp filter refuses every other way to create a process
 /// (`fork`, `vfork`, `clone` without `CLONE_VM`; `clone3`, whose flags a
 /// filter cannot read, says `ENOSYS` so glibc falls back to `clone`): a
 /// spawn that forks fails there with `EPERM`. And no tracked descriptor

@@ -127,10 +127,11 @@ impl FdTable {
     /// the child's last reference to a lingering socket, say) leaves the
     /// child killable by its signals.
     ///
-    /// The placeholder is the process-wide one, opened before the fork by the
-    /// first `track`, so this needs no new descriptor and works at the
-    /// `RLIMIT_NOFILE` limit. It is checked first (one `fstat`, one `fcntl`)
-    /// and replaced by a fresh one if its number no longer names it.
+    /// The placeholder is the process-wide one, opened before the fork (no
+    /// later than the first `track`), so this needs no new descriptor and
+    /// works at the `RLIMIT_NOFILE` limit. It is checked first (one `fstat`,
+    /// one `fcntl`) and replaced by a fresh one if its number no longer
+    /// names it.
     ///
     /// Signal handlers are left as they are: the parent's
     /// [`Interrupts`](crate::Interrupts) ignore the child, which gets the
@@ -187,10 +188,9 @@ impl FdTable {
     /// promise: it never touches a descriptor the forking thread owns (that
     /// thread is inside `fork` for the whole window, so no other thread can
     /// reuse its numbers), never an untracked one that was open before the
-    /// fork began and is still open when `fork` returns in the parent (the
-    /// foreign file above was closed in between), and after this call every
-    /// number the child's table publishes either names the placeholder or
-    /// is in `keep`.
+    /// fork began and stayed open through it (the foreign file above was
+    /// closed in between), and after this call every number the child's
+    /// table publishes either names the placeholder or is in `keep`.
     ///
     /// # Examples
     /// A prefork worker keeps the listening socket and lets go of the rest:

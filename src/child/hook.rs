@@ -121,7 +121,7 @@ fn configure<E>(
 /// Any `pre_exec` hook makes std create the child with `fork(2)` instead of
 /// `posix_spawn(3)` (which is `clone(CLONE_VM | CLONE_VFORK)` in glibc), and
 /// `fork` copies the parent's page tables: cheap for a small program, about
-/// 50 ms per spawn instead of under 1 ms for a parent with 1 GiB resident
+/// 40 ms per spawn instead of under 1 ms for a parent with 1 GiB resident
 /// (see the README's Performance section). So a hook is installed only when
 /// the spawn needs something only a hook can do:
 /// - [`pass_fd`](CommandExt::pass_fd) or

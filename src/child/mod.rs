@@ -11,7 +11,9 @@
 //!
 //! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
 //! - `hook.rs`: [`CommandExt`]: when a command gets the one `pre_exec`
-//!   hook, and what happens without one (the `posix_spawn` path, H11).
+//!   hook, and what happens without one (the `posix_spawn` path, so a
+//!   spawn that needs no hook does not fork: no page-table copy of a large
+//!   parent).
 //! - `run.rs`: the hook itself (Go's order: block signals, reset this
 //!   crate's handlers, set up, restore the mask), which refuses to run under
 //!   `Command::exec`.
