@@ -119,15 +119,33 @@ impl FdKind {
 /// [`UdpSocket`](std::net::UdpSocket), [`UnixStream`], [`UnixListener`],
 /// [`UnixDatagram`], [`ChildStdin`], [`ChildStdout`], [`ChildStderr`],
 /// [`PipeReader`](std::io::PipeReader) and [`PipeWriter`](std::io::PipeWriter).
-/// With the `tokio` feature, also for tokio's: `net::{TcpStream,
-/// TcpListener, UdpSocket, UnixStream, UnixListener, UnixDatagram}`,
-/// `net::unix::pipe::{Sender, Receiver}` and `process::{ChildStdin,
-/// ChildStdout, ChildStderr}`, with the `Registered*` kinds (which one, and
-/// what `close_all` does to each, is in the README's "Async (tokio)";
-/// `tokio::fs::File` is not trackable: track a [`File`] and do its I/O in
-/// `spawn_blocking`).
+/// With the `tokio` feature, also for tokio's (see below).
 /// For any other type, track an [`OwnedFd`] (every I/O-safe type converts
 /// into one), or implement this trait if the type keeps its promises below.
+///
+/// # With the `tokio` feature
+/// tokio registers its descriptors with its reactor, and the registered
+/// number must keep naming the same open file description until tokio
+/// deregisters it. So tokio's types have the `Registered*` kinds, and
+/// [`close_all`](crate::FdTable::close_all) never swaps a placeholder over
+/// them; it shuts down only the sockets on which that wakes the waiting
+/// tasks:
+///
+/// | tokio type | [`FdKind`] | a task awaiting it when `close_all` runs |
+/// |---|---|---|
+/// | `net::TcpStream`, `net::UnixStream` | `RegisteredSocket`: shut down | reads end of file, writes fail (`EPIPE`) |
+/// | `net::TcpListener` | `RegisteredSocket`: shut down | `accept` fails (`EINVAL`) |
+/// | `net::UdpSocket`, `net::UnixDatagram`, `net::UnixListener` | `RegisteredOther`: left open, reported | stays pending: cancel it |
+/// | `net::unix::pipe::{Sender, Receiver}`, `process::{ChildStdin, ChildStdout, ChildStderr}` | `RegisteredOther`: left open, reported | stays pending: cancel it |
+///
+/// Datagram sockets and Unix listeners are `RegisteredOther` although they
+/// are sockets: on Linux a `shutdown(2)` leaves them "read closed" for epoll
+/// while `recv`/`accept` keep failing with `EAGAIN`, and tokio's receive
+/// loop would spin at 100 % CPU. `tokio::fs::File` is not trackable (an
+/// operation in flight on the blocking pool holds its own reference to the
+/// file): track a [`File`] and do its I/O in `spawn_blocking`. The README's
+/// "Async (tokio)" section gives the pattern: cancel the tasks, then
+/// `close_all` as the safety net, then die by the signal.
 ///
 /// # Safety
 /// The table acts on the number [`as_fd`](AsFd::as_fd) names: it sets

@@ -88,7 +88,19 @@ use super::received::Received;
 /// once a second while it waits: that would need tokio's timer. Call
 /// [`Interrupts::check_handlers`] through [`get_ref`](AsyncInterrupts::get_ref)
 /// on your own schedule if other code may take a handler over.
+///
+/// An `AsyncInterrupts` that is dropped at once handles nothing:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// async fn setup() -> std::io::Result<()> {
+///     let interrupts = fdtable::Interrupts::install()?;
+///     fdtable::AsyncInterrupts::new(interrupts)?; // dropped: handlers removed
+///     Ok(())
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping an AsyncInterrupts unregisters its handlers at once"]
 pub struct AsyncInterrupts {
     pipe: AsyncFd<Interrupts>,
 }
