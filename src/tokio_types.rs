@@ -9,8 +9,8 @@
 //!
 //! | type | kind | a task awaiting it after `close_all` |
 //! |---|---|---|
-//! | `net::TcpStream`, `net::UnixStream` | `RegisteredSocket` | reads end of file, writes fail (`EPIPE`) |
-//! | `net::TcpListener` | `RegisteredSocket` | `accept` fails (`EINVAL`) |
+//! | `net::TcpStream`, `net::UnixStream` | `RegisteredSocket` | reads end of file (a Unix stream first hands out what was already queued), writes fail (`EPIPE`) |
+//! | `net::TcpListener` | `RegisteredSocket` | `accept` fails (`EINVAL`), at every call: an accept loop that retries on errors must stop on it |
 //! | `net::UdpSocket`, `net::UnixDatagram`, `net::UnixListener` | `RegisteredOther` | stays pending: cancel it |
 //! | `process::ChildStdin`/`ChildStdout`/`ChildStderr`, `net::unix::pipe::Sender`/`Receiver` | `RegisteredOther` | stays pending: cancel it |
 //!
@@ -24,6 +24,11 @@
 //! Pipes cannot be released without a swap at all. Those entries are left
 //! open and reported in [`CloseAllReport::errors`](crate::CloseAllReport::errors),
 //! so the program cancels the tasks that await them and drops the handles.
+//!
+//! Track these types, not a std value you register yourself with
+//! `AsyncFd::new(tracked)`: that registration keeps the std type's kind, so
+//! `close_all` swaps the placeholder in under it (see
+//! [`Tracked`](crate::Tracked#registering-a-handle-with-an-async-runtime-yourself)).
 //!
 //! `tokio::fs::File` is deliberately not `Trackable`: while one of its
 //! operations runs on tokio's blocking pool, that operation holds its own

@@ -50,6 +50,19 @@ use crate::trackable::Trackable;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
+/// # Registering a handle with an async runtime yourself
+/// Do not: `tokio::io::unix::AsyncFd::new(tracked)` is safe code, but the
+/// number it registers keeps `T`'s kind, which for std's types is no
+/// [`Registered*`](crate::FdKind::RegisteredSocket) kind, so
+/// [`close_all`](FdTable::close_all) swaps the placeholder in under the
+/// registration. epoll drops the registration with the file, silently: a
+/// task awaiting a tracked pipe that way never wakes, not even when the
+/// writer closes, and tokio's deregistration fails later (it ignores that).
+/// Track the runtime's own type instead (with the `tokio` feature:
+/// `tokio::net::unix::pipe::Receiver::from_owned_fd`,
+/// `tokio::net::TcpStream::from_std`, ...), or a type of your own that owns
+/// the `AsyncFd` and implements [`Trackable`] with a `Registered*` kind.
+///
 /// # Methods of `T` with the same names
 /// `Tracked`'s inherent methods ([`close`](Tracked::close),
 /// [`into_inner`](Tracked::into_inner),

@@ -386,3 +386,44 @@ fn recv_on_an_instance_that_handles_no_signal_fails_at_once() {
         assert!(error.to_string().contains("handles no signal"), "{error}");
     });
 }
+
+/// A fork child shares the runtime's epoll instance with the parent: an
+/// inherited `AsyncInterrupts` dropped (or taken apart with `into_inner`)
+/// there must not deregister the parent's pipe, or the parent's receives
+/// never wake again.
+#[test]
+fn a_fork_child_dropping_its_inherited_instance_leaves_the_parent_receiving() {
+    let _serial = util::serial();
+    for into_inner in [false, true] {
+        current_thread().block_on(async {
+            let interrupts = AsyncInterrupts::new(events(Signal::User1)).unwrap();
+            // A receive that waits once, so the pipe is armed in epoll.
+            let waited = tokio::time::timeout(Duration::from_millis(20), interrupts.recv()).await;
+            assert!(waited.is_err(), "nothing was sent yet");
+            let slot = std::cell::RefCell::new(Some(interrupts));
+            let code = util::in_fork(PROMPTLY, || {
+                // Not async-signal-safe, but this runtime's driver is only
+                // ever used by the forking thread, so no lock is held.
+                let inherited = slot.borrow_mut().take().unwrap();
+                if into_inner {
+                    drop(inherited.into_inner());
+                } else {
+                    drop(inherited);
+                }
+                0
+            });
+            assert_eq!(code, 0);
+            let interrupts = slot.into_inner().unwrap();
+            let sender = signal_later(libc::SIGUSR1, Duration::from_millis(20));
+            let got = tokio::time::timeout(Duration::from_secs(5), interrupts.recv()).await;
+            sender.join().unwrap();
+            let got = got.unwrap_or_else(|_| {
+                panic!(
+                    "the parent's recv never woke after the child's {}",
+                    if into_inner { "into_inner" } else { "drop" }
+                )
+            });
+            assert_eq!(got.unwrap().signal(), Signal::User1);
+        });
+    }
+}

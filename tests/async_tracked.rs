@@ -371,3 +371,41 @@ fn command_ext_on_tokio_command_passes_closes_and_keeps() {
         drop((secret, kept, passed));
     });
 }
+
+/// A fork child shares the runtime's epoll instance with the parent. After
+/// `retire_all_in_child`, dropping the retired tokio handles there must not
+/// deregister the parent's registrations (the numbers name the placeholder,
+/// so tokio's `EPOLL_CTL_DEL` misses): the parent's reads still wake.
+#[test]
+fn a_fork_child_dropping_retired_tokio_handles_leaves_the_parent_registered() {
+    current_thread(async {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut ours = TABLE.track(ours).unwrap();
+        // A read that waits once, so the socket is armed in epoll.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), ours.read(&mut [0u8; 1])).await;
+        assert!(waited.is_err(), "nothing was written yet");
+        let slot = std::cell::RefCell::new(Some(ours));
+        let code = util::in_fork(PROMPTLY, || {
+            // SAFETY: a fork child; nothing else uses TABLE here.
+            if unsafe { TABLE.retire_all_in_child(&[]) }.is_err() {
+                return 1;
+            }
+            // Not async-signal-safe, but this runtime's driver is only ever
+            // used by the forking thread, and the deregistration fails
+            // before tokio takes any lock.
+            drop(slot.borrow_mut().take());
+            0
+        });
+        assert_eq!(code, 0);
+        let mut ours = slot.into_inner().unwrap();
+        peer.write_all(b"x").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), ours.read(&mut [0u8; 1])).await;
+        assert_eq!(
+            got.expect("the parent's read never woke after the child dropped its retired copy")
+                .unwrap(),
+            1
+        );
+        drop((ours, peer));
+    });
+}

@@ -192,6 +192,17 @@ impl FdTable {
     /// closed in between), and after this call every number the child's
     /// table publishes either names the placeholder or is in `keep`.
     ///
+    /// # Async runtimes
+    /// A kept descriptor of a [`Registered*`](crate::FdKind::RegisteredSocket)
+    /// kind (a tracked tokio value) is registered in the runtime's epoll
+    /// instance, which the child shares with the parent, and epoll keys a
+    /// registration by file and number, not by process. Dropping its handle
+    /// in the child deregisters it (`EPOLL_CTL_DEL`) for the parent too: the
+    /// parent's tasks awaiting it never wake again. Let such handles live
+    /// until `exec` or `_exit`, or `std::mem::forget` them. The entries this
+    /// call retired may be dropped: their numbers name the placeholder, so
+    /// the deregistration misses the parent's registration.
+    ///
     /// # Examples
     /// A prefork worker keeps the listening socket and lets go of the rest:
     /// ```

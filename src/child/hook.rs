@@ -340,6 +340,13 @@ pub trait CommandExt: sealed::Sealed {
     /// so with `Stdio::piped()` there your end of the pipe sees end-of-file.
     /// Leave that stream at its default (or `Stdio::null()`).
     ///
+    /// The file status flags come along: they belong to the open file, not
+    /// to the number. A descriptor of an async runtime's value (a tokio
+    /// socket or pipe, set `O_NONBLOCK` by tokio) arrives non-blocking, and
+    /// a program that expects blocking I/O on it gets `EAGAIN`. Clearing
+    /// the flag would clear it under the runtime here too; pass a
+    /// descriptor of its own instead (a std socket pair, a `std::io::pipe`).
+    ///
     /// Installs the hook (unless it fails). Not async-signal-safe (parent
     /// only).
     ///

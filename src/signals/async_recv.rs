@@ -11,6 +11,8 @@
 //! drain and the clear keeps the descriptor ready: no wake-up is lost.
 
 use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::unix::AsyncFd;
@@ -19,6 +21,7 @@ use tokio::io::Interest;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
+use crate::sys;
 
 /// An [`Interrupts`] whose receive is a future: `interrupts.recv().await`
 /// on any tokio runtime (multi-thread or current-thread). Feature `tokio`.
@@ -69,6 +72,17 @@ use super::received::Received;
 /// # }
 /// ```
 ///
+/// An `AsyncInterrupts` that is dropped at once handles nothing:
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// async fn setup() -> std::io::Result<()> {
+///     let interrupts = fdtable::Interrupts::install()?;
+///     fdtable::AsyncInterrupts::new(interrupts)?; // dropped: handlers removed
+///     Ok(())
+/// }
+/// # fn main() {}
+/// ```
+///
 /// # When to use `tokio::signal` instead
 /// `tokio::signal::unix::signal` (or `ctrl_c`) is enough when the program
 /// only needs to *notice* a signal and its default action may stay
@@ -89,20 +103,21 @@ use super::received::Received;
 /// [`Interrupts::check_handlers`] through [`get_ref`](AsyncInterrupts::get_ref)
 /// on your own schedule if other code may take a handler over.
 ///
-/// An `AsyncInterrupts` that is dropped at once handles nothing:
-/// ```compile_fail
-/// #![deny(unused_must_use)]
-/// async fn setup() -> std::io::Result<()> {
-///     let interrupts = fdtable::Interrupts::install()?;
-///     fdtable::AsyncInterrupts::new(interrupts)?; // dropped: handlers removed
-///     Ok(())
-/// }
-/// # fn main() {}
-/// ```
+/// # Fork children
+/// A child forked (without `exec`) while an `AsyncInterrupts` exists shares
+/// the runtime's epoll instance with the parent, so deregistering the pipe
+/// there would remove the *parent's* registration and its receives would
+/// never wake again. Dropping (or [`into_inner`](AsyncInterrupts::into_inner))
+/// an inherited instance in the child therefore first points the child's
+/// copy of the read end's number at another file, so that tokio's
+/// deregistration misses (and is ignored): the parent keeps receiving.
+/// The inherited instance receives nothing in the child, as
+/// [`Interrupts`]' [fork rules](Interrupts#fork-children) say.
 #[derive(Debug)]
 #[must_use = "dropping an AsyncInterrupts unregisters its handlers at once"]
 pub struct AsyncInterrupts {
-    pipe: AsyncFd<Interrupts>,
+    /// Taken only by `drop` and `into_inner`, each of which runs once.
+    pipe: ManuallyDrop<AsyncFd<Interrupts>>,
 }
 
 impl AsyncInterrupts {
@@ -142,7 +157,9 @@ impl AsyncInterrupts {
         // cannot swap it.
         let registered = unsafe { AsyncFd::register_with_interest(interrupts, Interest::READABLE) };
         match registered {
-            Ok(pipe) => Ok(AsyncInterrupts { pipe }),
+            Ok(pipe) => Ok(AsyncInterrupts {
+                pipe: ManuallyDrop::new(pipe),
+            }),
             Err(error) => Err(error.into_parts().1),
         }
     }
@@ -267,7 +284,64 @@ impl AsyncInterrupts {
     /// every pending signal still pending.
     ///
     /// Not async-signal-safe.
+    ///
+    /// In a fork child, the inherited instance is handed back inert, as
+    /// after [`drop`](AsyncInterrupts#fork-children), and the parent's
+    /// registration is left alone.
     pub fn into_inner(self) -> Interrupts {
-        self.pipe.into_inner()
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and, inside `ManuallyDrop`, its
+        // destructor never runs, so the field is taken exactly once.
+        let pipe = unsafe { ManuallyDrop::take(&mut this.pipe) };
+        let saved = detach_in_fork_child(pipe.get_ref());
+        let interrupts = pipe.into_inner();
+        if let Detached::Swapped(Some(read)) = saved {
+            // Back to the pipe's read end, now that the deregistration has
+            // missed. Best effort: failing leaves the number on the write
+            // end, which an inherited instance never reads either.
+            let _ = sys::replace_with_placeholder(read.as_raw_fd(), interrupts.read.as_raw_fd());
+        }
+        interrupts
     }
+}
+
+impl Drop for AsyncInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and `pipe` is not used afterwards.
+        let pipe = unsafe { ManuallyDrop::take(&mut self.pipe) };
+        if let Detached::Failed = detach_in_fork_child(pipe.get_ref()) {
+            // The number still names the parent's registered pipe: leaking
+            // two descriptors in the child beats silencing the parent.
+            std::mem::forget(pipe);
+        }
+    }
+}
+
+/// In a fork child (the instance is inherited), point the child's copy of
+/// the read end's number at the pipe's write end, a file the shared epoll
+/// instance has no registration for under that number, so tokio's
+/// `EPOLL_CTL_DEL` fails (tokio ignores it) instead of removing the
+/// parent's registration (epoll keys it by file *and* number, not by
+/// process).
+fn detach_in_fork_child(interrupts: &Interrupts) -> Detached {
+    if interrupts.shared.installer.is_current() {
+        return Detached::NotInherited;
+    }
+    let read = interrupts.read.as_raw_fd();
+    let saved = interrupts.read.try_clone().ok();
+    match sys::replace_with_placeholder(interrupts.shared.write.as_raw_fd(), read) {
+        Ok(()) => Detached::Swapped(saved),
+        Err(_) => Detached::Failed,
+    }
+}
+
+/// What [`detach_in_fork_child`] did.
+enum Detached {
+    /// In the installing process: nothing to do, deregister as usual.
+    NotInherited,
+    /// The number names the write end now; a copy of the read end, if one
+    /// could be made, to put back.
+    Swapped(Option<OwnedFd>),
+    /// The number still names the registered read end.
+    Failed,
 }
