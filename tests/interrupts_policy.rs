@@ -366,12 +366,33 @@ fn helper_fork_children() {
         unsafe { libc::_exit(code) };
     }
     let installed_then_dropped = util::wait_child(pid, PROMPTLY).unwrap();
+    // Issue 9 item 6 as a real child does it: the parent's inherited SIGINT
+    // instance stays alive (it is never dropped before `_exit`), and the
+    // child's own last instance is dropped. A live count shared with the
+    // parent would still see one instance and keep SIGINT caught.
+    let parent_int = events(Signal::Interrupt);
+    let parent_kept = fork_child(|| {
+        let own = events(Signal::Interrupt);
+        raise(libc::SIGINT);
+        match own.try_recv() {
+            Some(r) if r.signal() == Signal::Interrupt => {
+                drop(own);
+                raise(libc::SIGINT); // must kill: the default is back
+                2
+            }
+            _ => 1,
+        }
+    });
     say(&format!(
         "retired alone: {retired_alone:?}; retired with its own: {retired_with_own:?}; \
-         own installed then dropped: {installed_then_dropped:?}"
+         own installed then dropped: {installed_then_dropped:?}; \
+         SIGINT, parent's kept: {parent_kept:?}"
     ));
-    // The parent's instance saw none of its children's signals.
-    say(&format!("parent saw {}", drain(&parent)));
+    // The parent's instances saw none of their children's signals.
+    say(&format!(
+        "parent saw {}",
+        drain(&parent) + drain(&parent_int)
+    ));
     drop(journal);
 }
 
@@ -383,10 +404,11 @@ fn helper_fork_children() {
 #[test]
 fn fork_children_install_their_own_interrupts_and_get_the_default_back_after_dropping_them() {
     let (status, lines) = helper("fork_children");
-    let term = libc::SIGTERM;
+    let (term, int) = (libc::SIGTERM, libc::SIGINT);
     let expected = format!(
         "retired alone: Signaled({term}); retired with its own: Exited(0); \
-         own installed then dropped: Signaled({term})"
+         own installed then dropped: Signaled({term}); \
+         SIGINT, parent's kept: Signaled({int})"
     );
     assert_lines(&lines, &[&expected, "parent saw 0"], &[]);
     assert!(status.success(), "{status:?} {lines:#?}");
