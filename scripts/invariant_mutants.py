@@ -17,7 +17,7 @@ import sys
 
 # mutant -> (file, text to replace, broken text, the test that must catch it).
 # The name says which invariant it breaks (I1-I10: the README's
-# "Guarantees and their limits"; T1-T4: its mutant table).
+# "Guarantees and their limits"; T1-T5: its mutant table).
 M = {
  "I1": ("src/tracked.rs",
         "        if release(self.table, self.fd, self.gen, resource).is_err() {",
