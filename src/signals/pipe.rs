@@ -50,6 +50,14 @@ pub(crate) fn drain(fd: RawFd) {
         // non-blocking descriptor the caller owns.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
+            // A pipe's read returns what it holds, up to the length asked
+            // for: a short read emptied it. Stopping here saves the second
+            // `read` (the one that fails with EAGAIN) on every receive; a
+            // byte written since is a new wake-up, as it would be after
+            // EAGAIN.
+            if (n as usize) < buf.len() {
+                break;
+            }
             continue;
         }
         if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
