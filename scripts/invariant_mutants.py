@@ -17,7 +17,8 @@ import sys
 
 # mutant -> (file, text to replace, broken text, the test that must catch it).
 # The name says which invariant it breaks (I1-I10: the README's
-# "Guarantees and their limits"; T1-T5: its mutant table).
+# "Guarantees and their limits"; H7 and H11: DESIGN.md's hazards that no
+# invariant names; T1-T5: its mutant table).
 M = {
  "I1": ("src/tracked.rs",
         "        if release(self.table, self.fd, self.gen, resource).is_err() {",
@@ -157,6 +158,15 @@ M = {
         "AssertUnwindSafe(|| resource.try_into_owned_fd())",
         "AssertUnwindSafe(|| Ok::<_, io::Error>(resource.into_owned_fd()))",
         ["--features","tokio","--test","async_tracked","a_number_replaced_behind_tokios_back_is_unregistered_not_closed_again"]),
+ # Hazards whose guarantee no invariant above names (DESIGN.md H7, H11).
+ "H7": ("src/table.rs",
+        "        if let Err(error) = sys::set_cloexec(fd, true) {",
+        "        if let Err(error) = std::io::Result::<()>::Ok(()) {",
+        ["--test","errors","track_sets_cloexec_when_it_was_missing"]),
+ "H11": ("src/child/hook.rs",
+        "        let needs_hook =\n            !keep.is_empty()",
+        "        let needs_hook = true ||\n            !keep.is_empty()",
+        ["--test","child_setup","close_tracked_fds_spawns_without_fork_and_still_closes_a_flag_cleared_descriptor"]),
  "T5": ("src/signals/async_recv.rs",
         "    if interrupts.shared.installer.is_current() {",
         "    if true {",
