@@ -138,17 +138,22 @@ pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
+/// `fstat(2)` of `fd`; `None` when it fails (not open). Async-signal-safe.
+///
+/// # References
+/// `fstat(2)`
+pub(crate) fn stat(fd: RawFd) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    Some(unsafe { st.assume_init() })
+}
+
 /// Whether `a` and `b` name the same inode (`fstat` of both succeeds and
 /// agrees). Async-signal-safe.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn same_inode(a: RawFd, b: RawFd) -> bool {
-    let id = |fd: RawFd| {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-        // SAFETY: `fstat` succeeded, so it initialised `st`.
-        let st = unsafe { st.assume_init() };
-        Some((st.st_dev, st.st_ino))
-    };
+    let id = |fd| stat(fd).map(|st| (st.st_dev, st.st_ino));
     matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
 
@@ -195,10 +200,7 @@ impl ProcFdPath {
 ///
 /// Async-signal-safe (`fstat`, `fcntl`).
 pub(crate) fn placeholder_tag(fd: RawFd) -> Option<u32> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-    // SAFETY: `fstat` succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
+    let st = stat(fd)?;
     let flags = syscall!(fcntl(fd, libc::F_GETFL)).ok()?;
     // An `O_PATH` descriptor reports the `O_RDONLY` access mode too.
     let dead =
