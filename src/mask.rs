@@ -57,6 +57,8 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::sys;
+
 thread_local! {
     /// How many guards are alive on this thread.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
@@ -362,15 +364,7 @@ impl MaskGuard {
         let depth = DEPTH.with(Cell::get);
         let outermost = (depth == 0).then(|| {
             let block = async_signal_set();
-            let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-            // SAFETY: `block` is initialised; sigemptyset initialises `old`
-            // fully (the kernel writes only its first 64 bits), then the
-            // call writes the previous mask into it.
-            let saved = unsafe {
-                libc::sigemptyset(old.as_mut_ptr());
-                libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr());
-                old.assume_init()
-            };
+            let saved = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
             let restore = !blocks_all(&saved, &block);
             // For readers of the mask before this thread's guards; the
             // guard itself restores from the object.
@@ -436,11 +430,7 @@ impl Drop for MaskGuard {
         };
         DEPTH.with(|d| d.set(left));
         if let Some(saved) = restore {
-            // SAFETY: `saved` is an initialised mask this thread had before
-            // its outermost guard.
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, saved, std::ptr::null_mut());
-            }
+            sys::set_sigmask(saved);
         }
     }
 }
@@ -480,13 +470,7 @@ mod tests {
     }
 
     fn current_mask() -> libc::sigset_t {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises `set`; a null new set only queries.
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr());
-            set.assume_init()
-        }
+        sys::change_sigmask(libc::SIG_BLOCK, None)
     }
 
     /// The mask a guard leaves in force must count as "blocks all": if the

@@ -328,6 +328,41 @@ pub(crate) fn close_range_supported() -> bool {
     }
 }
 
+/// `pthread_sigmask(how, set, &old)`: change this thread's signal mask by
+/// `set` (`None`: change nothing, only read it) and return the mask in force
+/// before. The result is wholly initialised: the kernel writes only the
+/// first 64 bits of the C library's 1024-bit `sigset_t`, so the rest is
+/// emptied first.
+///
+/// Async-signal-safe. Never fails for `SIG_BLOCK`, `SIG_UNBLOCK` and
+/// `SIG_SETMASK`: `pthread_sigmask` fails only for another `how`.
+///
+/// # References
+/// `pthread_sigmask(3)`, `rt_sigprocmask(2)`
+#[inline]
+pub(crate) fn change_sigmask(how: libc::c_int, set: Option<&libc::sigset_t>) -> libc::sigset_t {
+    let set = set.map_or(std::ptr::null(), |set| set as *const libc::sigset_t);
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises all of `old`; `set` is null or an
+    // initialised set; the call only writes into `old`.
+    unsafe {
+        libc::sigemptyset(old.as_mut_ptr());
+        libc::pthread_sigmask(how, set, old.as_mut_ptr());
+        old.assume_init()
+    }
+}
+
+/// `pthread_sigmask(SIG_SETMASK, set, NULL)`: make `set` this thread's
+/// signal mask. Async-signal-safe; never fails.
+///
+/// # References
+/// `pthread_sigmask(3)`
+#[inline]
+pub(crate) fn set_sigmask(set: &libc::sigset_t) {
+    // SAFETY: `set` is an initialised set; a null old set is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
+}
+
 /// Put signal `sig` back to its default disposition (`SIG_DFL`), with an
 /// empty handler mask and no flags.
 ///
