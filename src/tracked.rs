@@ -170,11 +170,8 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close(self) -> io::Result<()> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used again and its destructor never runs,
-        // so the resource is taken exactly once.
-        let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
-        release(this.table, this.fd, this.gen, resource)
+        let (table, fd, gen, resource) = self.dismantle();
+        release(table, fd, gen, resource)
     }
 
     /// Unregister the descriptor without closing it and hand the resource
@@ -233,10 +230,9 @@ impl<'t, T: Trackable> Tracked<'t, T> {
                 self.fd
             );
         }
-        let mut this = ManuallyDrop::new(self);
-        this.table.forget_entry(this.fd, this.gen);
-        // SAFETY: as in `close`: taken once, the destructor never runs.
-        unsafe { ManuallyDrop::take(&mut this.resource) }
+        let (table, fd, gen, resource) = self.dismantle();
+        table.forget_entry(fd, gen);
+        resource
     }
 
     /// [`into_inner`](Tracked::into_inner) that never waits and never
@@ -270,9 +266,7 @@ impl<'t, T: Trackable> Tracked<'t, T> {
         if !self.table.try_forget_entry(self.fd, self.gen) {
             return Err(self);
         }
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: as in `close`: taken once, the destructor never runs.
-        Ok(unsafe { ManuallyDrop::take(&mut this.resource) })
+        Ok(self.dismantle().3)
     }
 
     /// Mutable access to the resource, for methods that need `&mut T`.
@@ -290,6 +284,16 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// The table this handle is registered in. Async-signal-safe.
     pub fn table(&self) -> &'t FdTable {
         self.table
+    }
+
+    /// The handle's parts, the resource moved out, without running `Drop`:
+    /// for the ways out that settle the entry themselves.
+    fn dismantle(self) -> (&'t FdTable, RawFd, u64, T) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and its destructor never runs,
+        // so the resource is taken exactly once.
+        let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
+        (this.table, this.fd, this.gen, resource)
     }
 }
 
