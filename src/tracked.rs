@@ -403,13 +403,21 @@ forward_io! {
 // `Tracked` moves the resource out when it closes, so it cannot promise
 // structural pinning.
 #[cfg(feature = "tokio")]
+impl<T: Trackable + Unpin> Tracked<'_, T> {
+    /// `T` is `Unpin`, so a pinned handle may lend its resource pinned.
+    fn pinned_resource(self: Pin<&mut Self>) -> Pin<&mut T> {
+        Pin::new(&mut *Pin::get_mut(self).resource)
+    }
+}
+
+#[cfg(feature = "tokio")]
 impl<T: Trackable + tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<'_, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_read(cx, buf)
+        self.pinned_resource().poll_read(cx, buf)
     }
 }
 
@@ -420,7 +428,7 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_write(cx, buf)
+        self.pinned_resource().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -428,7 +436,7 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_write_vectored(cx, bufs)
+        self.pinned_resource().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -436,11 +444,11 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_flush(cx)
+        self.pinned_resource().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_shutdown(cx)
+        self.pinned_resource().poll_shutdown(cx)
     }
 }
 
