@@ -96,8 +96,8 @@ use kernel_mask::blocks_all;
 /// The mask as the kernel sees it, on 64-bit Linux: 64 signals, the first
 /// 64 bits of the C library's 1024-bit `sigset_t`. Knowing the layout lets
 /// the guard's set be built at compile time and lets a fully blocked thread
-/// skip the restore. One module per layout keeps the target list in one
-/// place.
+/// skip the restore. One module per layout: the target list appears only
+/// here and in the fallback's negation.
 #[cfg(all(
     target_os = "linux",
     any(
