@@ -57,6 +57,8 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::sys;
+
 thread_local! {
     /// How many guards are alive on this thread.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
@@ -88,36 +90,127 @@ const SYNCHRONOUS: [libc::c_int; 6] = [
     libc::SIGSYS,
 ];
 
-/// The set of signals a [`MaskGuard`] blocks. Async-signal-safe.
-pub(crate) fn async_signal_set() -> libc::sigset_t {
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64",
-            target_arch = "s390x"
-        )
-    ))]
-    {
+pub(crate) use kernel_mask::async_signal_set;
+use kernel_mask::blocks_all;
+
+/// The mask as the kernel sees it, on 64-bit Linux: 64 signals, the first
+/// 64 bits of the C library's 1024-bit `sigset_t`. Knowing the layout lets
+/// the guard's set be built at compile time and lets a fully blocked thread
+/// skip the restore. One module per layout: the target list appears only
+/// here and in the fallback's negation.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )
+))]
+mod kernel_mask {
+    use super::SYNCHRONOUS;
+
+    /// The set of signals a [`MaskGuard`](super::MaskGuard) blocks.
+    /// Async-signal-safe.
+    pub(crate) fn async_signal_set() -> libc::sigset_t {
         // Built at compile time: the guard's hot path pays no sigfillset
         // and no sigdelset calls.
         ASYNC_SET
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64",
-            target_arch = "s390x"
-        )
-    )))]
-    {
+
+    /// The C library's internal signals, as bits of the kernel's mask
+    /// (signal `n` at bit `n - 1`): never blocked by a guard.
+    ///
+    /// glibc keeps 32 (SIGCANCEL) and 33 (SIGSETXID) and strips them from a
+    /// copy of every set passed to `pthread_sigmask`. musl keeps 32, 33 and
+    /// 34 (SIGSYNCCALL, which `setuid`, `setgroups` and friends send to
+    /// every thread and wait for), passes the set to the kernel as it is,
+    /// and clears all three from the old mask it reports. So on musl 34 must
+    /// stay out of the set (a held guard would stall `setuid` in other
+    /// threads until it drops) and out of the "all blocked" comparison (the
+    /// reported old mask never has it, and every guard would restore). On
+    /// glibc, 34 is SIGRTMIN, the program's own, and is blocked like any
+    /// other.
+    ///
+    /// Only the glibc value is built and tested on this project's CI (no
+    /// musl target there); the musl value follows musl's `pthread_sigmask`
+    /// and `sigfillset` sources.
+    const LIBC_INTERNAL: u64 = if cfg!(target_env = "musl") {
+        1 << 31 | 1 << 32 | 1 << 33
+    } else {
+        1 << 31 | 1 << 32
+    };
+
+    /// Signals 1-64 (the kernel's whole mask, the first 64 bits of the set)
+    /// minus the synchronous ones and the C library's internal ones
+    /// ([`LIBC_INTERNAL`]), which glibc's `pthread_sigmask` would otherwise
+    /// strip from a copy of the set on every call.
+    const ASYNC_SET: libc::sigset_t = {
+        const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
+        let mut synchronous = 0u64;
+        let mut i = 0;
+        while i < SYNCHRONOUS.len() {
+            synchronous |= 1 << (SYNCHRONOUS[i] - 1);
+            i += 1;
+        }
+        let mut words = [0u64; WORDS];
+        words[0] = !synchronous & !LIBC_INTERNAL;
+        // SAFETY: `sigset_t` is plain data, exactly `WORDS` 64-bit words on
+        // these 64-bit Linux targets (glibc and musl: 1024 bits), with
+        // signal `n` at bit `n - 1` of the first word (their kernels have 64
+        // signals); any bit pattern is a valid value.
+        unsafe { std::mem::transmute::<[u64; WORDS], libc::sigset_t>(words) }
+    };
+
+    /// Signals 1-64 of a set: the part the kernel reads and writes; the
+    /// rest of the 1024-bit `sigset_t` is never read or written by it.
+    /// Async-signal-safe, no syscall.
+    pub(super) fn kernel_word(set: &libc::sigset_t) -> u64 {
+        // SAFETY: `sigset_t` is at least 8 bytes of plain, initialised data.
+        unsafe {
+            (set as *const libc::sigset_t)
+                .cast::<u64>()
+                .read_unaligned()
+        }
+    }
+
+    /// Whether `mask` already blocks every signal of `set` that the kernel
+    /// lets a thread block, so that `SIG_BLOCK` of `set` over `mask` changed
+    /// nothing: what lets a fully blocked thread skip the restore. Exact
+    /// here (64 signals). Async-signal-safe, no syscall.
+    pub(super) fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
+        // The kernel never blocks SIGKILL and SIGSTOP, and the C library's
+        // internal signals are never blocked by `set` (glibc also strips
+        // them from what it blocks, musl strips them from the old mask it
+        // reports).
+        const NEVER_BLOCKED: u64 =
+            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | LIBC_INTERNAL;
+        let want = kernel_word(set) & !NEVER_BLOCKED;
+        kernel_word(mask) & want == want
+    }
+}
+
+/// Other targets: the mask's layout is not assumed.
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )
+)))]
+mod kernel_mask {
+    use super::SYNCHRONOUS;
+    use std::mem::MaybeUninit;
+
+    /// The set of signals a [`MaskGuard`](super::MaskGuard) blocks.
+    /// Async-signal-safe.
+    pub(crate) fn async_signal_set() -> libc::sigset_t {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigfillset initialises the whole set; sigdelset only edits
         // it. Both are async-signal-safe and cannot fail for valid numbers.
@@ -129,122 +222,11 @@ pub(crate) fn async_signal_set() -> libc::sigset_t {
             set.assume_init()
         }
     }
-}
 
-/// The C library's internal signals, as bits of the kernel's mask (signal
-/// `n` at bit `n - 1`): never blocked by a guard.
-///
-/// glibc keeps 32 (SIGCANCEL) and 33 (SIGSETXID) and strips them from a
-/// copy of every set passed to `pthread_sigmask`. musl keeps 32, 33 and 34
-/// (SIGSYNCCALL, which `setuid`, `setgroups` and friends send to every
-/// thread and wait for), passes the set to the kernel as it is, and clears
-/// all three from the old mask it reports. So on musl 34 must stay out of
-/// the set (a held guard would stall `setuid` in other threads until it
-/// drops) and out of the "all blocked" comparison (the reported old mask
-/// never has it, and every guard would restore). On glibc, 34 is SIGRTMIN,
-/// the program's own, and is blocked like any other.
-///
-/// Only the glibc value is built and tested on this project's CI (no musl
-/// target there); the musl value follows musl's `pthread_sigmask` and
-/// `sigfillset` sources.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64",
-        target_arch = "s390x"
-    )
-))]
-const LIBC_INTERNAL: u64 = if cfg!(target_env = "musl") {
-    1 << 31 | 1 << 32 | 1 << 33
-} else {
-    1 << 31 | 1 << 32
-};
-
-/// Signals 1-64 (the kernel's whole mask, the first 64 bits of the set)
-/// minus the synchronous ones and the C library's internal ones
-/// ([`LIBC_INTERNAL`]), which glibc's `pthread_sigmask` would otherwise
-/// strip from a copy of the set on every call.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64",
-        target_arch = "s390x"
-    )
-))]
-const ASYNC_SET: libc::sigset_t = {
-    const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
-    let mut synchronous = 0u64;
-    let mut i = 0;
-    while i < SYNCHRONOUS.len() {
-        synchronous |= 1 << (SYNCHRONOUS[i] - 1);
-        i += 1;
-    }
-    let mut words = [0u64; WORDS];
-    words[0] = !synchronous & !LIBC_INTERNAL;
-    // SAFETY: `sigset_t` is plain data, exactly `WORDS` 64-bit words on
-    // these 64-bit Linux targets (glibc and musl: 1024 bits), with signal
-    // `n` at bit `n - 1` of the first word (their kernels have 64 signals);
-    // any bit pattern is a valid value.
-    unsafe { std::mem::transmute::<[u64; WORDS], libc::sigset_t>(words) }
-};
-
-/// Whether `mask` already blocks every signal of `set` that the kernel lets
-/// a thread block, so that `SIG_BLOCK` of `set` over `mask` changed nothing.
-/// Async-signal-safe, no syscall.
-///
-/// Exact on 64-bit Linux with 64 signals, where it is what lets a fully
-/// blocked thread skip the restore. Elsewhere it answers `false` (the guard
-/// always restores: two syscalls, always sound).
-fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64",
-            target_arch = "s390x"
-        )
-    ))]
-    {
-        // Signals 1-64 are the first 64 bits of the set, the part the kernel
-        // reads and writes; the rest of the 1024-bit `sigset_t` is never
-        // read or written by it. The kernel never blocks SIGKILL and
-        // SIGSTOP, and the C library's internal signals are never blocked
-        // by `set` (glibc also strips them from what it blocks, musl strips
-        // them from the old mask it reports).
-        const NEVER_BLOCKED: u64 =
-            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | LIBC_INTERNAL;
-        // SAFETY: `sigset_t` is at least 8 bytes of plain, initialised data
-        // (both sets come from sigfillset/sigemptyset, then the kernel).
-        let word = |s: &libc::sigset_t| unsafe {
-            (s as *const libc::sigset_t).cast::<u64>().read_unaligned()
-        };
-        let want = word(set) & !NEVER_BLOCKED;
-        word(mask) & want == want
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64",
-            target_arch = "s390x"
-        )
-    )))]
-    {
-        let _ = (mask, set);
+    /// Whether `mask` already blocks all of `set`: not known without the
+    /// mask's layout, so always `false` (the guard always restores: two
+    /// syscalls, always sound). Async-signal-safe, no syscall.
+    pub(super) fn blocks_all(_mask: &libc::sigset_t, _set: &libc::sigset_t) -> bool {
         false
     }
 }
@@ -382,15 +364,7 @@ impl MaskGuard {
         let depth = DEPTH.with(Cell::get);
         let outermost = (depth == 0).then(|| {
             let block = async_signal_set();
-            let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-            // SAFETY: `block` is initialised; sigemptyset initialises `old`
-            // fully (the kernel writes only its first 64 bits), then the
-            // call writes the previous mask into it.
-            let saved = unsafe {
-                libc::sigemptyset(old.as_mut_ptr());
-                libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr());
-                old.assume_init()
-            };
+            let saved = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
             let restore = !blocks_all(&saved, &block);
             // For readers of the mask before this thread's guards; the
             // guard itself restores from the object.
@@ -456,11 +430,7 @@ impl Drop for MaskGuard {
         };
         DEPTH.with(|d| d.set(left));
         if let Some(saved) = restore {
-            // SAFETY: `saved` is an initialised mask this thread had before
-            // its outermost guard.
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, saved, std::ptr::null_mut());
-            }
+            sys::set_sigmask(saved);
         }
     }
 }
@@ -477,16 +447,6 @@ impl fmt::Debug for MaskGuard {
 mod tests {
     use super::*;
 
-    /// Signals 1-64 of a set.
-    fn kernel_word(set: &libc::sigset_t) -> u64 {
-        // SAFETY: a sigset_t is at least 8 bytes of plain data.
-        unsafe {
-            (set as *const libc::sigset_t)
-                .cast::<u64>()
-                .read_unaligned()
-        }
-    }
-
     /// A guard must never block the C library's own signals: glibc's 32 and
     /// 33, and on musl also 34 (SIGSYNCCALL: a guard held on one thread
     /// would stall `setuid` on every other). On glibc, 34 is SIGRTMIN, an
@@ -498,7 +458,7 @@ mod tests {
     ))]
     #[test]
     fn the_guard_set_leaves_the_c_librarys_internal_signals_alone() {
-        let word = kernel_word(&async_signal_set());
+        let word = kernel_mask::kernel_word(&async_signal_set());
         let bit = |sig: u32| word & (1u64 << (sig - 1)) != 0;
         assert!(!bit(32) && !bit(33));
         if cfg!(target_env = "musl") {
@@ -510,13 +470,7 @@ mod tests {
     }
 
     fn current_mask() -> libc::sigset_t {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises `set`; a null new set only queries.
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr());
-            set.assume_init()
-        }
+        sys::change_sigmask(libc::SIG_BLOCK, None)
     }
 
     /// The mask a guard leaves in force must count as "blocks all": if the

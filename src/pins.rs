@@ -146,8 +146,7 @@ impl FdTable {
         };
         loop {
             let w = slot.load();
-            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
-            if !ours {
+            if !w.is_handle_of(gen) {
                 return true;
             }
             if w.pins() > allowed {
@@ -168,7 +167,8 @@ impl FdTable {
     /// also performs a close deferred behind this pin. A borrowed pin (see
     /// [`pin`](Self::pin)) is not in the slot: only the state changes, and
     /// nothing is unpinned. Returns whether this call retired a live entry;
-    /// the caller then owes one [`count_retired`](Self::count_retired) for
+    /// the caller then owes one
+    /// [`count_retired_live`](Self::count_retired_live) for
     /// it (batched: one atomic operation per `close_all`, not per entry).
     ///
     /// `pin.word` is the word as the pin left it: the likely current value,
@@ -204,10 +204,5 @@ impl FdTable {
             self.unpin(slot, fd, pinned.gen());
         }
         false
-    }
-
-    /// `n` live entries were retired by [`retire_and_unpin`](Self::retire_and_unpin).
-    pub(crate) fn count_retired(&self, n: usize) {
-        self.count_retired_live(n);
     }
 }

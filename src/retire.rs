@@ -149,7 +149,7 @@ impl FdTable {
         }
         // `len` counts the retired entries until here (documented on `len`):
         // one atomic operation per call instead of one per entry.
-        self.count_retired(report.released);
+        self.count_retired_live(report.released);
         report
     }
 }

@@ -130,6 +130,13 @@ impl Word {
     pub(crate) fn is_published(self) -> bool {
         self.state() != SlotState::Free
     }
+
+    /// Whether this is still the entry of generation `gen` with its handle
+    /// alive (`Live` or `Retired`): what a handle's close or take-back may
+    /// unregister.
+    pub(crate) fn is_handle_of(self, gen: u64) -> bool {
+        self.gen() == gen && matches!(self.state(), SlotState::Live | SlotState::Retired)
+    }
 }
 
 impl std::fmt::Debug for Word {

@@ -138,17 +138,22 @@ pub(crate) fn open_placeholder() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
+/// `fstat(2)` of `fd`; `None` when it fails (not open). Async-signal-safe.
+///
+/// # References
+/// `fstat(2)`
+pub(crate) fn stat(fd: RawFd) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    Some(unsafe { st.assume_init() })
+}
+
 /// Whether `a` and `b` name the same inode (`fstat` of both succeeds and
 /// agrees). Async-signal-safe.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn same_inode(a: RawFd, b: RawFd) -> bool {
-    let id = |fd: RawFd| {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-        // SAFETY: `fstat` succeeded, so it initialised `st`.
-        let st = unsafe { st.assume_init() };
-        Some((st.st_dev, st.st_ino))
-    };
+    let id = |fd| stat(fd).map(|st| (st.st_dev, st.st_ino));
     matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
 
@@ -195,10 +200,7 @@ impl ProcFdPath {
 ///
 /// Async-signal-safe (`fstat`, `fcntl`).
 pub(crate) fn placeholder_tag(fd: RawFd) -> Option<u32> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-    // SAFETY: `fstat` succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
+    let st = stat(fd)?;
     let flags = syscall!(fcntl(fd, libc::F_GETFL)).ok()?;
     // An `O_PATH` descriptor reports the `O_RDONLY` access mode too.
     let dead =
@@ -324,6 +326,41 @@ pub(crate) fn close_range_supported() -> bool {
         // No kernel accepts first > last; be conservative if one ever does.
         Ok(()) => false,
     }
+}
+
+/// `pthread_sigmask(how, set, &old)`: change this thread's signal mask by
+/// `set` (`None`: change nothing, only read it) and return the mask in force
+/// before. The result is wholly initialised: the kernel writes only the
+/// first 64 bits of the C library's 1024-bit `sigset_t`, so the rest is
+/// emptied first.
+///
+/// Async-signal-safe. Never fails for `SIG_BLOCK`, `SIG_UNBLOCK` and
+/// `SIG_SETMASK`: `pthread_sigmask` fails only for another `how`.
+///
+/// # References
+/// `pthread_sigmask(3)`, `rt_sigprocmask(2)`
+#[inline]
+pub(crate) fn change_sigmask(how: libc::c_int, set: Option<&libc::sigset_t>) -> libc::sigset_t {
+    let set = set.map_or(std::ptr::null(), |set| set as *const libc::sigset_t);
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises all of `old`; `set` is null or an
+    // initialised set; the call only writes into `old`.
+    unsafe {
+        libc::sigemptyset(old.as_mut_ptr());
+        libc::pthread_sigmask(how, set, old.as_mut_ptr());
+        old.assume_init()
+    }
+}
+
+/// `pthread_sigmask(SIG_SETMASK, set, NULL)`: make `set` this thread's
+/// signal mask. Async-signal-safe; never fails.
+///
+/// # References
+/// `pthread_sigmask(3)`
+#[inline]
+pub(crate) fn set_sigmask(set: &libc::sigset_t) {
+    // SAFETY: `set` is an initialised set; a null old set is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
 }
 
 /// Put signal `sig` back to its default disposition (`SIG_DFL`), with an

@@ -433,7 +433,7 @@ impl FdTable {
         let _mask = MaskGuard::new();
         loop {
             let w = slot.load();
-            let ours = w.gen() == gen && matches!(w.state(), SlotState::Live | SlotState::Retired);
+            let ours = w.is_handle_of(gen);
             if !ours {
                 // Cannot happen while handles are used as documented; the
                 // handle owns `raw` either way.
@@ -471,7 +471,9 @@ impl FdTable {
         self.live.sub();
     }
 
-    /// `n` `Live` entries were retired (batched by `close_all`).
+    /// `n` `Live` entries were retired by
+    /// [`retire_and_unpin`](Self::retire_and_unpin) (batched: one atomic
+    /// operation per `close_all`, not per entry).
     pub(crate) fn count_retired_live(&self, n: usize) {
         self.live.sub_n(n);
     }

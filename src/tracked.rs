@@ -170,11 +170,8 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close(self) -> io::Result<()> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used again and its destructor never runs,
-        // so the resource is taken exactly once.
-        let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
-        release(this.table, this.fd, this.gen, resource)
+        let (table, fd, gen, resource) = self.dismantle();
+        release(table, fd, gen, resource)
     }
 
     /// Unregister the descriptor without closing it and hand the resource
@@ -233,10 +230,9 @@ impl<'t, T: Trackable> Tracked<'t, T> {
                 self.fd
             );
         }
-        let mut this = ManuallyDrop::new(self);
-        this.table.forget_entry(this.fd, this.gen);
-        // SAFETY: as in `close`: taken once, the destructor never runs.
-        unsafe { ManuallyDrop::take(&mut this.resource) }
+        let (table, fd, gen, resource) = self.dismantle();
+        table.forget_entry(fd, gen);
+        resource
     }
 
     /// [`into_inner`](Tracked::into_inner) that never waits and never
@@ -270,9 +266,7 @@ impl<'t, T: Trackable> Tracked<'t, T> {
         if !self.table.try_forget_entry(self.fd, self.gen) {
             return Err(self);
         }
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: as in `close`: taken once, the destructor never runs.
-        Ok(unsafe { ManuallyDrop::take(&mut this.resource) })
+        Ok(self.dismantle().3)
     }
 
     /// Mutable access to the resource, for methods that need `&mut T`.
@@ -290,6 +284,16 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// The table this handle is registered in. Async-signal-safe.
     pub fn table(&self) -> &'t FdTable {
         self.table
+    }
+
+    /// The handle's parts, the resource moved out, without running `Drop`:
+    /// for the ways out that settle the entry themselves.
+    fn dismantle(self) -> (&'t FdTable, RawFd, u64, T) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and its destructor never runs,
+        // so the resource is taken exactly once.
+        let resource = unsafe { ManuallyDrop::take(&mut this.resource) };
+        (this.table, this.fd, this.gen, resource)
     }
 }
 
@@ -399,13 +403,21 @@ forward_io! {
 // `Tracked` moves the resource out when it closes, so it cannot promise
 // structural pinning.
 #[cfg(feature = "tokio")]
+impl<T: Trackable + Unpin> Tracked<'_, T> {
+    /// `T` is `Unpin`, so a pinned handle may lend its resource pinned.
+    fn pinned_resource(self: Pin<&mut Self>) -> Pin<&mut T> {
+        Pin::new(&mut *Pin::get_mut(self).resource)
+    }
+}
+
+#[cfg(feature = "tokio")]
 impl<T: Trackable + tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<'_, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_read(cx, buf)
+        self.pinned_resource().poll_read(cx, buf)
     }
 }
 
@@ -416,7 +428,7 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_write(cx, buf)
+        self.pinned_resource().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -424,7 +436,7 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_write_vectored(cx, bufs)
+        self.pinned_resource().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -432,11 +444,11 @@ impl<T: Trackable + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tra
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_flush(cx)
+        self.pinned_resource().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *Pin::get_mut(self).resource).poll_shutdown(cx)
+        self.pinned_resource().poll_shutdown(cx)
     }
 }
 
