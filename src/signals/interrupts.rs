@@ -501,14 +501,10 @@ impl Drop for Interrupts {
         if self.registered.iter().all(Option::is_none) {
             return;
         }
-        if !self.shared.installer.is_current() {
-            // A fork child dropping its parent's instance: no record of
-            // this process to update, so no lock that another parent thread
-            // may have held at fork time.
-            self.unregister_all();
-            return;
-        }
-        let _setup = policy::setup_lock();
+        // A fork child dropping its parent's instance has no record of this
+        // process to update, so it takes no lock that another parent thread
+        // may have held at fork time.
+        let _setup = self.shared.installer.is_current().then(policy::setup_lock);
         self.unregister_all();
     }
 }
