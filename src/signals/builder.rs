@@ -122,10 +122,7 @@ impl InterruptsBuilder {
         let installer = Owner::current();
         let mut handled = 0u8;
         let mut ignored = Vec::new();
-        for signal in Signal::ALL {
-            if self.signals & signal.bit() == 0 {
-                continue;
-            }
+        for signal in Signal::in_set(self.signals) {
             policy::look_at_start(signal)?;
             if self.respect_ignored && policy::ignored_at_start(signal) {
                 ignored.push(signal);
@@ -147,10 +144,7 @@ impl InterruptsBuilder {
             kills: self.second_signal_kills,
             default_after_drop: self.default_after_drop,
         };
-        for signal in Signal::ALL {
-            if handled & signal.bit() == 0 {
-                continue;
-            }
+        for signal in Signal::in_set(handled) {
             if let Err(error) = interrupts.register(signal) {
                 // Undo what is registered; the drop that follows finds
                 // nothing left to do (and so never takes the lock we hold).

@@ -294,9 +294,7 @@ impl Interrupts {
 
     /// The signals this instance handles and reports. Async-signal-safe.
     pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
-        Signal::ALL
-            .into_iter()
-            .filter(|s| self.handled & s.bit() != 0)
+        Signal::in_set(self.handled)
     }
 
     /// Signals that were asked for but left ignored because they were
