@@ -142,10 +142,9 @@ impl InterruptsBuilder {
             registered: [None; COUNT],
             ignored,
             kills: self.second_signal_kills,
-            default_after_drop: self.default_after_drop,
         };
         for signal in Signal::in_set(handled) {
-            if let Err(error) = interrupts.register(signal) {
+            if let Err(error) = interrupts.register(signal, self.default_after_drop) {
                 // Undo what is registered; the drop that follows finds
                 // nothing left to do (and so never takes the lock we hold).
                 interrupts.unregister_all();

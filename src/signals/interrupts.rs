@@ -260,7 +260,6 @@ pub struct Interrupts {
     pub(super) registered: [Option<SigId>; COUNT],
     pub(super) ignored: Vec<Signal>,
     pub(super) kills: bool,
-    pub(super) default_after_drop: bool,
 }
 
 impl Interrupts {
@@ -446,9 +445,10 @@ impl Interrupts {
         policy::die_by_default(signal.as_raw())
     }
 
-    /// Register the action for `signal`, then count it live. Call with
-    /// the setup lock held.
-    pub(super) fn register(&mut self, signal: Signal) -> io::Result<()> {
+    /// Register the action for `signal`, then count it live (with this
+    /// instance's choice of the default after drop, which only the record
+    /// keeps). Call with the setup lock held.
+    pub(super) fn register(&mut self, signal: Signal, default_after_drop: bool) -> io::Result<()> {
         handler::ensure_fallback(signal)?;
         let shared = Arc::clone(&self.shared);
         // SAFETY: `on_signal` makes only async-signal-safe calls, never
@@ -463,7 +463,7 @@ impl Interrupts {
             signal,
             self.shared.installer.pid(),
             self.kills,
-            self.default_after_drop,
+            default_after_drop,
         );
         if let Err(error) = joined {
             signal_hook::low_level::unregister(id);
