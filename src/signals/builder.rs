@@ -123,8 +123,8 @@ impl InterruptsBuilder {
         let mut handled = 0u8;
         let mut ignored = Vec::new();
         for signal in Signal::in_set(self.signals) {
-            policy::look_at_start(signal)?;
-            if self.respect_ignored && policy::ignored_at_start(signal) {
+            let ignored_at_start = policy::ignored_at_start(signal)?;
+            if self.respect_ignored && ignored_at_start {
                 ignored.push(signal);
             } else {
                 handled |= signal.bit();

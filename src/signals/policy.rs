@@ -135,26 +135,21 @@ fn default_at_start(signal: Signal) -> bool {
     DEFAULT_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
 }
 
-/// Whether `signal` was `SIG_IGN` when this crate first looked at it.
-pub(crate) fn ignored_at_start(signal: Signal) -> bool {
-    IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
-}
-
-/// Record the disposition `signal` had before this crate touched it, once
-/// per process tree (a fork child inherits what its parent saw). Call with
-/// the setup lock held.
-pub(crate) fn look_at_start(signal: Signal) -> io::Result<()> {
-    if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() != 0 {
-        return Ok(());
+/// Whether `signal` was `SIG_IGN` when this crate first looked at it. The
+/// first call per process tree (a fork child inherits what its parent saw)
+/// looks, before this crate touches the signal, and records the
+/// disposition. Call with the setup lock held.
+pub(crate) fn ignored_at_start(signal: Signal) -> io::Result<bool> {
+    if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() == 0 {
+        let handler = current_disposition(signal)?;
+        if handler == libc::SIG_IGN {
+            IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+        } else if handler == libc::SIG_DFL {
+            DEFAULT_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+        }
+        LOOKED_AT.fetch_or(signal.bit(), Ordering::SeqCst);
     }
-    let handler = current_disposition(signal)?;
-    if handler == libc::SIG_IGN {
-        IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
-    } else if handler == libc::SIG_DFL {
-        DEFAULT_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
-    }
-    LOOKED_AT.fetch_or(signal.bit(), Ordering::SeqCst);
-    Ok(())
+    Ok(IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0)
 }
 
 /// Whether any signal's record counts a live instance of process `pid`.
