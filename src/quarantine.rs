@@ -176,21 +176,22 @@ pub fn enter() -> io::Result<QuarantineReport> {
     let preexisting_threads = count_threads().map(|n| n.saturating_sub(1));
     let block = async_signal_set();
     let mut original = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: valid sets; `original` is written by the call.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &block, original.as_mut_ptr()) };
+    // SAFETY: valid sets; `original` is written by the call, which cannot
+    // fail with a valid `how` and valid pointers.
+    let original = unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, original.as_mut_ptr());
+        original.assume_init()
+    };
     // SAFETY: we won OFF -> ENTERING, so no one else writes ORIGINAL_MASK,
     // and no one reads it before ACTIVE is published below.
-    unsafe { *ORIGINAL_MASK.0.get() = original };
+    unsafe { *ORIGINAL_MASK.0.get() = MaybeUninit::new(original) };
 
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("fdtable-signals".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            // SAFETY: restores the pre-quarantine mask on this thread only.
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, original.as_ptr(), std::ptr::null_mut())
-            };
+            set_thread_mask(&original);
             let _ = tid_tx.send(current_tid());
             loop {
                 // SAFETY: pause(2) has no preconditions; handlers run here.
@@ -198,10 +199,8 @@ pub fn enter() -> io::Result<QuarantineReport> {
             }
         });
     if let Err(error) = spawned {
-        // SAFETY: undo our own block; the state goes back to OFF.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, original.as_ptr(), std::ptr::null_mut())
-        };
+        // Undo our own block; the state goes back to OFF.
+        set_thread_mask(&original);
         STATE.store(OFF, Ordering::Release);
         return Err(error);
     }
@@ -275,9 +274,15 @@ pub(crate) unsafe fn leave_in_child() {
     // and restores it, as on any thread outside quarantine.
     STATE.store(OFF, Ordering::Release);
     SIGNAL_THREAD_TID.store(0, Ordering::Relaxed);
-    // SAFETY: `original` is the initialised mask from before `enter`; this
-    // changes the calling thread's mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &original, std::ptr::null_mut()) };
+    set_thread_mask(&original);
+}
+
+/// Make `mask` the calling thread's signal mask (the pre-quarantine mask,
+/// wherever quarantine is undone or does not apply). Async-signal-safe.
+fn set_thread_mask(mask: &libc::sigset_t) {
+    // SAFETY: `mask` is an initialised set; this changes the calling
+    // thread's mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
 }
 
 /// Threads in this process, where the system says.

@@ -244,10 +244,10 @@ impl AsyncInterrupts {
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
         let interrupts = self.pipe.get_ref();
         interrupts.check_can_wait(true)?;
+        if let Some(received) = interrupts.try_recv() {
+            return Poll::Ready(Ok(received));
+        }
         loop {
-            if let Some(received) = interrupts.try_recv() {
-                return Poll::Ready(Ok(received));
-            }
             interrupts
                 .signals()
                 .try_for_each(handler::check_reachable)?;

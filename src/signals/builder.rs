@@ -122,12 +122,9 @@ impl InterruptsBuilder {
         let installer = Owner::current();
         let mut handled = 0u8;
         let mut ignored = Vec::new();
-        for signal in Signal::ALL {
-            if self.signals & signal.bit() == 0 {
-                continue;
-            }
-            policy::look_at_start(signal)?;
-            if self.respect_ignored && policy::ignored_at_start(signal) {
+        for signal in Signal::in_set(self.signals) {
+            let ignored_at_start = policy::ignored_at_start(signal)?;
+            if self.respect_ignored && ignored_at_start {
                 ignored.push(signal);
             } else {
                 handled |= signal.bit();
@@ -145,13 +142,9 @@ impl InterruptsBuilder {
             registered: [None; COUNT],
             ignored,
             kills: self.second_signal_kills,
-            default_after_drop: self.default_after_drop,
         };
-        for signal in Signal::ALL {
-            if handled & signal.bit() == 0 {
-                continue;
-            }
-            if let Err(error) = interrupts.register(signal) {
+        for signal in Signal::in_set(handled) {
+            if let Err(error) = interrupts.register(signal, self.default_after_drop) {
                 // Undo what is registered; the drop that follows finds
                 // nothing left to do (and so never takes the lock we hold).
                 interrupts.unregister_all();

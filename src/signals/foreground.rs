@@ -83,8 +83,7 @@ impl Interrupts {
         {
             let _setup = policy::setup_lock();
             for signal in [Signal::Interrupt, Signal::Quit] {
-                policy::look_at_start(signal)?;
-                if !policy::ignored_at_start(signal) || self.signals().any(|s| s == signal) {
+                if !policy::ignored_at_start(signal)? || self.signals().any(|s| s == signal) {
                     handler::ensure_fallback(signal)?;
                 }
             }

@@ -28,6 +28,11 @@ use crate::sys::syscall;
 /// `exec`.
 pub(crate) static HANDLED_SIGNALS: AtomicU64 = AtomicU64::new(0);
 
+/// `signal`'s bit in [`HANDLED_SIGNALS`].
+fn handled_bit(signal: Signal) -> u64 {
+    1 << (signal.as_raw() - 1)
+}
+
 /// The address of signal-hook's handler function, 0 until learned.
 static HOOK_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// Per signal: the handler found right after this crate registered for
@@ -52,8 +57,8 @@ fn is_function(handler: libc::sighandler_t) -> bool {
 /// learn signal-hook's handler address if this registration installed it.
 /// Call with the setup lock held.
 pub(crate) fn ensure_fallback(signal: Signal) -> io::Result<()> {
-    let raw_bit = 1u64 << (signal.as_raw() - 1);
-    if HANDLED_SIGNALS.load(Ordering::SeqCst) & raw_bit != 0 {
+    let bit = handled_bit(signal);
+    if HANDLED_SIGNALS.load(Ordering::SeqCst) & bit != 0 {
         return Ok(());
     }
     super::owner::register_fork_reset()?;
@@ -64,7 +69,7 @@ pub(crate) fn ensure_fallback(signal: Signal) -> io::Result<()> {
     unsafe {
         signal_hook::low_level::register(signal.as_raw(), move || policy::on_delivery(signal))
     }?;
-    HANDLED_SIGNALS.fetch_or(raw_bit, Ordering::SeqCst);
+    HANDLED_SIGNALS.fetch_or(bit, Ordering::SeqCst);
     if let Ok(after) = current_disposition(signal) {
         // A change across the registration is signal-hook installing its
         // handler (other code would have to race us within these few
@@ -96,7 +101,7 @@ fn reach(signal: Signal) -> io::Result<Reach> {
         0 => FOUND[signal.index()].load(Ordering::SeqCst),
         known => known,
     };
-    let registered = HANDLED_SIGNALS.load(Ordering::SeqCst) & (1u64 << (signal.as_raw() - 1)) != 0;
+    let registered = HANDLED_SIGNALS.load(Ordering::SeqCst) & handled_bit(signal) != 0;
     if !registered || expected == 0 {
         return Ok(Reach::Yes); // never registered in this process tree
     }

@@ -260,7 +260,6 @@ pub struct Interrupts {
     pub(super) registered: [Option<SigId>; COUNT],
     pub(super) ignored: Vec<Signal>,
     pub(super) kills: bool,
-    pub(super) default_after_drop: bool,
 }
 
 impl Interrupts {
@@ -294,9 +293,7 @@ impl Interrupts {
 
     /// The signals this instance handles and reports. Async-signal-safe.
     pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
-        Signal::ALL
-            .into_iter()
-            .filter(|s| self.handled & s.bit() != 0)
+        Signal::in_set(self.handled)
     }
 
     /// Signals that were asked for but left ignored because they were
@@ -448,9 +445,10 @@ impl Interrupts {
         policy::die_by_default(signal.as_raw())
     }
 
-    /// Register the action for `signal`, then count it live. Call with
-    /// the setup lock held.
-    pub(super) fn register(&mut self, signal: Signal) -> io::Result<()> {
+    /// Register the action for `signal`, then count it live (with this
+    /// instance's choice of the default after drop, which only the record
+    /// keeps). Call with the setup lock held.
+    pub(super) fn register(&mut self, signal: Signal, default_after_drop: bool) -> io::Result<()> {
         handler::ensure_fallback(signal)?;
         let shared = Arc::clone(&self.shared);
         // SAFETY: `on_signal` makes only async-signal-safe calls, never
@@ -465,7 +463,7 @@ impl Interrupts {
             signal,
             self.shared.installer.pid(),
             self.kills,
-            self.default_after_drop,
+            default_after_drop,
         );
         if let Err(error) = joined {
             signal_hook::low_level::unregister(id);
@@ -501,14 +499,10 @@ impl Drop for Interrupts {
         if self.registered.iter().all(Option::is_none) {
             return;
         }
-        if !self.shared.installer.is_current() {
-            // A fork child dropping its parent's instance: no record of
-            // this process to update, so no lock that another parent thread
-            // may have held at fork time.
-            self.unregister_all();
-            return;
-        }
-        let _setup = policy::setup_lock();
+        // A fork child dropping its parent's instance has no record of this
+        // process to update, so it takes no lock that another parent thread
+        // may have held at fork time.
+        let _setup = self.shared.installer.is_current().then(policy::setup_lock);
         self.unregister_all();
     }
 }

@@ -135,26 +135,21 @@ fn default_at_start(signal: Signal) -> bool {
     DEFAULT_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
 }
 
-/// Whether `signal` was `SIG_IGN` when this crate first looked at it.
-pub(crate) fn ignored_at_start(signal: Signal) -> bool {
-    IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0
-}
-
-/// Record the disposition `signal` had before this crate touched it, once
-/// per process tree (a fork child inherits what its parent saw). Call with
-/// the setup lock held.
-pub(crate) fn look_at_start(signal: Signal) -> io::Result<()> {
-    if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() != 0 {
-        return Ok(());
+/// Whether `signal` was `SIG_IGN` when this crate first looked at it. The
+/// first call per process tree (a fork child inherits what its parent saw)
+/// looks, before this crate touches the signal, and records the
+/// disposition. Call with the setup lock held.
+pub(crate) fn ignored_at_start(signal: Signal) -> io::Result<bool> {
+    if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() == 0 {
+        let handler = current_disposition(signal)?;
+        if handler == libc::SIG_IGN {
+            IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+        } else if handler == libc::SIG_DFL {
+            DEFAULT_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
+        }
+        LOOKED_AT.fetch_or(signal.bit(), Ordering::SeqCst);
     }
-    let handler = current_disposition(signal)?;
-    if handler == libc::SIG_IGN {
-        IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
-    } else if handler == libc::SIG_DFL {
-        DEFAULT_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
-    }
-    LOOKED_AT.fetch_or(signal.bit(), Ordering::SeqCst);
-    Ok(())
+    Ok(IGNORED_AT_START.load(Ordering::SeqCst) & signal.bit() != 0)
 }
 
 /// Whether any signal's record counts a live instance of process `pid`.
@@ -278,15 +273,29 @@ pub(crate) fn disarm() {
     ARMED.store(0, Ordering::SeqCst);
 }
 
+/// The depth of process `pid`'s foreground scopes in the [`FOREGROUND`]
+/// word `word`: 0 when the word is another process's.
+fn foreground_depth(word: u64, pid: libc::pid_t) -> u64 {
+    if word as u32 as libc::pid_t == pid {
+        word >> 32
+    } else {
+        0
+    }
+}
+
+/// The [`FOREGROUND`] word for `depth` scopes of process `pid`.
+fn foreground_word(pid: libc::pid_t, depth: u64) -> u64 {
+    u64::from(pid as u32) | depth << 32
+}
+
 /// Open a foreground scope in process `pid`. Async-signal-safe.
 pub(crate) fn foreground_enter(pid: libc::pid_t) {
     let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
-        let depth = if word as u32 as libc::pid_t == pid {
-            word >> 32
-        } else {
-            0
-        };
-        Some(u64::from(pid as u32) | (depth.saturating_add(1).min(u32::MAX.into()) << 32))
+        let depth = foreground_depth(word, pid);
+        Some(foreground_word(
+            pid,
+            depth.saturating_add(1).min(u32::MAX.into()),
+        ))
     });
 }
 
@@ -299,9 +308,8 @@ pub(crate) fn foreground_leave(owner: Owner) {
     }
     let pid = owner.pid();
     let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
-        let depth = word >> 32;
-        (word as u32 as libc::pid_t == pid && depth > 0)
-            .then(|| u64::from(pid as u32) | ((depth - 1) << 32))
+        let depth = foreground_depth(word, pid);
+        (depth > 0).then(|| foreground_word(pid, depth - 1))
     });
 }
 
@@ -311,8 +319,7 @@ fn foreground_covers(signal: Signal, pid: libc::pid_t) -> bool {
     if !matches!(signal, Signal::Interrupt | Signal::Quit) {
         return false;
     }
-    let word = FOREGROUND.load(Ordering::SeqCst);
-    word as u32 as libc::pid_t == pid && word >> 32 > 0
+    foreground_depth(FOREGROUND.load(Ordering::SeqCst), pid) > 0
 }
 
 /// The fallback action: every decision of one delivery (module docs).

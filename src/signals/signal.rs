@@ -99,6 +99,12 @@ impl Signal {
     pub(crate) const fn bit(self) -> u8 {
         1 << self.index()
     }
+
+    /// The signals of the 8-bit set `bits` (of [`Signal::bit`]s), in the
+    /// order of [`Signal::ALL`]. Async-signal-safe.
+    pub(crate) fn in_set(bits: u8) -> impl Iterator<Item = Signal> {
+        Signal::ALL.into_iter().filter(move |s| bits & s.bit() != 0)
+    }
 }
 
 impl fmt::Display for Signal {
