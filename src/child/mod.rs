@@ -29,6 +29,8 @@
 //!   `close(2)`).
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
 //!   a `getdents64` walk of `/proc/self/fd`, or an `fcntl` sweep).
+//! - `probe.rs`: the cached answer to whether a kernel feature
+//!   (`close_range(2)`, its `CLOSE_RANGE_CLOEXEC` flag) may be tried.
 //! - `raw.rs`: the syscalls only this path needs.
 //! - `tokio_command.rs`: [`CommandExt`] on `tokio::process::Command`
 //!   (feature `tokio`), through the std `Command` inside it.
@@ -93,6 +95,8 @@ mod fork;
 mod holds;
 mod hook;
 mod pass;
+#[cfg(target_os = "linux")]
+mod probe;
 mod raw;
 mod run;
 mod setup;
