@@ -187,7 +187,7 @@ fn parse_fd(name: &[u8]) -> Option<RawFd> {
 /// billions of calls. A descriptor at or above the soft limit (opened
 /// before the limit was lowered) is not seen.
 fn mark_by_sweep(kept: &[RawFd]) {
-    let limit = sweep_limit(super::raw::nofile_soft_limit());
+    let limit = sweep_limit(sys::soft_fd_limit());
     let _ = for_each_gap(kept, |first, last| {
         let first = RawFd::try_from(first).unwrap_or(RawFd::MAX);
         let last = RawFd::try_from(last).unwrap_or(RawFd::MAX).min(limit - 1);
@@ -202,8 +202,11 @@ fn mark_by_sweep(kept: &[RawFd]) {
 }
 
 /// Where the sweep stops: the soft limit, or 2^20 without one.
-fn sweep_limit(soft: Option<RawFd>) -> RawFd {
-    soft.unwrap_or(1 << 20).max(3)
+fn sweep_limit(soft: Option<u64>) -> RawFd {
+    soft.map_or(1 << 20, |limit| {
+        RawFd::try_from(limit).unwrap_or(RawFd::MAX)
+    })
+    .max(3)
 }
 
 #[cfg(test)]

@@ -140,23 +140,6 @@ pub(super) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }
 
-/// The soft `RLIMIT_NOFILE`, clamped to `RawFd`; `None` when unknown or
-/// unlimited.
-///
-/// # References
-/// `getrlimit(2)`
-pub(super) fn nofile_soft_limit() -> Option<RawFd> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).ok()?;
-    if lim.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(RawFd::try_from(lim.rlim_cur).unwrap_or(RawFd::MAX))
-}
-
 /// `close_range(first, last, CLOSE_RANGE_CLOEXEC)`: mark every open
 /// descriptor in `first..=last` close-on-exec, closing nothing (Linux 5.11+).
 /// `EINVAL` on 5.9 and 5.10 (the flag is unknown), `ENOSYS` before, often

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::pass::{self, Pass};
 use super::raw;
+use crate::sys;
 use crate::table::FdTable;
 
 /// Everything the hook does for one command, prepared in the parent so that
@@ -104,10 +105,10 @@ impl Setup {
                 format!("pass_fd: child_fd {child_fd} {why}"),
             ))
         };
-        if child_fd < 0 {
+        let Ok(number) = u64::try_from(child_fd) else {
             return refuse("is negative");
-        }
-        if raw::nofile_soft_limit().is_some_and(|limit| child_fd >= limit) {
+        };
+        if sys::soft_fd_limit().is_some_and(|limit| number >= limit) {
             return refuse("is not below RLIMIT_NOFILE");
         }
         if self.targets(child_fd) {
