@@ -84,7 +84,7 @@ fn apply(setup: &Setup) -> io::Result<()> {
         );
     }
     if setup.close_other {
-        mark_cloexec_except(&setup.kept_open);
+        mark_cloexec_except(&setup.not_closed);
     }
     Ok(())
 }

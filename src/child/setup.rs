@@ -67,11 +67,9 @@ pub(super) struct Setup {
     pub(super) keep: Vec<RawFd>,
     /// `close_other_fds` was called.
     pub(super) close_other: bool,
-    /// Sorted: `keep` and every pass target; the tracked close skips them.
+    /// Sorted: `keep` and every pass target. The tracked close skips them,
+    /// and `close_other_fds` leaves them (and 0-2) as they are.
     pub(super) not_closed: Vec<RawFd>,
-    /// Sorted: 0-2, `keep` and every pass target; `close_other_fds` leaves
-    /// them as they are.
-    pub(super) kept_open: Vec<RawFd>,
     /// The process that configured the command last (0: not yet). The hook
     /// refuses to run there: that is `Command::exec`, no fork.
     pub(super) configured_in: libc::pid_t,
@@ -139,11 +137,6 @@ impl Setup {
         self.not_closed.extend(self.passes.iter().map(|p| p.target));
         self.not_closed.sort_unstable();
         self.not_closed.dedup();
-        self.kept_open.clear();
-        self.kept_open.extend_from_slice(&[0, 1, 2]);
-        self.kept_open.extend_from_slice(&self.not_closed);
-        self.kept_open.sort_unstable();
-        self.kept_open.dedup();
     }
 }
 
