@@ -2,39 +2,22 @@
 //! kernel allows it, `close(2)` one number at a time otherwise.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(target_os = "linux")]
+use super::probe::Probed;
 use crate::sys;
 use crate::table::FdTable;
 
-/// `close_range(2)` not asked about yet.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-const UNKNOWN: u8 = 0;
-/// The kernel has `close_range(2)` and lets us call it.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-const AVAILABLE: u8 = 1;
-/// `ENOSYS` or `EPERM`: use `close(2)`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-const UNAVAILABLE: u8 = 2;
-
 /// What this process knows about `close_range(2)`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-static CLOSE_RANGE: AtomicU8 = AtomicU8::new(UNKNOWN);
+#[cfg(target_os = "linux")]
+static CLOSE_RANGE: Probed = Probed::new(sys::close_range_supported);
+
 /// Whether `close_range(2)` may be tried. Asks the kernel once (a probe that
 /// closes nothing) and caches the answer. Async-signal-safe.
 pub(super) fn close_range_usable() -> bool {
     #[cfg(target_os = "linux")]
     {
-        match CLOSE_RANGE.load(Ordering::Relaxed) {
-            AVAILABLE => true,
-            UNAVAILABLE => false,
-            _ => {
-                let ok = sys::close_range_supported();
-                let state = if ok { AVAILABLE } else { UNAVAILABLE };
-                CLOSE_RANGE.store(state, Ordering::Relaxed);
-                ok
-            }
-        }
+        CLOSE_RANGE.usable()
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -56,7 +39,7 @@ fn close_run(first: RawFd, last: RawFd) -> usize {
             // With flags == 0 the kernel closes all of the range or nothing.
             Ok(()) => return count,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                CLOSE_RANGE.store(UNAVAILABLE, Ordering::Relaxed);
+                CLOSE_RANGE.refuse();
             }
             // Nothing was closed; `close(2)` below does the work.
             Err(_) => {}

@@ -21,45 +21,23 @@
 //!    `RLIMIT_NOFILE`, whatever the kept numbers are.
 
 use std::os::fd::RawFd;
-#[cfg(target_os = "linux")]
-use std::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(target_os = "linux")]
+use super::probe::Probed;
 #[cfg(target_os = "linux")]
 use super::raw;
 use crate::sys;
 
-/// Not asked yet.
+/// What this process knows about `CLOSE_RANGE_CLOEXEC`.
 #[cfg(target_os = "linux")]
-const UNKNOWN: u8 = 0;
-/// `close_range(.., CLOSE_RANGE_CLOEXEC)` works.
-#[cfg(target_os = "linux")]
-const AVAILABLE: u8 = 1;
-/// Refused: use the fallback.
-#[cfg(target_os = "linux")]
-const UNAVAILABLE: u8 = 2;
-
-/// What this process knows about `CLOSE_RANGE_CLOEXEC`. Asked in the parent
-/// when a command is configured, so children inherit the answer; a child
-/// that is refused anyway (a seccomp filter installed by an earlier hook)
-/// records it in its own copy.
-#[cfg(target_os = "linux")]
-static CLOEXEC_RANGE: AtomicU8 = AtomicU8::new(UNKNOWN);
+static CLOEXEC_RANGE: Probed = Probed::new(raw::close_range_cloexec_supported);
 
 /// Ask the kernel once whether `CLOSE_RANGE_CLOEXEC` works (a probe that
 /// marks nothing) and cache the answer. Async-signal-safe.
 pub(super) fn cloexec_range_usable() -> bool {
     #[cfg(target_os = "linux")]
     {
-        match CLOEXEC_RANGE.load(Ordering::Relaxed) {
-            AVAILABLE => true,
-            UNAVAILABLE => false,
-            _ => {
-                let ok = raw::close_range_cloexec_supported();
-                let state = if ok { AVAILABLE } else { UNAVAILABLE };
-                CLOEXEC_RANGE.store(state, Ordering::Relaxed);
-                ok
-            }
-        }
+        CLOEXEC_RANGE.usable()
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -104,7 +82,7 @@ pub(super) fn mark_cloexec_except(kept: &[RawFd]) {
                 Ok(()) => return,
                 // Marking more than once is harmless: whatever gap was done
                 // is done again by the fallback.
-                Err(_) => CLOEXEC_RANGE.store(UNAVAILABLE, Ordering::Relaxed),
+                Err(_) => CLOEXEC_RANGE.refuse(),
             }
         }
         if mark_listed_in_proc(kept).is_ok() {
@@ -209,7 +187,7 @@ fn parse_fd(name: &[u8]) -> Option<RawFd> {
 /// billions of calls. A descriptor at or above the soft limit (opened
 /// before the limit was lowered) is not seen.
 fn mark_by_sweep(kept: &[RawFd]) {
-    let limit = sweep_limit(super::raw::nofile_soft_limit());
+    let limit = sweep_limit(sys::soft_fd_limit());
     let _ = for_each_gap(kept, |first, last| {
         let first = RawFd::try_from(first).unwrap_or(RawFd::MAX);
         let last = RawFd::try_from(last).unwrap_or(RawFd::MAX).min(limit - 1);
@@ -224,8 +202,11 @@ fn mark_by_sweep(kept: &[RawFd]) {
 }
 
 /// Where the sweep stops: the soft limit, or 2^20 without one.
-fn sweep_limit(soft: Option<RawFd>) -> RawFd {
-    soft.unwrap_or(1 << 20).max(3)
+fn sweep_limit(soft: Option<u64>) -> RawFd {
+    soft.map_or(1 << 20, |limit| {
+        RawFd::try_from(limit).unwrap_or(RawFd::MAX)
+    })
+    .max(3)
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 //!   `close(2)`).
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
 //!   a `getdents64` walk of `/proc/self/fd`, or an `fcntl` sweep).
+//! - `probe.rs`: the cached answer to whether a kernel feature
+//!   (`close_range(2)`, its `CLOSE_RANGE_CLOEXEC` flag) may be tried.
 //! - `raw.rs`: the syscalls only this path needs.
 //! - `tokio_command.rs`: [`CommandExt`] on `tokio::process::Command`
 //!   (feature `tokio`), through the std `Command` inside it.
@@ -93,37 +95,15 @@ mod fork;
 mod holds;
 mod hook;
 mod pass;
+#[cfg(target_os = "linux")]
+mod probe;
 mod raw;
 mod run;
 mod setup;
 #[cfg(feature = "tokio")]
 mod tokio_command;
 
-use std::sync::atomic::Ordering;
-
-use crate::signals::HANDLED_SIGNALS;
-use crate::sys;
 #[cfg(doc)]
 use crate::FdTable;
 
 pub use hook::CommandExt;
-
-/// Put every signal this crate has ever handled back to `SIG_DFL`, where a
-/// handler function is in place: the one that `execve` would reset anyway,
-/// and that must not run between `fork` and `execve` (ours would write into
-/// the parent's pipe). A signal the program has since set to `SIG_IGN` on
-/// purpose stays ignored, as `execve` keeps it.
-///
-/// Async-signal-safe: one atomic load and at most 128 `sigaction(2)` calls.
-pub(crate) fn reset_handled_signals() {
-    let handled = HANDLED_SIGNALS.load(Ordering::Acquire);
-    for bit in 0..64 {
-        if handled & (1 << bit) != 0 {
-            let sig = bit + 1;
-            // EINVAL for a number the kernel does not know: nothing to undo.
-            if raw::handler_function_installed(sig) {
-                let _ = sys::set_default_disposition(sig);
-            }
-        }
-    }
-}

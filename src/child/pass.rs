@@ -184,7 +184,7 @@ pub(super) fn arrange(passes: &mut [Pass]) -> io::Result<()> {
 }
 
 /// A close-on-exec duplicate of `fd` at the lowest free number `>= min`.
-pub(super) fn duplicate(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+fn duplicate(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     let new = raw::dup_at_least(fd, min)?;
     // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
@@ -193,11 +193,11 @@ pub(super) fn duplicate(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 /// The errno with which the child refuses a target that holds what looks
 /// like std's exec-error channel: `ErrorKind::ResourceBusy` in the
 /// parent's `spawn` error.
-pub(super) const TARGET_BUSY: i32 = libc::EBUSY;
+const TARGET_BUSY: i32 = libc::EBUSY;
 
 /// The errno with which the child refuses a mapping whose duplicate no
 /// longer names the passed file (closed by other code since configuration).
-pub(super) const SOURCE_GONE: i32 = libc::EBADF;
+const SOURCE_GONE: i32 = libc::EBADF;
 
 /// Whether `fd` looks like the channel through which std reports a failed
 /// `execve` from this (fork) child to its parent: close-on-exec and, on

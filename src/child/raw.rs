@@ -37,13 +37,21 @@ pub(super) fn dup_onto(source: RawFd, target: RawFd) -> io::Result<()> {
 /// # References
 /// `fstat(2)`
 pub(super) fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-    // SAFETY: fstat succeeded, so it initialised the whole struct.
-    let st = unsafe { st.assume_init() };
+    let st = file_status(fd)?;
     // The field types differ between targets (u32 / u64).
     #[allow(clippy::unnecessary_cast)]
     Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// `fstat(fd)`; `None` when `fd` is not open.
+///
+/// # References
+/// `fstat(2)`
+fn file_status(fd: RawFd) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    Some(unsafe { st.assume_init() })
 }
 
 /// Whether `fd` is close-on-exec; `None` when it is not open.
@@ -123,13 +131,7 @@ pub(super) fn peer_pid(fd: RawFd) -> Option<libc::pid_t> {
 /// `fstat(2)`, `inode(7)`
 #[cfg(not(target_os = "linux"))]
 pub(super) fn is_fifo(fd: RawFd) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
-        return false;
-    }
-    // SAFETY: fstat succeeded, so it initialised the whole struct.
-    let st = unsafe { st.assume_init() };
-    st.st_mode & libc::S_IFMT == libc::S_IFIFO
+    file_status(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
@@ -138,23 +140,6 @@ pub(super) fn is_fifo(fd: RawFd) -> bool {
 /// `fcntl(2)` (`F_GETFD`)
 pub(super) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
-}
-
-/// The soft `RLIMIT_NOFILE`, clamped to `RawFd`; `None` when unknown or
-/// unlimited.
-///
-/// # References
-/// `getrlimit(2)`
-pub(super) fn nofile_soft_limit() -> Option<RawFd> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).ok()?;
-    if lim.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(RawFd::try_from(lim.rlim_cur).unwrap_or(RawFd::MAX))
 }
 
 /// `close_range(first, last, CLOSE_RANGE_CLOEXEC)`: mark every open

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::process::Command;
-#[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,9 +10,7 @@ use super::close::close_published;
 use super::close_other::mark_cloexec_except;
 use super::pass;
 use super::raw;
-use super::reset_handled_signals;
 use super::setup::{Setup, SetupCell};
-#[cfg(test)]
 use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
 #[cfg(test)]
@@ -61,6 +58,26 @@ fn run_in_child(setup: &Setup) -> io::Result<()> {
     result
 }
 
+/// Put every signal this crate has ever handled back to `SIG_DFL`, where a
+/// handler function is in place: the one that `execve` would reset anyway,
+/// and that must not run between `fork` and `execve` (ours would write into
+/// the parent's pipe). A signal the program has since set to `SIG_IGN` on
+/// purpose stays ignored, as `execve` keeps it.
+///
+/// Async-signal-safe: one atomic load and at most 128 `sigaction(2)` calls.
+fn reset_handled_signals() {
+    let handled = HANDLED_SIGNALS.load(Ordering::Acquire);
+    for bit in 0..64 {
+        if handled & (1 << bit) != 0 {
+            let sig = bit + 1;
+            // EINVAL for a number the kernel does not know: nothing to undo.
+            if raw::handler_function_installed(sig) {
+                let _ = sys::set_default_disposition(sig);
+            }
+        }
+    }
+}
+
 /// The setup itself, signals blocked. Placing comes first, so the close
 /// steps know the passed numbers are the program's now (the tracked close
 /// skips them even where the parent's table holds the same number).
@@ -84,7 +101,7 @@ fn apply(setup: &Setup) -> io::Result<()> {
         );
     }
     if setup.close_other {
-        mark_cloexec_except(&setup.kept_open);
+        mark_cloexec_except(&setup.not_closed);
     }
     Ok(())
 }

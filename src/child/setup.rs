@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::pass::{self, Pass};
 use super::raw;
+use crate::sys;
 use crate::table::FdTable;
 
 /// Everything the hook does for one command, prepared in the parent so that
@@ -66,11 +67,9 @@ pub(super) struct Setup {
     pub(super) keep: Vec<RawFd>,
     /// `close_other_fds` was called.
     pub(super) close_other: bool,
-    /// Sorted: `keep` and every pass target; the tracked close skips them.
+    /// Sorted: `keep` and every pass target. The tracked close skips them,
+    /// and `close_other_fds` leaves them (and 0-2) as they are.
     pub(super) not_closed: Vec<RawFd>,
-    /// Sorted: 0-2, `keep` and every pass target; `close_other_fds` leaves
-    /// them as they are.
-    pub(super) kept_open: Vec<RawFd>,
     /// The process that configured the command last (0: not yet). The hook
     /// refuses to run there: that is `Command::exec`, no fork.
     pub(super) configured_in: libc::pid_t,
@@ -104,10 +103,10 @@ impl Setup {
                 format!("pass_fd: child_fd {child_fd} {why}"),
             ))
         };
-        if child_fd < 0 {
+        let Ok(number) = u64::try_from(child_fd) else {
             return refuse("is negative");
-        }
-        if raw::nofile_soft_limit().is_some_and(|limit| child_fd >= limit) {
+        };
+        if sys::soft_fd_limit().is_some_and(|limit| number >= limit) {
             return refuse("is not below RLIMIT_NOFILE");
         }
         if self.targets(child_fd) {
@@ -138,11 +137,6 @@ impl Setup {
         self.not_closed.extend(self.passes.iter().map(|p| p.target));
         self.not_closed.sort_unstable();
         self.not_closed.dedup();
-        self.kept_open.clear();
-        self.kept_open.extend_from_slice(&[0, 1, 2]);
-        self.kept_open.extend_from_slice(&self.not_closed);
-        self.kept_open.sort_unstable();
-        self.kept_open.dedup();
     }
 }
 
