@@ -987,3 +987,29 @@ pub fn readable_now(fd: &impl AsRawFd) -> bool {
     // SAFETY: one valid pollfd; timeout 0 never blocks.
     unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
 }
+
+/// Run `close_on_thread` on a thread of its own and return the signals that
+/// thread has blocked while it sleeps inside `close(2)` (polled from /proc
+/// for up to 10 s), or `None` if it was never seen there. Pair it with
+/// [`lingering_socket`], whose last close sleeps in the kernel long enough.
+#[cfg(target_os = "linux")]
+pub fn signals_blocked_in_close(close_on_thread: impl FnOnce() + Send + 'static) -> Option<u64> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        close_on_thread();
+    });
+    let tid = tid_rx.recv().unwrap();
+    let mut seen = None;
+    let mut wait = Deadline::new(Duration::from_secs(10), 1_000_000);
+    while wait.tick() && !closer.is_finished() {
+        if blocked_in_syscall(tid) == Some(libc::SYS_close) {
+            seen = Some(blocked_signals(tid));
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    closer.join().unwrap();
+    seen
+}
