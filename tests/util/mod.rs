@@ -1013,3 +1013,23 @@ pub fn signals_blocked_in_close(close_on_thread: impl FnOnce() + Send + 'static)
     closer.join().unwrap();
     seen
 }
+
+/// A resource whose conversion to `OwnedFd` panics after dropping (so
+/// closing) its own descriptor, as the `Trackable` contract allows: the
+/// table must neither keep its number published nor close it a second time.
+pub struct PanickingInto(pub OwnedFd);
+
+impl std::os::fd::AsFd for PanickingInto {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// SAFETY: owns the descriptor `as_fd` names; its conversion panics (the
+// contract allows it) after dropping, and so closing, the descriptor.
+unsafe impl fdtable::Trackable for PanickingInto {
+    fn into_owned_fd(self) -> OwnedFd {
+        let _drops_and_closes = self;
+        panic!("conversion failed on purpose");
+    }
+}
