@@ -112,18 +112,10 @@ fn spawn_helper(mode: &str) -> Spawned {
     spawn_helper_with(mode, libc::SIG_DFL)
 }
 
-/// [`spawn_helper`] with SIGINT's disposition at exec set to `sigint`.
+/// [`spawn_helper`] with SIGINT's disposition at exec set to `sigint`
+/// (after [`util::helper_command`]'s reset to the defaults).
 fn spawn_helper_with(mode: &str, sigint: libc::sighandler_t) -> Spawned {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "helper_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, mode);
-    spawn(command, sigint)
+    spawn(util::helper_command(HELPER_ENV, mode), sigint)
 }
 
 fn next_line_with(rx: &Receiver<String>, prefix: &str, within: Duration) -> Option<String> {
