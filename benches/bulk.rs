@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fdtable::FdTable;
+use fdtable::{FdTable, Trackable};
 
 #[path = "util/mod.rs"]
 mod util;
@@ -49,13 +49,14 @@ fn open_set(n: usize, scattered: bool) -> Vec<OwnedFd> {
     fds
 }
 
-fn time_close_all(iters: u64, n: usize, scattered: bool) -> Duration {
+/// `close_all` over `n` fresh descriptors tracked as `T` (`OwnedFd`, or
+/// `File` for the file-kind path).
+fn time_close_all<T: Trackable + From<OwnedFd>>(iters: u64, n: usize, scattered: bool) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let fds = open_set(n, scattered);
-        let handles: Vec<_> = fds
+        let handles: Vec<_> = open_set(n, scattered)
             .into_iter()
-            .map(|fd| TABLE.track(fd).expect("track"))
+            .map(|fd| TABLE.track(T::from(fd)).expect("track"))
             .collect();
         let start = Instant::now();
         let report = black_box(TABLE.close_all());
@@ -124,22 +125,6 @@ fn open_placeholder() -> OwnedFd {
     read
 }
 
-fn time_close_all_files(iters: u64, n: usize) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let handles: Vec<_> = open_set(n, false)
-            .into_iter()
-            .map(|fd| TABLE.track(File::from(fd)).expect("track"))
-            .collect();
-        let start = Instant::now();
-        let report = black_box(TABLE.close_all());
-        total += start.elapsed();
-        assert_eq!(report.released(), n);
-        drop(handles);
-    }
-    total
-}
-
 fn time_dup3_loop(iters: u64, n: usize) -> Duration {
     let placeholder = open_placeholder();
     let mut total = Duration::ZERO;
@@ -171,7 +156,7 @@ fn retire(c: &mut Criterion) {
         b.iter_custom(|iters| time_dup3_loop(iters, n))
     });
     group.bench_function(BenchmarkId::new("close_all_files", n), |b| {
-        b.iter_custom(|iters| time_close_all_files(iters, n))
+        b.iter_custom(|iters| time_close_all::<File>(iters, n, false))
     });
     group.finish();
 }
@@ -185,7 +170,7 @@ fn close_all(c: &mut Criterion) {
             let layout = if scattered { "scattered" } else { "contiguous" };
             let id = format!("{n}/{layout}");
             group.bench_function(BenchmarkId::new("close_all", &id), |b| {
-                b.iter_custom(|iters| time_close_all(iters, n, scattered))
+                b.iter_custom(|iters| time_close_all::<OwnedFd>(iters, n, scattered))
             });
             group.bench_function(BenchmarkId::new("close_loop", &id), |b| {
                 b.iter_custom(|iters| time_close_loop(iters, n, scattered))

@@ -20,6 +20,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fdtable::{FdTable, Tracked};
 
+// The tests' helpers, for the seccomp filter that forces the fallback.
+#[path = "../tests/util/mod.rs"]
+mod test_util;
+
 /// First number of every block; well above anything the harness opens, and
 /// low enough that 10 000 scattered numbers (a 15 000-number range) stay
 /// below RLIMIT_NOFILE (20 000 on the CI).
@@ -78,52 +82,6 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Make `close_range(2)` fail with `ENOSYS` in this (child) process, as on a
-/// kernel without it: a four-instruction seccomp filter on the stack. The
-/// crate has no switch for its fallback; this is how it is forced.
-/// Async-signal-safe.
-fn refuse_close_range() {
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let filter = [
-        // Load the syscall number (offset 0 of struct seccomp_data).
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        // close_range? fall through : skip one.
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_close_range as u32,
-        },
-        stmt(
-            libc::BPF_RET | libc::BPF_K,
-            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
-        ),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `program` points at `filter`, both alive for the call.
-    let ok = unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &program as *const libc::sock_fprog,
-            ) == 0
-    };
-    if !ok {
-        // SAFETY: ends the child; the parent sees no report and panics.
-        unsafe { libc::_exit(90) };
-    }
-}
-
 /// Fork; in the child time `work` and write the nanoseconds to a pipe.
 /// With `fallback`, `close_range(2)` is refused in the child first.
 fn time_in_child(work: fn(), fallback: bool) -> Duration {
@@ -136,8 +94,11 @@ fn time_in_child(work: fn(), fallback: bool) -> Duration {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        if fallback {
-            refuse_close_range();
+        // The crate has no switch for its fallback: a seccomp filter that
+        // makes `close_range(2)` fail as on a kernel without it forces it.
+        // SAFETY: ends the child; the parent sees no report and panics.
+        if fallback && !test_util::refuse_close_range(libc::ENOSYS) {
+            unsafe { libc::_exit(90) };
         }
         let start = now_ns();
         work();

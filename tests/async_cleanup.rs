@@ -14,85 +14,23 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use util::{kill, lines_of, TempDir};
 
 /// Generous bound for anything the child must do promptly.
 const PROMPTLY: Duration = Duration::from_secs(30);
 
-/// The example binary, built once per test process with the feature on
-/// (`cargo test --all-targets` builds examples only in test mode).
+/// The example binary, built once per test process with the feature on.
 fn example_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        // target/<profile>/deps/async_cleanup-<hash> -> target/<profile>/examples
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "--features", "tokio"])
-            .args(["--example", "async_cleanup", "--profile", profile])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        let status = util::within(Duration::from_secs(900), "cargo build", move || {
-            build
-                .status()
-                .expect("run cargo build --example async_cleanup")
-        });
-        assert!(status.success(), "cargo build --example failed: {status}");
-        let path = profile_dir.join("examples").join("async_cleanup");
-        assert!(path.exists(), "example not found at {}", path.display());
-        path
-    })
-}
-
-/// A unique, empty directory to use as the child's `TMPDIR`.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("fdtable-async-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.0, &mut out);
-        out
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    PATH.get_or_init(|| util::build_example("async_cleanup", "tokio"))
 }
 
 /// The running example, its stdout as a line channel.
@@ -102,19 +40,6 @@ struct Example {
     stdout: Receiver<String>,
     stderr: Receiver<String>,
     seen: Vec<String>,
-}
-
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Example {
@@ -216,11 +141,6 @@ impl Drop for Example {
             let _ = self.child.wait();
         }
     }
-}
-
-fn kill(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill with the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "kill");
 }
 
 /// `ready pid=<pid> tracked=<N> fds=<a,b,...>` -> (pid, N, fds).

@@ -21,16 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use fdtable::{CommandExt, FdTable};
-use spawn_util::{child_fds, inheritable_here, sleep_cmd, ChildFd};
+use spawn_util::{child_fds, inheritable_here, make_inheritable, scratch_file, sleep_cmd, ChildFd};
 use util::{identity, serial};
-
-/// A regular file with its own inode.
-fn scratch_file(tag: &str) -> File {
-    let path = std::env::temp_dir().join(format!("fdtable-setup-{tag}-{}", std::process::id()));
-    let file = File::create(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
-    file
-}
 
 /// A close-on-exec duplicate of `fd` at exactly `n`, which must be free.
 fn dup_at(fd: RawFd, n: RawFd) -> OwnedFd {
@@ -40,13 +32,6 @@ fn dup_at(fd: RawFd, n: RawFd) -> OwnedFd {
     assert_eq!(new, n, "could not place at {n}");
     // SAFETY: just created; nobody else owns it.
     unsafe { OwnedFd::from_raw_fd(new) }
-}
-
-/// Clear `FD_CLOEXEC`: the descriptor leaks into children, as descriptors
-/// opened by careless libraries or inherited from our own parent do.
-fn make_inheritable(fd: RawFd) {
-    // SAFETY: F_SETFD on a descriptor the test owns.
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
 }
 
 fn id(fd: &impl AsRawFd) -> (u64, u64) {
@@ -334,20 +319,14 @@ fn every_call_order_gives_the_same_child() {
 #[test]
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn close_tracked_fds_spawns_without_fork_and_still_closes_a_flag_cleared_descriptor() {
-    use spawn_util::Refuse;
+    use spawn_util::NO_FORK;
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
     let tracked = TABLE.track(scratch_file("nofork")).unwrap();
     let fd = tracked.as_raw_fd();
 
     std::thread::spawn(move || {
-        let rules = [
-            Refuse::always(libc::SYS_clone3, libc::ENOSYS),
-            Refuse::unless(libc::SYS_clone, 0, libc::CLONE_VM as u32, libc::EPERM),
-            Refuse::always(libc::SYS_fork, libc::EPERM),
-            Refuse::always(libc::SYS_vfork, libc::EPERM),
-        ];
-        assert!(spawn_util::install(&rules), "seccomp filter refused");
+        assert!(spawn_util::install(&NO_FORK), "seccomp filter refused");
 
         // The filter works: anything with a hook forks, and fails.
         let forked = Command::new("true").close_other_fds().status().unwrap_err();
@@ -684,16 +663,10 @@ fn close_tracked_fds_before_the_hook_is_installed_is_carried_out_by_the_hook() {
 #[test]
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn a_refused_pass_fd_installs_no_hook() {
-    use spawn_util::Refuse;
+    use spawn_util::NO_FORK;
     let _serial = serial();
     std::thread::spawn(move || {
-        let rules = [
-            Refuse::always(libc::SYS_clone3, libc::ENOSYS),
-            Refuse::unless(libc::SYS_clone, 0, libc::CLONE_VM as u32, libc::EPERM),
-            Refuse::always(libc::SYS_fork, libc::EPERM),
-            Refuse::always(libc::SYS_vfork, libc::EPERM),
-        ];
-        assert!(spawn_util::install(&rules), "seccomp filter refused");
+        assert!(spawn_util::install(&NO_FORK), "seccomp filter refused");
         let file = scratch_file("refused");
         // The soft limit itself, where it is a descriptor number at all.
         let mut limit = libc::rlimit {

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use fdtable::{FdTable, Trackable};
-use util::{fd_flags, identity, is_open};
+use util::{fd_flags, identity, is_open, PanickingInto};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -296,26 +296,9 @@ fn contains_is_false_for_numbers_never_tracked_and_out_of_range() {
     assert!(!TABLE.contains(high) && !is_open(high));
 }
 
-/// A resource whose conversion to `OwnedFd` panics (its own value, and so
-/// its descriptor, is dropped by the unwinding). The table must not keep a
-/// stale published number, nor close it a second time.
-struct PanickingInto(OwnedFd);
-
-impl AsFd for PanickingInto {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-// SAFETY: owns the descriptor `as_fd` names; its conversion panics (which
-// the contract allows) after dropping, and so closing, the descriptor.
-unsafe impl Trackable for PanickingInto {
-    fn into_owned_fd(self) -> OwnedFd {
-        let _drops_and_closes = self;
-        panic!("conversion failed on purpose");
-    }
-}
-
+/// A [`PanickingInto`] (its own value, and so its descriptor, is dropped
+/// by the unwinding): the table must not keep a stale published number,
+/// nor close it a second time.
 #[test]
 fn a_panicking_into_owned_fd_unregisters_and_closes_nothing_twice() {
     let _serial = util::serial();

@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fdtable::{CommandExt, FdTable, Tracked};
+use spawn_util::{make_inheritable, scratch_file, seqpacket_end};
 use util::{identity, is_open, serial};
 
 /// Descriptors the child checks: everything below this.
@@ -282,35 +283,6 @@ fn lowest_free() -> RawFd {
     probe.as_raw_fd()
 }
 
-/// A regular file of its own (its own inode), unlinked.
-fn unique_file() -> File {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("fdtable-exec-{}-{n}", std::process::id()));
-    let file = File::create(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
-    file
-}
-
-/// One end of an `AF_UNIX` `SOCK_SEQPACKET` socket pair made here,
-/// close-on-exec: what std's exec-error channel looks like on Linux.
-fn seqpacket_end() -> OwnedFd {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid two-element out-array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
-    // SAFETY: socketpair just created both; we own them.
-    let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    a
-}
-
 /// Something for a churning thread to track: each kind in turn, so the
 /// file at a recycled number keeps changing identity and kind.
 fn churn_resource(i: usize) -> OwnedFd {
@@ -318,7 +290,7 @@ fn churn_resource(i: usize) -> OwnedFd {
         0 => File::open("/dev/null").unwrap().into(),
         1 => util::pipe().0,
         2 => seqpacket_end(),
-        _ => unique_file().into(),
+        _ => scratch_file("exec").into(),
     }
 }
 
@@ -336,7 +308,7 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
     let _serial = serial();
     static TABLE: FdTable = FdTable::new();
     let stop = AtomicBool::new(false);
-    let passed = unique_file();
+    let passed = scratch_file("exec");
     let passed_id = identity(passed.as_raw_fd()).unwrap();
     thread::scope(|s| {
         for _ in 0..2 {
@@ -451,12 +423,6 @@ fn ls(fallback: bool) -> Command {
         }
     }
     cmd
-}
-
-/// Clear FD_CLOEXEC on `fd` behind the table's back.
-fn make_inheritable(fd: RawFd) {
-    // SAFETY: F_SETFD on a descriptor the test owns.
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
 }
 
 fn inheritable_tracked_fd_cases(fallback: bool) {
@@ -746,16 +712,16 @@ fn exec_refused_isolated() {
     spawn_util::isolated(|| {
         use std::os::unix::process::CommandExt as _;
         static TABLE: FdTable = FdTable::new();
-        let closed = TABLE.track(unique_file()).unwrap();
-        let kept = TABLE.track(unique_file()).unwrap();
+        let closed = TABLE.track(scratch_file("exec")).unwrap();
+        let kept = TABLE.track(scratch_file("exec")).unwrap();
         // A number held by another file, which `pass_fd` targets.
-        let holder = unique_file();
+        let holder = scratch_file("exec");
         // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
         let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 50) };
         assert_eq!(held, 50);
         // SAFETY: just created; we own it.
         let held = unsafe { OwnedFd::from_raw_fd(held) };
-        let passed = unique_file();
+        let passed = scratch_file("exec");
         let leaky = File::open("/dev/null").unwrap();
         make_inheritable(leaky.as_raw_fd());
         let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)

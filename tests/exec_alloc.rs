@@ -16,6 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use fdtable::{CommandExt, FdTable};
+use spawn_util::seqpacket_end;
 use util::serial;
 
 /// Counts every allocation and reallocation, from any thread.
@@ -237,28 +238,4 @@ fn command_hook_allocates_nothing_in_the_child() {
         }
     }
     drop((tracked, handled));
-}
-
-/// One end of a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket pair.
-fn seqpacket_end() -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid two-element out-array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
-    // SAFETY: socketpair just created both; we own them.
-    let (a, _b) = unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    };
-    a
 }

@@ -13,17 +13,17 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fdtable::{Interrupts, Signal};
+use util::{kill, lines_of, raise, readable_now, TempDir};
 
 /// Generous bound for anything a child must do "promptly".
 const PROMPTLY: Duration = Duration::from_secs(30);
@@ -57,89 +57,10 @@ impl Drop for Watchdog {
     }
 }
 
-fn raise(sig: libc::c_int) {
-    // SAFETY: raise is always safe to call; the caller holds `util::serial()`
-    // and has an Interrupts installed for `sig`.
-    assert_eq!(unsafe { libc::raise(sig) }, 0);
-}
-
-fn kill(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill with a pid we spawned ourselves and have not reaped.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "kill");
-}
-
-/// A unique, empty directory to use as the child's `TMPDIR`.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fdtable-test-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// Every file left anywhere under the directory.
-    fn leftovers(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.0, &mut out);
-        out
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The example binary, freshly built: `cargo test --all-targets` builds
-/// examples only in test mode, which leaves `target/<profile>/examples/
-/// ctrlc_cleanup` stale or missing, so run `cargo build --example` once per
-/// test process (a no-op when it is up to date).
+/// The example binary, built once per test process.
 fn example_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        // target/<profile>/deps/interrupts-<hash> -> target/<profile>/examples
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let mut build = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "ctrlc_cleanup"])
-            .args(["--profile", profile, "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .spawn()
-            .expect("run cargo build --example ctrlc_cleanup");
-        let status = wait_bounded(&mut build, Duration::from_secs(900));
-        assert!(status.success(), "cargo build --example failed: {status}");
-        let path = profile_dir
-            .join("examples")
-            .join(format!("ctrlc_cleanup{}", std::env::consts::EXE_SUFFIX));
-        assert!(path.exists(), "example not found at {}", path.display());
-        path
-    })
+    PATH.get_or_init(|| util::build_example("ctrlc_cleanup", ""))
 }
 
 /// A running child with its stdout and stderr turned into line channels.
@@ -150,19 +71,6 @@ struct Spawned {
     stderr: Receiver<String>,
     /// Every stdout line seen so far.
     seen: Vec<String>,
-}
-
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Spawn `command` with SIGINT set to `sigint` (SIG_DFL or SIG_IGN) before
@@ -204,18 +112,10 @@ fn spawn_helper(mode: &str) -> Spawned {
     spawn_helper_with(mode, libc::SIG_DFL)
 }
 
-/// [`spawn_helper`] with SIGINT's disposition at exec set to `sigint`.
+/// [`spawn_helper`] with SIGINT's disposition at exec set to `sigint`
+/// (after [`util::helper_command`]'s reset to the defaults).
 fn spawn_helper_with(mode: &str, sigint: libc::sighandler_t) -> Spawned {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "helper_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, mode);
-    spawn(command, sigint)
+    spawn(util::helper_command(HELPER_ENV, mode), sigint)
 }
 
 fn next_line_with(rx: &Receiver<String>, prefix: &str, within: Duration) -> Option<String> {
@@ -324,17 +224,6 @@ fn parse_ready(line: &str) -> (u32, usize, Vec<i32>) {
     (pid, tracked, fds)
 }
 
-/// Whether the descriptor polls readable right now (nothing is consumed).
-fn readable_now(fd: &impl AsRawFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; zero timeout.
-    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
-}
-
 fn died_by(status: ExitStatus, sig: libc::c_int) -> bool {
     status.signal() == Some(sig)
 }
@@ -357,7 +246,7 @@ fn ctrl_c_releases_every_tracked_fd_removes_temp_files_and_dies_by_sigint() {
         let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
         assert!(link.exists(), "fd {fd} listed but not open in the child");
     }
-    assert!(!tmp.leftovers().is_empty(), "the example writes temp files");
+    assert!(!tmp.files().is_empty(), "the example writes temp files");
 
     kill(pid, libc::SIGINT);
     let (status, stdout) = child.finish(PROMPTLY);
@@ -366,11 +255,7 @@ fn ctrl_c_releases_every_tracked_fd_removes_temp_files_and_dies_by_sigint() {
         "status {status:?}, stdout {stdout:?}"
     );
     assert!(stdout.iter().any(|l| l == "released 8"), "{stdout:?}");
-    assert_eq!(
-        tmp.leftovers(),
-        Vec::<PathBuf>::new(),
-        "temp files left behind"
-    );
+    assert_eq!(tmp.files(), Vec::<PathBuf>::new(), "temp files left behind");
 }
 
 #[test]
@@ -412,7 +297,7 @@ fn sigint_ignored_at_start_stays_ignored_until_sigterm() {
     let (status, stdout) = child.finish(PROMPTLY);
     assert!(died_by(status, libc::SIGTERM), "status {status:?}");
     assert!(stdout.iter().any(|l| l == "released 6"), "{stdout:?}");
-    assert_eq!(tmp.leftovers(), Vec::<PathBuf>::new());
+    assert_eq!(tmp.files(), Vec::<PathBuf>::new());
 }
 
 // ---------------------------------------------------------------------------

@@ -8,13 +8,13 @@
 
 mod util;
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use fdtable::{Interrupts, Signal};
-use util::{assert_lines, raise, say, ChildEnd};
+use util::{assert_lines, raise, readable_now, say, ChildEnd};
 
 const HELPER_ENV: &str = "FDTABLE_FORK_HELPER";
 const PROMPTLY: Duration = Duration::from_secs(60);
@@ -35,17 +35,6 @@ fn helper_process() {
         _ => panic!("unknown helper mode {mode}"),
     }
     std::process::exit(0);
-}
-
-/// Whether `fd` polls readable right now.
-fn readable_now(fd: &impl AsRawFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; timeout 0 never blocks.
-    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
 }
 
 fn helper_inherited() {

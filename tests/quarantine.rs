@@ -11,8 +11,9 @@
 //! - a quarantined thread that unblocks signals itself after a guard is
 //!   protected again by its next guard (the decision is never cached).
 
+mod util;
+
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -308,58 +309,10 @@ fn ctrl_c_still_arrives_through_interrupts() {
 fn sig_blk_during_close(
     drop_on_thread: impl FnOnce(fdtable::Tracked<'static, std::net::TcpStream>) + Send + 'static,
 ) -> u64 {
-    use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (peer, _) = listener.accept().unwrap(); // never reads: data stays unsent
-    client.set_nonblocking(true).unwrap();
-    let chunk = [0u8; 64 * 1024];
-    for _ in 0..100_000 {
-        match client.write(&chunk) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("fill: {e}"),
-        }
-    }
-    client.set_nonblocking(false).unwrap();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 2,
-    };
-    // SAFETY: a valid `linger` for SO_LINGER on our own socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            client.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    // The peer never reads: the data stays unsent.
+    let (client, peer) = util::lingering_socket(2);
     let handle = TABLE.track(client).unwrap();
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let closer = std::thread::spawn(move || {
-        tid_tx.send(gettid()).unwrap();
-        drop_on_thread(handle);
-    });
-    let tid = tid_rx.recv().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = None;
-    while Instant::now() < deadline && !closer.is_finished() {
-        let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
-        if syscall.is_ok_and(|s| {
-            s.split_whitespace().next() == Some(libc::SYS_close.to_string().as_str())
-        }) {
-            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
-            seen = Some(u64::from_str_radix(&sig_blk(&status), 16).unwrap());
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    closer.join().unwrap();
+    let seen = util::signals_blocked_in_close(move || drop_on_thread(handle));
     drop(peer);
     seen.expect("never saw the closing thread inside close(2)")
 }

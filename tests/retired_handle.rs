@@ -280,8 +280,8 @@ fn a_handle_retired_by_retire_all_in_child_resolves_no_path_and_does_no_io() {
     assert!(TABLE.is_empty());
 }
 
-/// Open descriptors among the first 4096 numbers (`fcntl` sweep).
-/// Async-signal-safe.
+/// Open descriptors among the first 4096 numbers (`fcntl` sweep, so it
+/// works without `/proc`). Async-signal-safe.
 fn count_open() -> usize {
     (0..4096).filter(|&fd| util::is_open(fd)).count()
 }
@@ -384,11 +384,6 @@ impl Sandbox {
     }
 }
 
-/// Open descriptors among the first 4096 numbers, without `/proc`.
-fn count_open_without_proc() -> usize {
-    (0..4096).filter(|&fd| util::is_open(fd)).count()
-}
-
 /// In the helper, in its own mount namespace (see [`run_sandboxed`]): the
 /// first `track` of the process opens the placeholder, `close_all` works 50
 /// times without opening anything more, and retired handles are dead.
@@ -402,7 +397,7 @@ fn helper_sandbox(mode: &str) {
         if proc_ok { "present" } else { "absent" }
     ));
     static SANDBOXED: FdTable = FdTable::new();
-    let baseline = count_open_without_proc();
+    let baseline = count_open();
     let (reader, writer) = util::pipe();
     let writer = match SANDBOXED.track(writer) {
         Ok(w) => w,
@@ -422,7 +417,7 @@ fn helper_sandbox(mode: &str) {
         released += report.released();
     }
     // The pipe's two ends, and the placeholder.
-    let after = count_open_without_proc();
+    let after = count_open();
     util::say(&format!(
         "released {released}, descriptors {baseline} -> {after}"
     ));

@@ -603,34 +603,8 @@ fn the_close_syscall_runs_with_async_signals_blocked() {
     // The peer never reads: the data stays unsent.
     let (client, _peer) = util::lingering_socket(2);
     let handle = TABLE.track(client).unwrap();
-
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let closer = std::thread::spawn(move || {
-        // SAFETY: gettid has no preconditions.
-        tid_tx.send(unsafe { libc::gettid() }).unwrap();
-        drop(handle); // sleeps in close(2) for up to the linger time
-    });
-    let tid = tid_rx.recv().unwrap();
-    let mut seen_in_close = None;
-    let mut wait = Deadline::new(Duration::from_secs(10), 1_000_000);
-    while wait.tick() && !closer.is_finished() {
-        let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
-        let in_close = syscall.is_ok_and(|s| {
-            s.split_whitespace().next() == Some(libc::SYS_close.to_string().as_str())
-        });
-        if in_close {
-            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
-            let blocked = status
-                .lines()
-                .find_map(|l| l.strip_prefix("SigBlk:"))
-                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-                .unwrap();
-            seen_in_close = Some(blocked);
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    closer.join().unwrap();
+    // The drop sleeps in close(2) for up to the linger time.
+    let seen_in_close = util::signals_blocked_in_close(move || drop(handle));
     let blocked = seen_in_close.expect("never saw the closing thread inside close(2)");
     for sig in [libc::SIGINT, libc::SIGTERM, SIGUSR1, SIGUSR2] {
         assert_ne!(

@@ -7,6 +7,8 @@
 //! when the test ends. Without tmux the tests print why they are skipped
 //! (`.ci/run` installs it), except under CI (`CI` set), where they fail.
 
+mod util;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,32 +149,6 @@ impl Drop for Tmux {
     }
 }
 
-/// Build `examples/<name>.rs` for this test's profile (the examples of
-/// `cargo test --all-targets` are test builds) and return its path.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--example", name, "--profile", profile])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .status()
-        .expect("cargo build --example");
-    assert!(status.success(), "cargo build --example {name}: {status}");
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "{} missing", path.display());
-    path
-}
-
 /// The shell line that runs `exe`: SIGINT reset to the default first, in
 /// case the test runs as a background job whose SIGINT starts ignored.
 fn command_line(exe: &Path, args: &str) -> String {
@@ -191,7 +167,7 @@ fn journal_dir(screen: &str) -> PathBuf {
 /// cleanup, and the process dies by SIGINT (status 130).
 #[test]
 fn read_lines_first_ctrl_c_while_waiting_for_input_cleans_up_and_dies_by_sigint() {
-    let exe = example("read_lines");
+    let exe = util::build_example("read_lines", "");
     let Some(tmux) = Tmux::start("read-lines") else {
         return;
     };
@@ -224,7 +200,7 @@ fn read_lines_first_ctrl_c_while_waiting_for_input_cleans_up_and_dies_by_sigint(
 /// arms the process), the second kills it and the cleanup never runs.
 #[test]
 fn control_a_blocking_read_misses_the_first_ctrl_c_and_the_second_kills_without_cleanup() {
-    let exe = example("read_lines");
+    let exe = util::build_example("read_lines", "");
     let Some(tmux) = Tmux::start("blocking-read") else {
         return;
     };
@@ -260,7 +236,7 @@ fn control_a_blocking_read_misses_the_first_ctrl_c_and_the_second_kills_without_
 /// survives, then reports them.
 #[test]
 fn an_interactive_child_gets_both_ctrl_c_and_the_parent_survives_and_reports_them() {
-    let exe = example("foreground_child");
+    let exe = util::build_example("foreground_child", "");
     let Some(tmux) = Tmux::start("foreground") else {
         return;
     };
@@ -286,7 +262,7 @@ fn an_interactive_child_gets_both_ctrl_c_and_the_parent_survives_and_reports_the
 /// was meant for the child): what the scope prevents.
 #[test]
 fn control_without_the_scope_the_second_ctrl_c_kills_the_parent() {
-    let exe = example("foreground_child");
+    let exe = util::build_example("foreground_child", "");
     let Some(tmux) = Tmux::start("no-scope") else {
         return;
     };

@@ -8,11 +8,11 @@
 mod util;
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use fdtable::{FdTable, Trackable, Tracked};
-use util::{identity, is_open};
+use fdtable::{FdTable, Tracked};
+use util::{identity, is_open, PanickingInto};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -224,28 +224,10 @@ fn into_inner_from_a_nested_walk_on_the_outer_visit_panics() {
     assert_clean();
 }
 
-/// A resource whose conversion panics after dropping (so closing) its
-/// descriptor, as in `errors.rs`, but dropped inside its own visit. The
-/// table must unregister it without closing anything, neither panic a
-/// second time (that would abort) nor wait for its own visit; and the stale
-/// unpin of the walk must not touch a new entry that reuses the number.
-struct PanickingInto(OwnedFd);
-
-impl AsFd for PanickingInto {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-// SAFETY: owns the descriptor `as_fd` names; its conversion panics (the
-// contract allows it) after dropping, and so closing, the descriptor.
-unsafe impl Trackable for PanickingInto {
-    fn into_owned_fd(self) -> OwnedFd {
-        let _drops_and_closes = self;
-        panic!("conversion failed on purpose");
-    }
-}
-
+/// A [`PanickingInto`] dropped inside its own visit: the table must
+/// unregister it without closing anything, neither panic a second time
+/// (that would abort) nor wait for its own visit; and the stale unpin of
+/// the walk must not touch a new entry that reuses the number.
 #[test]
 fn a_conversion_panicking_inside_its_own_visit_unregisters_once_and_the_stale_unpin_is_harmless() {
     let _serial = util::serial();

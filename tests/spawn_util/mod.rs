@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
@@ -181,14 +181,10 @@ const MAX_RULES: usize = 6;
 /// Returns whether it is in force.
 #[cfg(target_os = "linux")]
 pub fn install(rules: &[Refuse]) -> bool {
-    use util_bpf::*;
-    let empty = libc::sock_filter {
-        code: 0,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    };
-    let mut prog = [empty; MAX_RULES * 5 + 1];
+    use crate::util::{bpf_jump, bpf_stmt, install_seccomp, BPF_LOAD, BPF_RETURN, SECCOMP_NR};
+    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+    let mut prog = [bpf_stmt(0, 0); MAX_RULES * 5 + 1];
     let mut n = 0;
     let mut push = |f: libc::sock_filter| {
         prog[n] = f;
@@ -198,40 +194,41 @@ pub fn install(rules: &[Refuse]) -> bool {
         return false;
     }
     for rule in rules {
-        push(stmt(LOAD, 0)); // seccomp_data.nr
+        push(bpf_stmt(BPF_LOAD, SECCOMP_NR));
         match rule.when_arg {
             None => {
-                push(jump(JEQ, rule.nr as u32, 0, 1));
+                push(bpf_jump(JEQ, rule.nr as u32, 0, 1));
             }
             Some((arg, bits, has)) => {
-                push(jump(JEQ, rule.nr as u32, 0, 3));
+                push(bpf_jump(JEQ, rule.nr as u32, 0, 3));
                 // seccomp_data.args[arg], low half on a little-endian machine.
-                push(stmt(LOAD, 16 + 8 * arg));
+                push(bpf_stmt(BPF_LOAD, 16 + 8 * arg));
                 if has {
-                    push(jump(JSET, bits, 0, 1));
+                    push(bpf_jump(JSET, bits, 0, 1));
                 } else {
-                    push(jump(JSET, bits, 1, 0));
+                    push(bpf_jump(JSET, bits, 1, 0));
                 }
             }
         }
-        push(stmt(RETURN, libc::SECCOMP_RET_ERRNO | rule.errno as u32));
+        push(bpf_stmt(
+            BPF_RETURN,
+            libc::SECCOMP_RET_ERRNO | rule.errno as u32,
+        ));
     }
-    push(stmt(RETURN, libc::SECCOMP_RET_ALLOW));
-    let program = libc::sock_fprog {
-        len: n as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `program` points at `prog`, both alive for the call; the kernel
-    // copies the program. NO_NEW_PRIVS is required for unprivileged callers.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &program as *const libc::sock_fprog,
-            ) == 0
-    }
+    push(bpf_stmt(BPF_RETURN, libc::SECCOMP_RET_ALLOW));
+    install_seccomp(&prog[..n])
 }
+
+/// Rules that make every way to fork fail on x86-64 (`clone3` as on an old
+/// kernel, `clone` unless it shares memory as `posix_spawn`'s does, `fork`,
+/// `vfork`): a command that still spawns under them did not fork.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub const NO_FORK: [Refuse; 4] = [
+    Refuse::always(libc::SYS_clone3, libc::ENOSYS),
+    Refuse::unless(libc::SYS_clone, 0, libc::CLONE_VM as u32, libc::EPERM),
+    Refuse::always(libc::SYS_fork, libc::EPERM),
+    Refuse::always(libc::SYS_vfork, libc::EPERM),
+];
 
 /// Register a `pre_exec` hook on `cmd` that installs `rules` in the child.
 /// Register it before any `fdtable::CommandExt` call, so it runs first.
@@ -246,32 +243,6 @@ pub fn refuse_in_child(cmd: &mut Command, rules: &'static [Refuse]) {
                 Err(io::Error::from_raw_os_error(libc::EPERM))
             }
         });
-    }
-}
-
-#[cfg(target_os = "linux")]
-mod util_bpf {
-    pub const LOAD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    pub const RETURN: u32 = libc::BPF_RET | libc::BPF_K;
-    pub const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
-    pub const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
-
-    pub fn stmt(code: u32, k: u32) -> libc::sock_filter {
-        libc::sock_filter {
-            code: code as u16,
-            jt: 0,
-            jf: 0,
-            k,
-        }
-    }
-
-    pub fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-        libc::sock_filter {
-            code: code as u16,
-            jt,
-            jf,
-            k,
-        }
     }
 }
 
@@ -335,4 +306,41 @@ pub fn isolated(body: impl FnOnce()) {
     };
     let _ = std::fs::write(report, why);
     std::process::exit(code);
+}
+
+/// A regular file with its own inode, unlinked at once.
+pub fn scratch_file(tag: &str) -> std::fs::File {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("fdtable-{tag}-{}-{n}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    file
+}
+
+/// Clear `FD_CLOEXEC`: the descriptor leaks into children, as descriptors
+/// opened by careless libraries or inherited from our own parent do.
+pub fn make_inheritable(fd: RawFd) {
+    // SAFETY: F_SETFD on a descriptor the test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+}
+
+/// One end of an `AF_UNIX` `SOCK_SEQPACKET` socket pair made here,
+/// close-on-exec: what std's exec-error channel looks like on Linux.
+pub fn seqpacket_end() -> OwnedFd {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair just created both; we own them.
+    let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    a
 }

@@ -384,15 +384,22 @@ pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
     }
 }
 
-/// `if A == k` fall through, else skip `jf` instructions.
+/// A classic-BPF conditional jump (`BPF_JUMP`): skip `jt` instructions if
+/// the test holds, `jf` if not.
 #[cfg(target_os = "linux")]
-pub fn bpf_jump_eq(k: u32, jf: u8) -> libc::sock_filter {
+pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt: 0,
+        code: code as u16,
+        jt,
         jf,
         k,
     }
+}
+
+/// `if A == k` fall through, else skip `jf` instructions.
+#[cfg(target_os = "linux")]
+pub fn bpf_jump_eq(k: u32, jf: u8) -> libc::sock_filter {
+    bpf_jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, k, 0, jf)
 }
 
 /// `BPF_LD | BPF_W | BPF_ABS`: load a word of `struct seccomp_data`.
@@ -855,4 +862,174 @@ pub fn block_by_hand(sigs: &[libc::c_int], how: libc::c_int) {
 #[cfg(target_os = "linux")]
 pub fn refuse_close_range(errno: libc::c_int) -> bool {
     refuse_syscall(libc::SYS_close_range, errno)
+}
+
+// --- example programs and their output -------------------------------------
+
+/// Build `examples/<name>.rs` (with `features`, comma-separated, when not
+/// empty) for this test binary's profile and return the program's path.
+/// `cargo test --all-targets` builds examples only in test mode, which
+/// leaves `target/<profile>/examples/<name>` stale or missing; the build is
+/// a no-op when it is up to date. A build still running after 15 minutes
+/// fails the test.
+pub fn build_example(name: &str, features: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "--example", name, "--profile", profile]);
+    if !features.is_empty() {
+        build.args(["--features", features]);
+    }
+    build
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    let status = within(
+        Duration::from_secs(900),
+        "cargo build --example",
+        move || build.status().expect("run cargo build --example"),
+    );
+    assert!(
+        status.success(),
+        "cargo build --example {name} failed: {status}"
+    );
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "example not found at {}", path.display());
+    path
+}
+
+/// A unique, empty directory (a child's `TMPDIR`, say), removed with
+/// everything in it on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fdtable-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A run that died before its drop may have left one with this name.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Every file anywhere under the directory.
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.0, &mut out);
+        out
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The lines of `stream` as a channel, read on a thread of their own until
+/// the stream ends (or the receiver is gone).
+pub fn lines_of(stream: impl io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `kill(pid, sig)` for a child this test spawned and has not reaped,
+/// asserting it worked.
+pub fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory preconditions; the pid is our own
+    // unreaped child, so it names no other process.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0, "kill");
+}
+
+/// Whether `fd` polls readable right now (nothing is consumed).
+pub fn readable_now(fd: &impl AsRawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; timeout 0 never blocks.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+}
+
+/// Run `close_on_thread` on a thread of its own and return the signals that
+/// thread has blocked while it sleeps inside `close(2)` (polled from /proc
+/// for up to 10 s), or `None` if it was never seen there. Pair it with
+/// [`lingering_socket`], whose last close sleeps in the kernel long enough.
+#[cfg(target_os = "linux")]
+pub fn signals_blocked_in_close(close_on_thread: impl FnOnce() + Send + 'static) -> Option<u64> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        close_on_thread();
+    });
+    let tid = tid_rx.recv().unwrap();
+    let mut seen = None;
+    let mut wait = Deadline::new(Duration::from_secs(10), 1_000_000);
+    while wait.tick() && !closer.is_finished() {
+        if blocked_in_syscall(tid) == Some(libc::SYS_close) {
+            seen = Some(blocked_signals(tid));
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    closer.join().unwrap();
+    seen
+}
+
+/// A resource whose conversion to `OwnedFd` panics after dropping (so
+/// closing) its own descriptor, as the `Trackable` contract allows: the
+/// table must neither keep its number published nor close it a second time.
+pub struct PanickingInto(pub OwnedFd);
+
+impl std::os::fd::AsFd for PanickingInto {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// SAFETY: owns the descriptor `as_fd` names; its conversion panics (the
+// contract allows it) after dropping, and so closing, the descriptor.
+unsafe impl fdtable::Trackable for PanickingInto {
+    fn into_owned_fd(self) -> OwnedFd {
+        let _drops_and_closes = self;
+        panic!("conversion failed on purpose");
+    }
 }
