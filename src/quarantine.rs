@@ -175,13 +175,7 @@ pub fn enter() -> io::Result<QuarantineReport> {
     }
     let preexisting_threads = count_threads().map(|n| n.saturating_sub(1));
     let block = async_signal_set();
-    let mut original = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: valid sets; `original` is written by the call, which cannot
-    // fail with a valid `how` and valid pointers.
-    let original = unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &block, original.as_mut_ptr());
-        original.assume_init()
-    };
+    let original = crate::sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     // SAFETY: we won OFF -> ENTERING, so no one else writes ORIGINAL_MASK,
     // and no one reads it before ACTIVE is published below.
     unsafe { *ORIGINAL_MASK.0.get() = MaybeUninit::new(original) };
@@ -280,9 +274,7 @@ pub(crate) unsafe fn leave_in_child() {
 /// Make `mask` the calling thread's signal mask (the pre-quarantine mask,
 /// wherever quarantine is undone or does not apply). Async-signal-safe.
 fn set_thread_mask(mask: &libc::sigset_t) {
-    // SAFETY: `mask` is an initialised set; this changes the calling
-    // thread's mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    crate::sys::set_sigmask(mask);
 }
 
 /// Threads in this process, where the system says.

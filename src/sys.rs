@@ -59,7 +59,7 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 }
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
-#[cfg(test)]
+/// Async-signal-safe.
 pub(crate) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }

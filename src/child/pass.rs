@@ -114,7 +114,7 @@ impl Drop for Pass {
 /// Looks first, so a held target costs no failed `fcntl` (at the top of
 /// the descriptor range that would be `EMFILE`).
 fn reserve(fd: RawFd, target: RawFd) -> Option<OwnedFd> {
-    if target <= 2 || raw::is_open(target) {
+    if target <= 2 || sys::is_open(target) {
         return None;
     }
     // F_DUPFD_CLOEXEC takes the number atomically if it is still free and

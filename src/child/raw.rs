@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::sys::syscall;
+use crate::sys::{self, syscall};
 
 /// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a close-on-exec duplicate of `fd` at
 /// the lowest free number `>= min`. Never replaces an open descriptor.
@@ -37,21 +37,10 @@ pub(super) fn dup_onto(source: RawFd, target: RawFd) -> io::Result<()> {
 /// # References
 /// `fstat(2)`
 pub(super) fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    let st = file_status(fd)?;
+    let st = sys::stat(fd)?;
     // The field types differ between targets (u32 / u64).
     #[allow(clippy::unnecessary_cast)]
     Some((st.st_dev as u64, st.st_ino as u64))
-}
-
-/// `fstat(fd)`; `None` when `fd` is not open.
-///
-/// # References
-/// `fstat(2)`
-fn file_status(fd: RawFd) -> Option<libc::stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
-    // SAFETY: fstat succeeded, so it initialised the whole struct.
-    Some(unsafe { st.assume_init() })
 }
 
 /// Whether `fd` is close-on-exec; `None` when it is not open.
@@ -131,15 +120,7 @@ pub(super) fn peer_pid(fd: RawFd) -> Option<libc::pid_t> {
 /// `fstat(2)`, `inode(7)`
 #[cfg(not(target_os = "linux"))]
 pub(super) fn is_fifo(fd: RawFd) -> bool {
-    file_status(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
-}
-
-/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
-///
-/// # References
-/// `fcntl(2)` (`F_GETFD`)
-pub(super) fn is_open(fd: RawFd) -> bool {
-    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+    sys::stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// `close_range(first, last, CLOSE_RANGE_CLOEXEC)`: mark every open

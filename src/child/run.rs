@@ -39,11 +39,7 @@ fn run_in_child(setup: &Setup) -> io::Result<()> {
     // thread's guard depth and quarantine mode, either of which would make a
     // guard skip the syscall, and this hook must not depend on either.
     let block = crate::mask::async_signal_set();
-    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: initialised set in, out-pointer to a local; async-signal-safe.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &block, old.as_mut_ptr()) };
-    // SAFETY: written by the call above.
-    let old = unsafe { old.assume_init() };
+    let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     reset_handled_signals();
     let result = apply(setup);
     // The new program gets the mask the program had before quarantine (the
@@ -53,8 +49,7 @@ fn run_in_child(setup: &Setup) -> io::Result<()> {
     let restore = crate::quarantine::mask_before_quarantine()
         .or_else(crate::mask::mask_before_guards)
         .unwrap_or(old);
-    // SAFETY: an initialised set; pthread_sigmask is async-signal-safe.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &restore, std::ptr::null_mut()) };
+    sys::set_sigmask(&restore);
     result
 }
 
