@@ -75,11 +75,11 @@
 //!   (`src/tracked.rs`); [`CommandExt`] on `tokio::process::Command`
 //!   (`src/child/tokio_command.rs`). See the README's "Async (tokio)" for the
 //!   pattern; `examples/async_cleanup.rs` shows it.
-//! - [`CommandExt`], [`FdTable::close_all_in_child`] and
+//! - [`ChildFds`] and [`CommandExt`], [`FdTable::close_all_in_child`] and
 //!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
 //!   and allocation-free (`src/child/`, whose `mod.rs` maps its files: the
-//!   hook `run.rs`, per-command setup `setup.rs`, `pass_fd` placement
-//!   `pass.rs` and shared targets `holds.rs`, ...).
+//!   value `child_fds.rs`, the hook `run.rs` and its spawn proof
+//!   `proof.rs`, `pass_fd` placement `pass.rs`, ...).
 //! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
 //!   on one thread, so guards elsewhere cost one cheap syscall instead of a
 //!   pair (`src/quarantine.rs`).
@@ -107,8 +107,8 @@
 //!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked
 //!   number) cannot be detected before its handle closes it (`EBADF`).
-//! - The first `track` (or the first [`CommandExt::pass_fd`] target that
-//!   must stay reserved after its command is dropped) opens one descriptor
+//! - The first `track` (or the first [`ChildFds::pass_fd`], whose
+//!   duplicate is tracked) opens one descriptor
 //!   that stays open for the life of the process: the dead placeholder
 //!   `close_all` swaps in (see [`FdTable`]'s Resources).
 //! - [`Tracked::into_inner`] panics when called from the `for_each` callback
@@ -147,7 +147,7 @@ mod trackable;
 mod tracked;
 mod visits;
 
-pub use child::CommandExt;
+pub use child::{ChildFds, CommandExt};
 pub use mask::MaskGuard;
 pub use retire::CloseAllReport;
 #[cfg(feature = "tokio")]
@@ -169,6 +169,7 @@ const _: () = {
     send_sync::<CloseAllReport>();
     send_sync::<Interrupts>();
     send_sync::<ForegroundChild<'static>>();
+    send_sync::<ChildFds>();
     #[cfg(feature = "tokio")]
     send_sync::<AsyncInterrupts>();
     #[cfg(feature = "tokio")]

@@ -60,6 +60,7 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
 /// Async-signal-safe.
+#[cfg(test)]
 pub(crate) fn is_open(fd: RawFd) -> bool {
     syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
 }
@@ -320,7 +321,7 @@ pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
 /// # References
 /// `close_range(2)`
 #[cfg(target_os = "linux")]
-pub(crate) fn close_range_supported() -> bool {
+pub(crate) fn probe_close_range() -> bool {
     match close_range(1, 0) {
         Err(e) => e.raw_os_error() == Some(libc::EINVAL),
         // No kernel accepts first > last; be conservative if one ever does.

@@ -286,6 +286,17 @@ impl<'t, T: Trackable> Tracked<'t, T> {
         self.table
     }
 
+    /// Whether [`FdTable::close_all`] released this entry (its number now
+    /// holds the dead placeholder until the handle drops).
+    ///
+    /// Async-signal-safe (one atomic load).
+    pub(crate) fn is_retired(&self) -> bool {
+        self.table.slot(self.fd).is_some_and(|slot| {
+            let word = slot.load();
+            word.is_handle_of(self.gen) && word.state() == crate::slot::SlotState::Retired
+        })
+    }
+
     /// The handle's parts, the resource moved out, without running `Drop`:
     /// for the ways out that settle the entry themselves.
     fn dismantle(self) -> (&'t FdTable, RawFd, u64, T) {

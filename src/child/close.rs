@@ -10,7 +10,7 @@ use crate::table::FdTable;
 
 /// What this process knows about `close_range(2)`.
 #[cfg(target_os = "linux")]
-static CLOSE_RANGE: Probed = Probed::new(sys::close_range_supported);
+static CLOSE_RANGE: Probed = Probed::new(sys::probe_close_range);
 
 /// Whether `close_range(2)` may be tried. Asks the kernel once (a probe that
 /// closes nothing) and caches the answer. Async-signal-safe.
@@ -54,19 +54,14 @@ fn close_run(first: RawFd, last: RawFd) -> usize {
 }
 
 /// Walk the published numbers (atomic loads only, ascending), skip those for
-/// which `keep` says so (after calling `on_kept` on each published one), and
-/// close the rest, coalescing consecutive numbers into one run. Returns how
-/// many were closed. Async-signal-safe when `keep` and `on_kept` are.
-pub(super) fn close_published(
-    table: &FdTable,
-    mut keep: impl FnMut(RawFd) -> bool,
-    mut on_kept: impl FnMut(RawFd),
-) -> usize {
+/// which `keep` says so, and close the rest, coalescing consecutive numbers
+/// into one run. Returns how many were closed. Async-signal-safe when `keep`
+/// is.
+pub(super) fn close_published(table: &FdTable, mut keep: impl FnMut(RawFd) -> bool) -> usize {
     let mut closed = 0;
     let mut run: Option<(RawFd, RawFd)> = None;
     table.for_each_published(|fd| {
         if keep(fd) {
-            on_kept(fd);
             if let Some((first, last)) = run.take() {
                 closed += close_run(first, last);
             }
@@ -96,7 +91,7 @@ mod tests {
     fn close_range_probe_closes_nothing_and_agrees_with_the_kernel() {
         use std::os::fd::{AsRawFd, IntoRawFd};
         let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
-        let supported = sys::close_range_supported();
+        let supported = sys::probe_close_range();
         assert!(sys::is_open(r.as_raw_fd()), "the probe closed something");
         assert!(sys::is_open(w.as_raw_fd()), "the probe closed something");
         // Ask the kernel for real, on a scratch descriptor of our own.

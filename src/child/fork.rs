@@ -89,7 +89,7 @@ impl FdTable {
     /// `fork(2)`, `signal-safety(7)`, `close_range(2)`, `close(2)`
     pub unsafe fn close_all_in_child(&self) -> usize {
         let _mask = MaskGuard::new();
-        close_published(self, |_| false, |_| {})
+        close_published(self, |_| false)
     }
 
     /// Release every file the table holds in a `fork(2)` child that does

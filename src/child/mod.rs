@@ -9,26 +9,25 @@
 //! [`CommandExt`], [`FdTable::close_all_in_child`] and
 //! [`FdTable::retire_all_in_child`]; this is the map of the parts:
 //!
-//! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
+//! - `child_fds.rs`: [`ChildFds`], the value that says what a child gets.
 //! - `hook.rs`: [`CommandExt`]: when a command gets the one `pre_exec`
 //!   hook, and what happens without one (the `posix_spawn` path, so a
 //!   spawn that needs no hook does not fork: no page-table copy of a large
 //!   parent).
-//! - `run.rs`: the hook itself (Go's order: block signals, reset this
-//!   crate's handlers, set up, restore the mask), which refuses to run under
-//!   `Command::exec`.
-//! - `setup.rs`: the per-command configuration the hook reads, found again
-//!   from the `Command` through a registry keyed by its program buffer, and
-//!   the bounded memory of hook-free `close_tracked_fds` calls.
+//! - `run.rs`: the hook itself (Go's order: prove it is a spawn child,
+//!   block signals, reset this crate's handlers, set up, restore the mask)
+//!   and the frozen plan it reads.
+//! - `proof.rs`: how the hook knows it runs in a child that `spawn`
+//!   created and not under `Command::exec` (std's exec-error channel).
 //! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
-//!   in the parent), and the checks against std's exec-error channel on a
-//!   target.
-//! - `holds.rs`: target numbers kept reserved while any live command
-//!   targets them.
+//!   in the parent as mappings are added), and the checks in the child.
 //! - `close.rs`: closing runs of published numbers (`close_range(2)` or
 //!   `close(2)`).
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
-//!   a `getdents64` walk of `/proc/self/fd`, or an `fcntl` sweep).
+//!   an `fcntl` on every open number).
+//! - `open_fds.rs`: every open descriptor number, ascending, without
+//!   allocating (a `getdents64` walk of `/proc/self/fd`, or a sweep).
+//! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
 //! - `probe.rs`: the cached answer to whether a kernel feature
 //!   (`close_range(2)`, its `CLOSE_RANGE_CLOEXEC` flag) may be tried.
 //! - `raw.rs`: the syscalls only this path needs.
@@ -49,7 +48,7 @@
 //!
 //! # Internal details
 //! Whether `close_range` (and its `CLOSE_RANGE_CLOEXEC` flag) works is asked
-//! once, in the parent, when a command is configured (probes that touch no
+//! once, in the parent, when a command is given its `ChildFds` (probes that touch no
 //! descriptor), and cached in atomics that children inherit. A child that is
 //! then refused (`ENOSYS`, `EPERM`; a seccomp filter installed by an earlier
 //! hook, say) records it in its own copy and falls back. Tests force the
@@ -89,21 +88,23 @@
 //! `FD_CLOEXEC` in the child (every published number has it) catches only
 //! foreign files without the flag, which std never creates.
 
+mod child_fds;
 mod close;
 mod close_other;
 mod fork;
-mod holds;
 mod hook;
+mod open_fds;
 mod pass;
 #[cfg(target_os = "linux")]
 mod probe;
+mod proof;
 mod raw;
 mod run;
-mod setup;
 #[cfg(feature = "tokio")]
 mod tokio_command;
 
 #[cfg(doc)]
 use crate::FdTable;
 
+pub use child_fds::ChildFds;
 pub use hook::CommandExt;

@@ -4,255 +4,336 @@
 //! source number may be another mapping's target (in the extreme, a cycle
 //! such as 3 -> 4, 4 -> 3), so a naive `dup2` loop clobbers a source before
 //! it is used. The usual answer is two steps: first move every source off
-//! the targets, then `dup2` each into place. Here the first step runs in the
-//! parent, at configuration time, on the command's own duplicates
-//! ([`arrange`]), so the child is left with the second step only
-//! ([`place`]): one `dup2` (or one `fcntl`) per descriptor, no scratch
-//! memory, nothing to undo.
+//! the targets, then `dup2` each into place. Here the first step is done in
+//! the parent, as each mapping is added ([`Passes::add`]): every source is
+//! the value's own duplicate, made at a number that no target takes (or at
+//! its own target), and a duplicate that a new target lands on is moved
+//! first. The child is left with the second step only ([`place`]): one
+//! `dup2` (or one `fcntl`) per descriptor, no scratch memory, nothing to
+//! undo.
+//!
+//! Configuration work is `O(log n)` per mapping (two ordered maps) plus a
+//! constant number of syscalls: 1 000 mappings are a few thousand syscalls,
+//! not the million comparisons of a list scan per mapping.
 //!
 //! # std's exec-error channel
 //! `spawn` reports a failed `execve` to the parent through a close-on-exec
 //! channel that it creates at spawn time, at the lowest free numbers: on
-//! Linux an `AF_UNIX` `SOCK_SEQPACKET` socket pair (it also carries the
-//! pidfd), elsewhere a pipe. `dup2` over the child's end would make a
-//! missing program look like a successful spawn (std's 8-byte error report
-//! would go into the passed file), and clearing its `FD_CLOEXEC` would let
-//! the program inherit it (`spawn` would block until the program exits).
-//! Two defences:
-//!
-//! - In the parent, [`arrange`] takes every free target for the command
-//!   itself (its duplicate is made *at* the target; the child then only
-//!   clears `FD_CLOEXEC`), and [`holds`](super::holds) keeps such a number
-//!   taken while any live command targets it.
-//! - In the child, [`check`] refuses (`EBUSY`) a target that holds
-//!   something that looks like std's channel, before anything is moved; and
-//!   it refuses (`EBADF`) a mapping whose duplicate no longer names the
-//!   passed file (other code closed it behind the command's back). Anything
-//!   else at a target is the child's own copy of some descriptor, and `dup2`
-//!   replaces it in the child only.
+//! Linux an `AF_UNIX` `SOCK_SEQPACKET` socket pair, elsewhere a pipe. `dup2`
+//! over the child's end would make a missing program look like a successful
+//! spawn (std's 8-byte error report would go into the passed file). Two
+//! defences: a target that is free when it is configured is reserved (the
+//! duplicate is made *at* it), so the channel cannot land there; and the
+//! child refuses (`EBUSY`) a target that holds the channel anyway (its
+//! occupant at configuration time was closed before the spawn). On Linux the
+//! child knows the channel's number exactly (see `proof.rs`); elsewhere any
+//! close-on-exec pipe at a target that is neither the passed file nor what
+//! sat there at configuration time is taken for it.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{holds, raw};
+use super::raw;
 use crate::sys;
+use crate::table::FdTable;
+use crate::trackable::{FdKind, Trackable};
+use crate::tracked::Tracked;
 
-/// One `pass_fd` mapping: the command's close-on-exec duplicate and where
-/// the child gets it.
+/// A `ChildFds`'s duplicate of a passed descriptor. Tracked in
+/// [`FdTable::global`] so that `close_all` there (the Ctrl-C path) releases
+/// it with the program's other descriptors.
 #[derive(Debug)]
+pub(super) struct Duplicate(OwnedFd);
+
+impl AsFd for Duplicate {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// SAFETY: `as_fd` borrows the one descriptor `self.0` owns, `into_owned_fd`
+// hands over that same descriptor, and nothing reachable through `&Duplicate`
+// closes or replaces it.
+unsafe impl Trackable for Duplicate {
+    /// Only the swap in `close_all`, never `shutdown(2)`: the duplicate
+    /// shares its socket with the caller's own descriptor, which must not be
+    /// shut down because a configuration was released.
+    const KIND: FdKind = FdKind::NotSocket;
+
+    fn into_owned_fd(self) -> OwnedFd {
+        self.0
+    }
+}
+
+/// One `pass_fd` mapping: the value's close-on-exec duplicate and where the
+/// child gets it.
 pub(super) struct Pass {
-    /// Handed to [`holds::release`] on drop, never closed directly.
-    source: ManuallyDrop<OwnedFd>,
+    duplicate: Tracked<'static, Duplicate>,
+    /// The child's number.
     pub(super) target: RawFd,
+    /// The number the caller passed (for messages).
+    given: RawFd,
     /// `(st_dev, st_ino)` of the passed file.
     file: (u64, u64),
-    /// What held the target (if not the source) when last arranged: not
-    /// std's channel, which does not exist before the spawn.
-    occupant: Option<(u64, u64)>,
+    /// What held `target` when the command was configured, if not the
+    /// duplicate (not std's channel, which does not exist before the spawn).
+    /// Read only where the channel cannot be found exactly.
+    pub(super) occupant: Option<(u64, u64)>,
 }
 
 impl Pass {
-    /// A mapping of `fd` to `target`: a close-on-exec duplicate at
-    /// `target` when that is free (reserving it), else at the lowest free
-    /// number that no target of the command takes (`is_target`, which
-    /// covers `target`). [`arrange`] must run before the child reads it.
-    ///
-    /// Not async-signal-safe (parent only).
-    ///
-    /// # Errors
-    /// `EBADF` when `fd` is not open; `EMFILE` at the descriptor limit.
-    pub(super) fn new(
-        fd: RawFd,
-        target: RawFd,
-        is_target: impl Fn(RawFd) -> bool,
-    ) -> io::Result<Pass> {
-        let file = raw::identity(fd).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-        holds::register(target);
-        // From here on a failure must undo the registration: `Pass`'s drop
-        // does, once it owns a duplicate.
-        let source = match reserve(fd, target) {
-            Some(at_target) => Ok(at_target),
-            None => duplicate_avoiding(fd, &is_target),
-        };
-        match source {
-            Ok(source) => Ok(Pass {
-                source: ManuallyDrop::new(source),
-                target,
-                file,
-                occupant: None,
-            }),
-            Err(e) => {
-                holds::unregister(target);
-                Err(e)
-            }
-        }
-    }
-
     /// The duplicate's number.
     pub(super) fn source(&self) -> RawFd {
-        self.source.as_raw_fd()
-    }
-
-    /// Replace the duplicate; the old one is let go of through the
-    /// registry (which keeps its number if some mapping targets it).
-    fn replace_source(&mut self, new: OwnedFd) {
-        let old = std::mem::replace(&mut *self.source, new);
-        holds::dispose(old);
+        self.duplicate.as_raw_fd()
     }
 }
 
-impl Drop for Pass {
-    fn drop(&mut self) {
-        // SAFETY: taken once, here; `self.source` is not used afterwards.
-        let source = unsafe { ManuallyDrop::take(&mut self.source) };
-        holds::release(self.target, source);
+impl fmt::Debug for Pass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fd {} (duplicate {}) -> child fd {}",
+            self.given,
+            self.source(),
+            self.target
+        )
     }
 }
 
-/// A duplicate of `fd` at exactly `target`, if `target` (>= 3) is free.
-/// Looks first, so a held target costs no failed `fcntl` (at the top of
-/// the descriptor range that would be `EMFILE`).
-fn reserve(fd: RawFd, target: RawFd) -> Option<OwnedFd> {
-    if target <= 2 || sys::is_open(target) {
-        return None;
-    }
-    // F_DUPFD_CLOEXEC takes the number atomically if it is still free and
-    // never replaces whatever took it meanwhile; then the duplicate lands
-    // elsewhere and is closed here.
-    duplicate(fd, target)
-        .ok()
-        .filter(|dup| dup.as_raw_fd() == target)
+/// The mappings of one `ChildFds`, arranged as they are added: no source is
+/// 0-2 or another mapping's target, and a target that was free when it was
+/// added holds its own source.
+#[derive(Debug, Default)]
+pub(super) struct Passes {
+    /// By target.
+    by_target: BTreeMap<RawFd, Pass>,
+    /// Source number -> target of the mapping that owns it.
+    by_source: BTreeMap<RawFd, RawFd>,
 }
 
-/// A close-on-exec duplicate of `fd` at the lowest free number >= 3 that is
-/// no target (`is_target` says which are). A free target it lands on is
-/// skipped, so this takes at most one more try per target.
-fn duplicate_avoiding(fd: RawFd, is_target: impl Fn(RawFd) -> bool) -> io::Result<OwnedFd> {
-    let mut min = 3;
-    loop {
-        let dup = duplicate(fd, min)?;
-        let at = dup.as_raw_fd();
-        if !is_target(at) {
-            return Ok(dup);
+impl Passes {
+    /// The mappings, sorted by target.
+    pub(super) fn into_sorted(self) -> Vec<Pass> {
+        self.by_target.into_values().collect()
+    }
+
+    /// How many mappings there are.
+    pub(super) fn len(&self) -> usize {
+        self.by_target.len()
+    }
+
+    /// Add the mapping `fd -> target`; on error nothing changed.
+    ///
+    /// Not async-signal-safe (parent only: allocates, tracks).
+    ///
+    /// # Errors
+    /// Each names `pass_fd`, the descriptor and the child number:
+    /// `InvalidInput` for a negative target, one not below the soft
+    /// `RLIMIT_NOFILE`, one that another mapping targets already, or an `fd`
+    /// that is not open; the OS error's kind when no duplicate can be made
+    /// (`EMFILE`) or tracked ([`FdTable::global`] sealed, say).
+    pub(super) fn add(&mut self, fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+        let given = fd.as_raw_fd();
+        let refuse = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pass_fd(fd {given}, child_fd {target}): {why}"),
+            )
+        };
+        let Ok(number) = u64::try_from(target) else {
+            return Err(refuse("child_fd is negative".into()));
+        };
+        if let Some(limit) = sys::soft_fd_limit().filter(|&limit| number >= limit) {
+            return Err(refuse(format!(
+                "child_fd is not below the soft RLIMIT_NOFILE ({limit}), so the child could not \
+                 have it"
+            )));
         }
-        // A free target: not ours to sit on. Look above it.
-        min = at
-            .checked_add(1)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+        if let Some(other) = self.by_target.get(&target) {
+            return Err(refuse(format!(
+                "child_fd {target} is already the target of fd {} in this ChildFds",
+                other.given
+            )));
+        }
+        let Some(file) = raw::identity(given) else {
+            return Err(refuse(format!("fd {given} is not an open descriptor")));
+        };
+        // A duplicate of ours on the new target moves off it first, so the
+        // new duplicate can take (reserve) the number.
+        if let Some(&owner) = self.by_source.get(&target) {
+            self.move_source(owner, target)
+                .map_err(|e| context(e, given, target))?;
+        }
+        let duplicate = self
+            .duplicate(given, target, target)
+            .map_err(|e| context(e, given, target))?;
+        let duplicate = FdTable::global()
+            .track(Duplicate(duplicate))
+            .map_err(|e| context(e.into_error(), given, target))?;
+        self.by_source.insert(duplicate.as_raw_fd(), target);
+        self.by_target.insert(
+            target,
+            Pass {
+                duplicate,
+                target,
+                given,
+                file,
+                occupant: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether `n` is a target, counting `pending` (one being added).
+    fn is_target(&self, n: RawFd, pending: RawFd) -> bool {
+        n == pending || self.by_target.contains_key(&n)
+    }
+
+    /// A close-on-exec duplicate of `fd` at `want` if that is free (and >=
+    /// 3), else at the lowest free number >= 3 that no target takes. A free
+    /// target it lands on (one that was busy when it was added) is skipped,
+    /// so this takes at most one more try per such target.
+    fn duplicate(&self, fd: RawFd, want: RawFd, pending: RawFd) -> io::Result<OwnedFd> {
+        let mut min = want.max(3);
+        let mut from_the_bottom = min == 3;
+        loop {
+            let new = match raw::dup_at_least(fd, min) {
+                Ok(new) => new,
+                // Nothing free at or above `min` (`EMFILE`), or `min` not
+                // below the limit (`EINVAL`): lower numbers may be free.
+                Err(e)
+                    if !from_the_bottom
+                        && matches!(e.raw_os_error(), Some(libc::EMFILE | libc::EINVAL)) =>
+                {
+                    min = 3;
+                    from_the_bottom = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
+            let dup = unsafe { OwnedFd::from_raw_fd(new) };
+            if new == want || !self.is_target(new, pending) {
+                return Ok(dup);
+            }
+            // A free target: not ours to sit on. Look above it.
+            min = new
+                .checked_add(1)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+        }
+    }
+
+    /// Move the source of the mapping that targets `owner` off `number`
+    /// (where a new mapping's target is): a new duplicate elsewhere, then
+    /// the old one is closed (through the table: it is tracked).
+    fn move_source(&mut self, owner: RawFd, number: RawFd) -> io::Result<()> {
+        let Some(source) = self.by_target.get(&owner).map(Pass::source) else {
+            return Ok(());
+        };
+        let moved = self.duplicate(source, 3, number)?;
+        let moved = FdTable::global()
+            .track(Duplicate(moved))
+            .map_err(|e| e.into_error())?;
+        let new_source = moved.as_raw_fd();
+        if let Some(pass) = self.by_target.get_mut(&owner) {
+            let old = std::mem::replace(&mut pass.duplicate, moved);
+            self.by_source.remove(&source);
+            self.by_source.insert(new_source, owner);
+            // A close error concerns the old duplicate only; the mapping is
+            // whole either way.
+            let _ = old.close();
+        }
+        Ok(())
     }
 }
 
-/// The first step, in the parent: afterwards no source is another mapping's
-/// target, no source is 0-2, every free target >= 3 holds its own source,
-/// and the occupant of every other target is recorded. Called after every
-/// change to `passes`. On error the caller drops the mapping it just added,
-/// which leaves the others as arranged as before (each step below only
-/// replaces a source by a duplicate at a safer number).
+/// `error`, with what `pass_fd` was asked to do in front of it.
+fn context(error: io::Error, given: RawFd, target: RawFd) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("pass_fd(fd {given}, child_fd {target}): {error}"),
+    )
+}
+
+/// Record, for every target that does not hold its own duplicate, what
+/// holds it now (the last moment before the spawn the parent sees).
 ///
 /// Not async-signal-safe (parent only).
-///
-/// # Errors
-/// `EMFILE` when a source must move and no number is free.
-pub(super) fn arrange(passes: &mut [Pass]) -> io::Result<()> {
-    let targets: Vec<RawFd> = passes.iter().map(|p| p.target).collect();
-    let is_target = |fd: RawFd| targets.contains(&fd);
-    for i in 0..passes.len() {
-        let source = passes[i].source();
-        let on_other_target = passes
-            .iter()
-            .enumerate()
-            .any(|(j, p)| j != i && p.target == source);
-        if source <= 2 || on_other_target {
-            let moved = duplicate_avoiding(source, is_target)?;
-            passes[i].replace_source(moved);
-        }
-    }
-    for pass in passes.iter_mut() {
-        if pass.source() != pass.target {
-            if let Some(at_target) = reserve(pass.source(), pass.target) {
-                pass.replace_source(at_target);
-            }
-        }
+#[cfg(not(target_os = "linux"))]
+pub(super) fn record_occupants(passes: &mut [Pass]) {
+    for pass in passes {
         pass.occupant = if pass.source() == pass.target {
             None
         } else {
             raw::identity(pass.target)
         };
     }
-    Ok(())
 }
 
-/// A close-on-exec duplicate of `fd` at the lowest free number `>= min`.
-fn duplicate(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
-    let new = raw::dup_at_least(fd, min)?;
-    // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+/// Why the child refuses a mapping: the errno that `spawn` returns.
+pub(super) mod refusal {
+    /// The duplicate was released by `FdTable::global().close_all()`.
+    pub(in super::super) const RELEASED: i32 = libc::ECANCELED;
+    /// The duplicate no longer names the passed file: other code closed or
+    /// replaced its number (an I/O-safety bug there).
+    pub(in super::super) const DUPLICATE_GONE: i32 = libc::EBADF;
+    /// std's exec-error channel sits at a target.
+    pub(in super::super) const CHANNEL_AT_TARGET: i32 = libc::EBUSY;
 }
 
-/// The errno with which the child refuses a target that holds what looks
-/// like std's exec-error channel: `ErrorKind::ResourceBusy` in the
-/// parent's `spawn` error.
-const TARGET_BUSY: i32 = libc::EBUSY;
-
-/// The errno with which the child refuses a mapping whose duplicate no
-/// longer names the passed file (closed by other code since configuration).
-const SOURCE_GONE: i32 = libc::EBADF;
-
-/// Whether `fd` looks like the channel through which std reports a failed
-/// `execve` from this (fork) child to its parent: close-on-exec and, on
-/// Linux, an `AF_UNIX` `SOCK_SEQPACKET` socket whose peer credentials name
-/// our parent (the process that made the pair); elsewhere, a pipe.
-/// Conservative: a socket pair or pipe of the same kinds that the parent
-/// opened itself also looks like it.
+/// Whether `fd`, where the exact channel number is unknown, may be std's
+/// channel: a close-on-exec pipe (Linux: also an `AF_UNIX` `SOCK_SEQPACKET`
+/// socket) that is neither the passed file nor what sat there at
+/// configuration time.
 ///
 /// Async-signal-safe, allocation-free.
-fn looks_like_exec_error_channel(fd: RawFd) -> bool {
+fn may_be_channel(pass: &Pass) -> bool {
+    let fd = pass.target;
     if raw::is_cloexec(fd) != Some(true) {
         return false;
     }
+    let now = raw::identity(fd);
+    if now == Some(pass.file) || now == pass.occupant {
+        return false;
+    }
     #[cfg(target_os = "linux")]
-    {
-        raw::socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
-            && raw::socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET)
-            && raw::peer_pid(fd) == Some(raw::parent_pid())
+    if raw::socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET) {
+        return true;
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        raw::is_fifo(fd)
-    }
+    raw::is_fifo(fd)
 }
 
-/// In the child, before anything is moved: every duplicate still names its
-/// file, and no target holds std's exec-error channel (unless it is what
-/// the parent saw there, or the passed file itself).
+/// In the child, before anything is moved: every duplicate is still ours
+/// and names its file, and no target holds std's exec-error channel
+/// (`channel`: its number where it is known exactly, else `None`).
 ///
 /// Async-signal-safe, allocation-free.
-pub(super) fn check(passes: &[Pass]) -> io::Result<()> {
+pub(super) fn check(passes: &[Pass], channel: Option<RawFd>) -> io::Result<()> {
     for pass in passes {
-        let source = pass.source();
-        if raw::identity(source) != Some(pass.file) {
-            return Err(io::Error::from_raw_os_error(SOURCE_GONE));
+        if pass.duplicate.is_retired() {
+            return Err(io::Error::from_raw_os_error(refusal::RELEASED));
         }
-        if source == pass.target {
-            continue; // our duplicate, checked just above
+        if raw::identity(pass.source()) != Some(pass.file) {
+            return Err(io::Error::from_raw_os_error(refusal::DUPLICATE_GONE));
         }
-        // `arrange` guarantees this; a violation would clobber a source.
-        if passes.iter().any(|p| p.target == source) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        if pass.source() == pass.target {
+            continue; // our own duplicate, checked just above
         }
-        if looks_like_exec_error_channel(pass.target) {
-            let now = raw::identity(pass.target);
-            if now != Some(pass.file) && now != pass.occupant {
-                return Err(io::Error::from_raw_os_error(TARGET_BUSY));
-            }
+        let at_target = match channel {
+            Some(channel) => channel == pass.target,
+            None => may_be_channel(pass),
+        };
+        if at_target {
+            return Err(io::Error::from_raw_os_error(refusal::CHANNEL_AT_TARGET));
         }
     }
     Ok(())
 }
 
 /// The second step, in the child: each source onto its target, without
-/// `FD_CLOEXEC`. Async-signal-safe, allocation-free; `check` ran first.
+/// `FD_CLOEXEC`. Async-signal-safe, allocation-free; [`check`] ran first.
 pub(super) fn place(passes: &[Pass]) -> io::Result<()> {
     for pass in passes {
         let source = pass.source();

@@ -90,6 +90,32 @@ pub(super) fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_in
     Some(value)
 }
 
+/// The `SO_TYPE` of `fd`: `Ok(None)` when it is not open (`EBADF`) or not
+/// a socket (`ENOTSOCK`), `Err(errno)` when the call itself is refused
+/// (`EPERM` or `ENOSYS` from a seccomp filter, say).
+///
+/// # References
+/// `getsockopt(2)`, `socket(7)`
+#[cfg(target_os = "linux")]
+pub(super) fn socket_type(fd: RawFd) -> Result<Option<libc::c_int>, i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    match syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_TYPE,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len
+    )) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EBADF | libc::ENOTSOCK) => Ok(None),
+            Some(errno) => Err(errno),
+            None => Err(libc::EIO),
+        },
+    }
+}
+
 /// The process id `SO_PEERCRED` reports for the `AF_UNIX` socket `fd`: for
 /// one end of a `socketpair(2)`, the process that created the pair.
 ///
@@ -118,7 +144,6 @@ pub(super) fn peer_pid(fd: RawFd) -> Option<libc::pid_t> {
 ///
 /// # References
 /// `fstat(2)`, `inode(7)`
-#[cfg(not(target_os = "linux"))]
 pub(super) fn is_fifo(fd: RawFd) -> bool {
     sys::stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
@@ -151,7 +176,7 @@ pub(super) fn close_range_cloexec(first: libc::c_uint, last: libc::c_uint) -> io
 /// # References
 /// `close_range(2)`
 #[cfg(target_os = "linux")]
-pub(super) fn close_range_cloexec_supported() -> bool {
+pub(super) fn probe_cloexec_range() -> bool {
     close_range_cloexec(libc::c_uint::MAX, libc::c_uint::MAX).is_ok()
 }
 

@@ -1,39 +1,95 @@
 //! The `pre_exec` hook itself: what runs in the child between `fork` and
-//! `execve` (and what refuses to run under `Command::exec`).
+//! `execve`, reading only a [`Plan`] that the parent froze when the command
+//! was configured.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::process::Command;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::close::close_published;
 use super::close_other::mark_cloexec_except;
-use super::pass;
+use super::pass::{self, Pass};
+use super::proof::{self, Proof};
 use super::raw;
-use super::setup::{Setup, SetupCell};
 use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
-#[cfg(test)]
 use crate::table::FdTable;
 
-/// The `pre_exec` hook, in Go's order: block signals, reset this crate's
-/// handlers, do the setup, restore the mask the new program should start
-/// with. Async-signal-safe and allocation-free; runs in the child.
+/// Everything one hook does, frozen in the parent: the child only reads it.
+/// Owned by the hook closure, so by the command: dropped (its duplicates
+/// released) with it.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// `pass_fd` mappings, sorted by target.
+    pub(super) passes: Vec<Pass>,
+    /// Their targets, sorted: the tracked close and `close_other_fds` leave
+    /// them (and 0-2) as they are.
+    pub(super) targets: Vec<RawFd>,
+    /// Tables whose numbers the child closes.
+    pub(super) tables: Vec<&'static FdTable>,
+    /// `close_other_fds` was asked for.
+    pub(super) close_other: bool,
+    /// The process that configured the command: the hook refuses there
+    /// (`Command::exec`, no fork).
+    pub(super) configured_in: libc::pid_t,
+    /// A `ChildFds`'s hook (one per command), not the mask-only hook of a
+    /// `close_tracked_fds` under a guard.
+    pub(super) is_child_fds: bool,
+}
+
+impl Plan {
+    /// The hook `CommandExt::close_tracked_fds` installs under a
+    /// `MaskGuard` or in quarantine mode: only the mask (and this crate's
+    /// handlers) for the new program; descriptors are left to `FD_CLOEXEC`.
+    pub(super) fn mask_only() -> Plan {
+        Plan {
+            passes: Vec::new(),
+            targets: Vec::new(),
+            tables: Vec::new(),
+            close_other: false,
+            configured_in: raw::own_pid(),
+            is_child_fds: false,
+        }
+    }
+
+    /// Whether a table of the crate's that the child sees holds `fd`.
+    fn published(&self, fd: RawFd) -> bool {
+        FdTable::global().contains(fd) || self.tables.iter().any(|t| t.contains(fd))
+    }
+
+    fn kept(&self, fd: RawFd) -> bool {
+        self.targets.binary_search(&fd).is_ok()
+    }
+}
+
+/// How many `ChildFds` hooks ran in this process. Written only in spawn
+/// children (after the proof), so it is 0 in every process that configures
+/// commands, and a second `child_fds` on one command finds 1.
+static CHILD_FDS_APPLIED: AtomicUsize = AtomicUsize::new(0);
+
+/// The errno of a second `ChildFds` hook on one command.
+pub(super) const SECOND_CHILD_FDS: i32 = libc::EEXIST;
+
+/// The errno of the refusal under `Command::exec` outside the configuring
+/// process (where no message may be allocated): `ErrorKind::Unsupported`.
+pub(super) const EXEC_REFUSED: i32 = libc::ENOSYS;
+
+/// The hook. Async-signal-safe and allocation-free in a spawn child.
 ///
-/// Except under `Command::exec`, which runs the hooks in the calling
-/// process, without a fork, and returns when `execve` fails: doing the
-/// setup there would close tracked descriptors under live handles,
-/// overwrite descriptors and change flags and signal dispositions for
-/// good. So the hook refuses, before it touches anything, when it finds
-/// itself in the process that configured the command (where allocating
-/// the error is fine: no fork happened).
-fn run_in_child(setup: &Setup) -> io::Result<()> {
-    if raw::own_pid() == setup.configured_in {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "fdtable::CommandExt: Command::exec would run the child setup in this process; \
-             use spawn, or exec a command configured without CommandExt",
-        ));
+/// In Go's order: make sure this is a spawn child, block signals, reset this
+/// crate's handlers, do the setup, restore the mask the new program should
+/// start with.
+fn run(plan: &Plan) -> io::Result<()> {
+    let channel = match proof::look(plan.configured_in, |fd| plan.published(fd)) {
+        Proof::Spawned(channel) => channel,
+        // No fork happened: allocating the message is fine here.
+        Proof::ExecHere => return Err(exec_refused()),
+        Proof::ExecElsewhere => return Err(io::Error::from_raw_os_error(EXEC_REFUSED)),
+        Proof::Unknown(errno) => return Err(io::Error::from_raw_os_error(errno)),
+    };
+    if plan.is_child_fds && CHILD_FDS_APPLIED.fetch_add(1, Ordering::Relaxed) > 0 {
+        return Err(io::Error::from_raw_os_error(SECOND_CHILD_FDS));
     }
     // A raw block, not a `MaskGuard`: the child inherits the forking
     // thread's guard depth and quarantine mode, either of which would make a
@@ -41,7 +97,7 @@ fn run_in_child(setup: &Setup) -> io::Result<()> {
     let block = crate::mask::async_signal_set();
     let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     reset_handled_signals();
-    let result = apply(setup);
+    let result = apply(plan, channel);
     // The new program gets the mask the program had before quarantine (the
     // forking thread then runs with every asynchronous signal blocked), else
     // the one from before this thread's outermost `MaskGuard` (spawned under
@@ -51,6 +107,22 @@ fn run_in_child(setup: &Setup) -> io::Result<()> {
         .unwrap_or(old);
     sys::set_sigmask(&restore);
     result
+}
+
+/// The refusal under `Command::exec` in the configuring process, saying
+/// what std has already done to it by then.
+#[cold]
+fn exec_refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "fdtable: Command::exec of a command with a child setup (child_fds, or \
+         close_tracked_fds under a MaskGuard or in quarantine mode) is refused: it runs the \
+         setup in this running process, without a fork, where it would close and replace \
+         descriptors under their owners. Nothing of fdtable's changed, but std had already \
+         applied the command's stdio (dup2 onto 0-2), groups, user and group ids, working \
+         directory and process group to this process, and reset SIGPIPE to its default. Use \
+         spawn, or exec a command without a child setup",
+    )
 }
 
 /// Put every signal this crate has ever handled back to `SIG_DFL`, where a
@@ -76,48 +148,35 @@ fn reset_handled_signals() {
 /// The setup itself, signals blocked. Placing comes first, so the close
 /// steps know the passed numbers are the program's now (the tracked close
 /// skips them even where the parent's table holds the same number).
-fn apply(setup: &Setup) -> io::Result<()> {
-    pass::check(&setup.passes)?;
-    pass::place(&setup.passes)?;
-    for table in &setup.tables {
-        close_published(
-            table,
-            // 0-2 were set up by std for the new program (inherited or
-            // dup2-ed from `Stdio` pipes) before this hook runs: they are not
-            // the table's any more, whatever the table recorded in the parent.
-            |fd| fd <= 2 || setup.not_closed.binary_search(&fd).is_ok(),
-            |fd| {
-                if fd > 2 && setup.keep.binary_search(&fd).is_ok() {
-                    // Kept on purpose: let the new program inherit it. Only
-                    // the child's copy of the descriptor loses the flag.
-                    let _ = sys::set_cloexec(fd, false);
-                }
-            },
-        );
+fn apply(plan: &Plan, channel: Option<RawFd>) -> io::Result<()> {
+    pass::check(&plan.passes, channel)?;
+    pass::place(&plan.passes)?;
+    for table in &plan.tables {
+        // 0-2 were set up by std for the new program (inherited or dup2-ed
+        // from `Stdio` pipes) before this hook runs: they are not the
+        // table's any more, whatever the table recorded in the parent.
+        close_published(table, |fd| {
+            fd <= 2 || Some(fd) == channel || plan.kept(fd)
+        });
     }
-    if setup.close_other {
-        mark_cloexec_except(&setup.not_closed);
+    if plan.close_other {
+        mark_cloexec_except(&plan.targets);
     }
     Ok(())
 }
 
-/// Register the one hook that reads `cell`.
-pub(super) fn install_hook(cmd: &mut Command, cell: Arc<SetupCell>) {
-    let hook = move || {
-        // SAFETY: std runs `pre_exec` closures only while it holds `&mut`
-        // of the command that owns this one: in the fork child of a
-        // `spawn`, or (`Command::exec`) in this process, where
-        // `run_in_child` reads nothing but the pid.
-        run_in_child(unsafe { cell.in_child() })
-    };
+/// Register the one hook that carries out `plan`.
+pub(super) fn install(cmd: &mut Command, plan: Plan) {
+    let hook = move || run(&plan);
     // SAFETY: `pre_exec` requires the closure to be async-signal-safe and
-    // not to allocate or take locks. In a fork child `run_in_child` makes
-    // only `getpid`, `pthread_sigmask`, `sigaction`, `fcntl`, `fstat`,
-    // `getsockopt`, `getppid`, `dup2`, `open`, `getdents64`, `getrlimit`,
+    // not to allocate or take locks. In a spawn child `run` makes only
+    // `getpid`, `getppid`, `open`, `getdents64`, `getsockopt`, `fcntl`,
+    // `fstat`, `getrlimit`, `pthread_sigmask`, `sigaction`, `dup2`,
     // `close_range` and `close` calls, reads atomics, const thread-locals
-    // and vectors built in the parent, and builds its errors from raw OS
-    // codes; the tables are `'static`. (It allocates an error only in the
-    // configuring process itself, under `Command::exec`: no fork there.)
+    // and the plan built in the parent, and builds its errors from raw OS
+    // codes; the tables are `'static`. It allocates an error only where the
+    // proof shows that no fork happened (`Command::exec` in the configuring
+    // process).
     unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, hook) };
 }
 
@@ -126,14 +185,16 @@ mod tests {
     use super::*;
 
     /// In a fork child (so the test process is untouched): install a handler
-    /// for SIGUSR2, mark it handled, run the hook; the disposition must be
+    /// for SIGUSR2, mark it handled, run the setup; the disposition must be
     /// back to SIG_DFL and the signal mask exactly what it was.
     #[test]
-    fn exec_hook_resets_handled_signals_and_restores_the_mask() {
+    fn the_hook_resets_handled_signals_and_restores_the_mask() {
         extern "C" fn handler(_: libc::c_int) {}
         static TABLE: FdTable = FdTable::new();
-        let mut setup = Setup::default();
-        setup.add_table(&TABLE, &[]);
+        let mut plan = Plan::mask_only();
+        plan.tables.push(&TABLE);
+        // The parent's pid: the hook runs in a child of this process.
+        plan.configured_in = raw::own_pid();
 
         // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
         let pid = unsafe { libc::fork() };
@@ -155,7 +216,12 @@ mod tests {
                 libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut before);
                 libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut before);
 
-                let _ = run_in_child(&setup);
+                // The proof is not asked for here (no spawn made this
+                // child): the steps after it are.
+                let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&crate::mask::async_signal_set()));
+                reset_handled_signals();
+                let applied = apply(&plan, None);
+                sys::set_sigmask(&old);
 
                 let mut now: libc::sigaction = std::mem::zeroed();
                 libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut now);
@@ -167,6 +233,8 @@ mod tests {
                     1
                 } else if !same_mask || libc::sigismember(&after, libc::SIGWINCH) != 1 {
                     2
+                } else if applied.is_err() {
+                    3
                 } else {
                     0
                 }
@@ -181,7 +249,21 @@ mod tests {
         assert_eq!(
             libc::WEXITSTATUS(status),
             0,
-            "1: handler kept, 2: mask changed"
+            "1: handler kept, 2: mask changed, 3: setup failed"
         );
+    }
+
+    /// Run in this process (as `Command::exec` would): refused before
+    /// anything, with a message that says what std did already.
+    #[test]
+    fn the_hook_refuses_in_the_configuring_process() {
+        let plan = Plan::mask_only();
+        let err = run(&plan).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        let text = err.to_string();
+        for fact in ["Command::exec", "stdio", "working directory", "SIGPIPE", "spawn"] {
+            assert!(text.contains(fact), "{fact:?} missing: {text}");
+        }
+        assert_eq!(CHILD_FDS_APPLIED.load(Ordering::Relaxed), 0);
     }
 }

@@ -1,0 +1,181 @@
+//! Proof that the hook runs in a child that `spawn` created, and not in a
+//! process that called `Command::exec`.
+//!
+//! std runs `pre_exec` hooks in two places: in the fork child of `spawn`
+//! (`status`, `output`), and in the calling process itself under
+//! [`exec`](std::os::unix::process::CommandExt::exec), which does not fork
+//! and returns when `execve` fails. The child setup closes and replaces
+//! descriptors: in a running program that would close numbers under live
+//! handles. So the hook acts only with proof that it is in a spawn child.
+//!
+//! The proof is std's exec-error channel, the one thing `spawn` has and
+//! `exec` has not: right before it forks, `spawn` creates a close-on-exec
+//! channel and the child keeps one end until `execve`. On Linux that is an
+//! `AF_UNIX` `SOCK_SEQPACKET` socket pair, and `SO_PEERCRED` on either end
+//! names the process that created the pair: our parent, the spawner. So a
+//! spawn child has a close-on-exec `SOCK_SEQPACKET` socket whose peer
+//! credentials name its parent; a process that calls `exec` has none unless
+//! it inherited one (see the limits below). Finding it also tells the
+//! channel's exact number, which `pass.rs` must never overwrite.
+//!
+//! Elsewhere the channel is a pipe, which names nobody: the proof there is
+//! only that the process is not the one that configured the command (its
+//! pid was recorded then). A fork child of it that calls `exec` on its copy
+//! of the command is not told apart.
+//!
+//! Limits of the Linux proof, both needing a `SOCK_SEQPACKET` socket pair
+//! made by the parent and held across a fork: a process that calls `exec`
+//! while it holds such a pair of its parent's (a parent that uses them
+//! itself, or the channel of a `spawn` that was running in the parent when
+//! it forked) is taken for a spawn child. Numbers the crate's tables hold
+//! (the value's own duplicates among them) are never taken for the channel.
+
+#[cfg(target_os = "linux")]
+use std::ops::ControlFlow;
+use std::os::fd::RawFd;
+
+#[cfg(target_os = "linux")]
+use super::open_fds::for_each_number;
+use super::raw;
+
+/// Where the hook finds itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Proof {
+    /// In a spawn child, with std's exec-error channel at this number where
+    /// it is known exactly (Linux), else `None`.
+    Spawned(Option<RawFd>),
+    /// Under `Command::exec` in the process that configured the command.
+    ExecHere,
+    /// Under `Command::exec` in another process (Linux: no exec-error
+    /// channel of our parent's).
+    ExecElsewhere,
+    /// The kernel would not say (`getsockopt` refused, by a seccomp filter
+    /// installed by an earlier hook, say): this errno.
+    Unknown(i32),
+}
+
+/// Look for the proof. `published` says which numbers the crate's tables
+/// hold: never the channel (std creates it at spawn, at numbers nothing
+/// owned a moment before), so they are skipped without a syscall.
+///
+/// Async-signal-safe, allocation-free: `getpid`, `getppid`, and on Linux
+/// the open-descriptor walk of `open_fds.rs` with one `getsockopt` per
+/// number that no table holds, stopping at the channel (std creates it at
+/// the lowest free numbers, so it is usually among the first).
+pub(super) fn look(configured_in: libc::pid_t, published: impl Fn(RawFd) -> bool) -> Proof {
+    if raw::own_pid() == configured_in {
+        return Proof::ExecHere;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let parent = raw::parent_pid();
+        let mut found = Proof::ExecElsewhere;
+        let _ = for_each_number(|fd| {
+            if published(fd) {
+                return ControlFlow::Continue(());
+            }
+            match is_channel(fd, parent) {
+                Ok(false) => ControlFlow::Continue(()),
+                Ok(true) => {
+                    found = Proof::Spawned(Some(fd));
+                    ControlFlow::Break(())
+                }
+                Err(errno) => {
+                    found = Proof::Unknown(errno);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        found
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = published;
+        Proof::Spawned(None)
+    }
+}
+
+/// Whether `fd` is a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket whose
+/// pair `parent` created. `Err(errno)` when `getsockopt` itself is refused
+/// (`EPERM`, `ENOSYS`, `EACCES`: a filter), not for `EBADF`/`ENOTSOCK`.
+#[cfg(target_os = "linux")]
+fn is_channel(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
+    match raw::socket_type(fd) {
+        Ok(Some(libc::SOCK_SEQPACKET)) => {}
+        Ok(_) => return Ok(false),
+        Err(errno) => return Err(errno),
+    }
+    Ok(raw::socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && raw::peer_pid(fd) == Some(parent)
+        && raw::is_cloexec(fd) == Some(true))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// In this very process (configured here): refused without a look.
+    #[test]
+    fn the_configuring_process_is_never_a_spawn_child() {
+        assert_eq!(look(raw::own_pid(), |_| false), Proof::ExecHere);
+    }
+
+    /// A process with no socket pair of its parent's is no spawn child; one
+    /// holding such a pair is taken for one, at the pair's number (the
+    /// documented limit), unless a table holds that number.
+    #[test]
+    fn a_seqpacket_pair_of_the_parent_is_the_proof_and_its_number_is_found() {
+        // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = (|| {
+                // Here (a fork child of the test) our parent made no pair.
+                if look(0, |_| false) != Proof::ExecElsewhere {
+                    return 1;
+                }
+                0
+            })();
+            // SAFETY: ends the child without running the harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our child; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(libc::WEXITSTATUS(status), 0, "status {status:#x}");
+
+        let mut pair = [-1; 2];
+        // SAFETY: valid out array of two ints.
+        let made = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        };
+        assert_eq!(made, 0);
+        // SAFETY: as above.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = if look(0, |_| false) != Proof::Spawned(Some(pair[0])) {
+                1
+            } else if look(0, |fd| fd == pair[0]) != Proof::Spawned(Some(pair[1])) {
+                2
+            } else if look(0, |fd| pair.contains(&fd)) != Proof::ExecElsewhere {
+                3
+            } else {
+                0
+            };
+            // SAFETY: ends the child without running the harness.
+            unsafe { libc::_exit(code) };
+        }
+        // SAFETY: our child; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        for fd in pair {
+            crate::sys::close(fd).unwrap();
+        }
+        assert_eq!(libc::WEXITSTATUS(status), 0, "status {status:#x}");
+    }
+}
