@@ -1,13 +1,16 @@
-//! What spawning a program costs with `CommandExt` (issue 10, H11), against
-//! a plain spawn and the two crates people use for the same jobs, in the
-//! same run: `Command::status()` of `/bin/true`, the parent holding 100
-//! tracked descriptors, in a small parent and in one with 1 GiB resident
-//! (every page touched, so `fork` has page tables to copy).
+//! What spawning a program costs with `CommandExt` (issues 10 and 17, H11),
+//! against a plain spawn and the two crates people use for the same jobs, in
+//! the same run: `Command::status()` of `/bin/true`, the parent holding
+//! 10 000 tracked descriptors, in a small parent and in one with 1 GiB
+//! resident (every page touched, so `fork` has page tables to copy).
 //!
 //! - `plain`: `Command::new("/bin/true").status()`, the baseline;
-//! - `close_tracked_fds`: with `close_tracked_fds` (no hook: `posix_spawn`);
-//! - `pass_fd_close_other_fds`: `pass_fd` of two descriptors (to 3 and 4)
-//!   and `close_other_fds` (one hook: `fork`);
+//! - `close_tracked_fds`: with `CommandExt::close_tracked_fds` (no hook:
+//!   `posix_spawn`, no per-descriptor work);
+//! - `pass_fd_close_other_fds`: a `ChildFds` with `pass_fd` of two
+//!   descriptors (to 3 and 4) and `close_other_fds` (one hook: `fork`);
+//! - `child_fds_close_tracked_fds`: a `ChildFds` that closes the 10 000
+//!   tracked descriptors in the child (`close_range` runs; one hook);
 //! - `command_fds`: the `command-fds` crate's `fd_mappings` for the same two
 //!   descriptors (its hook: `fork`);
 //! - `close_fds`: a `pre_exec` hook calling the `close_fds` crate's
@@ -15,9 +18,12 @@
 //! - `empty_pre_exec`: an empty `pre_exec` hook, the floor of any spawn
 //!   that forks.
 //!
-//! The last three all fork, so what they do in the child is all that
-//! differs. Configuration (building the `Command`, duplicating descriptors)
-//! is part of every measurement: users pay it on every spawn.
+//! The forking ones differ only in what they do in the child.
+//! Configuration (building the `Command`, duplicating descriptors) is part
+//! of every measurement: users pay it on every spawn.
+//!
+//! `configure/pass_fd_1000`: building a `ChildFds` with 1 000 `pass_fd`s
+//! (one descriptor to the targets 3 000..3 999), its drop not counted.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -41,8 +47,8 @@ use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fdtable::{CommandExt, FdTable, Tracked};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use fdtable::{ChildFds, CommandExt, FdTable, Tracked};
 
 static TABLE: FdTable = FdTable::new();
 
@@ -73,14 +79,17 @@ fn bench_group<M: Measurement>(c: &mut Criterion<M>, name: &str, passed: &[File;
     });
     group.bench_function("pass_fd_close_other_fds", |b| {
         b.iter(|| {
-            let mut cmd = Command::new(PROGRAM);
-            cmd.pass_fd(passed[0].as_fd(), 3)
+            let fds = ChildFds::new()
+                .pass_fd(passed[0].as_fd(), 3)
                 .expect("pass_fd")
                 .pass_fd(passed[1].as_fd(), 4)
                 .expect("pass_fd")
                 .close_other_fds();
-            run(&mut cmd)
+            run(Command::new(PROGRAM).child_fds(fds))
         })
+    });
+    group.bench_function("child_fds_close_tracked_fds", |b| {
+        b.iter(|| run(Command::new(PROGRAM).child_fds(ChildFds::new().close_tracked_fds(&TABLE))))
     });
     group.bench_function("command_fds", |b| {
         b.iter(|| {
@@ -127,15 +136,36 @@ fn ballast(bytes: usize) -> Vec<u8> {
     black_box(v)
 }
 
-/// Both parents, 100 tracked descriptors; group names end in `suffix`.
+/// How many descriptors the parent tracks.
+const TRACKED: usize = 10_000;
+
+/// Raise the soft `RLIMIT_NOFILE` to what the benches need (the hard limit
+/// permitting), so 10 000 tracked descriptors and 1 000 passes fit.
+fn raise_fd_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    #[allow(clippy::unnecessary_cast)]
+    let (cur, max) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    if cur < wanted {
+        assert!(max >= wanted, "RLIMIT_NOFILE hard limit {max} < {wanted}");
+        limit.rlim_cur = wanted as libc::rlim_t;
+        // SAFETY: valid pointer; raising the soft limit up to the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+}
+
+/// Both parents, `TRACKED` tracked descriptors; group names end in `suffix`.
 fn bench_parents<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
-    let tracked: Vec<Tracked<'static, File>> = (0..100)
-        .map(|_| {
-            TABLE
-                .track(File::open("/dev/null").expect("open"))
-                .expect("track")
-        })
+    raise_fd_limit(TRACKED as u64 + 5_000);
+    let null = File::open("/dev/null").expect("open");
+    let tracked: Vec<Tracked<'static, File>> = (0..TRACKED)
+        .map(|_| TABLE.track(null.try_clone().expect("dup")).expect("track"))
         .collect();
+    bench_configure(c, suffix);
     let passed = [
         File::open("/dev/null").expect("open"),
         File::open("/dev/zero").expect("open"),
@@ -148,6 +178,30 @@ fn bench_parents<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     bench_group(c, &format!("spawn_1GiB_parent{suffix}"), &passed);
     drop(resident);
     drop(tracked);
+}
+
+/// Building a `ChildFds` of 1 000 `pass_fd`s; the drop (1 000 closes) is
+/// left out of the measurement.
+fn bench_configure<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
+    let file = File::open("/dev/null").expect("open");
+    let mut group = c.benchmark_group(format!("configure{suffix}"));
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("pass_fd_1000", |b| {
+        // One value alive at a time (1 000 descriptors each): dropped
+        // after its iteration, outside the measurement.
+        b.iter_batched(
+            || (),
+            |()| {
+                let mut fds = ChildFds::new();
+                for target in 3_000..4_000 {
+                    fds = fds.pass_fd(file.as_fd(), target).expect("pass_fd");
+                }
+                fds
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 fn bench_wall(c: &mut Criterion) {

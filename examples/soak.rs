@@ -110,7 +110,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fdtable::{CommandExt, FdTable, Interrupts, Signal, Tracked};
+use fdtable::{ChildFds, CommandExt, FdTable, Interrupts, Signal, Tracked};
 use util::{ChildEnd, Pace, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
@@ -504,13 +504,14 @@ fn child_checks(sentinels: &[(RawFd, (u64, u64))]) -> i32 {
 
 fn spawn_checks() {
     let _doing = doing(Step::Spawn);
-    // Every other round through the fork path: `close_other_fds` needs the
-    // `pre_exec` hook, a plain `close_tracked_fds` installs none.
+    // Every other round through the fork path: a `ChildFds` needs the
+    // `pre_exec` hook, the plain `close_tracked_fds` installs none.
     static ROUND: AtomicU64 = AtomicU64::new(0);
     let mut missing = Command::new("/nonexistent/fdtable-soak");
-    missing.close_tracked_fds(&TABLE);
     if ROUND.fetch_add(1, SeqCst) % 2 == 1 {
-        missing.close_other_fds();
+        missing.child_fds(ChildFds::new().close_other_fds().close_tracked_fds(&TABLE));
+    } else {
+        missing.close_tracked_fds(&TABLE);
     }
     match missing.spawn() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

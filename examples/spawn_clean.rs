@@ -3,11 +3,12 @@
 //! Tracks three descriptors and makes one of them inheritable on purpose (as
 //! a careless `fcntl` elsewhere in a program might), opens one more that is
 //! not tracked and inheritable (as a C library or our own parent might leave
-//! one), then runs `ls -l /proc/self/fd` four times: plain; with
-//! `close_tracked_fds` (no hook, no fork); with `close_tracked_fds_except`
-//! keeping one; and with `pass_fd` (the config file at descriptor 3 of the
-//! child) plus `close_other_fds`. Prints each listing and what differs from
-//! the plain run.
+//! one), then runs `ls -l /proc/self/fd` four times: plain; with the
+//! hook-free `close_tracked_fds` (no fork: it relies on `FD_CLOEXEC`, so the
+//! descriptor made inheritable behind the table's back still leaks); with a
+//! `ChildFds` that closes the table's descriptors in the child; and with a
+//! `ChildFds` that passes the config file at descriptor 3 of the child and
+//! nothing else. Prints each listing and what differs from the plain run.
 //!
 //! ```text
 //! cargo run --example spawn_clean
@@ -19,7 +20,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::Command;
 
-use fdtable::{CommandExt, FdTable};
+use fdtable::{ChildFds, CommandExt, FdTable};
 
 /// `ls -l /proc/self/fd` in a child; one "N -> target" entry per descriptor,
 /// ordered by number. Targets that change from run to run (the stdout pipe,
@@ -93,22 +94,24 @@ fn main() -> io::Result<()> {
     let plain = listing(&mut Command::new("ls"))?;
     show("plain spawn (leaky leaks)", &plain, &plain);
 
-    // No hook needed: the call sets FD_CLOEXEC on `leaky` again, here in
-    // the parent, and the spawn goes through posix_spawn (no fork).
-    let hooked = listing(Command::new("ls").close_tracked_fds(table))?;
-    show("with close_tracked_fds (no hook)", &hooked, &plain);
+    // No hook, no fork (posix_spawn): tracked descriptors are close-on-exec,
+    // so the program gets none of them, except `leaky`, whose flag was
+    // cleared behind the table's back.
+    let hook_free = listing(Command::new("ls").close_tracked_fds(table))?;
+    show("with close_tracked_fds (no hook: leaky still leaks)", &hook_free, &plain);
 
-    make_inheritable(leaky.as_raw_fd())?;
-    let kept = listing(Command::new("ls").close_tracked_fds_except(table, &[config.as_raw_fd()]))?;
-    show("with close_tracked_fds_except(config)", &kept, &plain);
+    // The hook closes every number the table holds in the child, whatever
+    // its flag.
+    let closed = listing(Command::new("ls").child_fds(ChildFds::new().close_tracked_fds(table)))?;
+    show("with ChildFds::close_tracked_fds (one hook)", &closed, &plain);
 
     // The config file at descriptor 3 of the child, whatever its number
     // here, and nothing else but stdio: not `stray`, not `leaky`.
-    make_inheritable(leaky.as_raw_fd())?;
-    let mut cmd = Command::new("ls");
-    cmd.pass_fd(config.as_fd(), 3)?.close_other_fds();
-    let passed = listing(&mut cmd)?;
-    show("with pass_fd(config, 3) + close_other_fds", &passed, &plain);
+    let fds = ChildFds::new()
+        .pass_fd(config.as_fd(), 3)?
+        .close_other_fds();
+    let passed = listing(Command::new("ls").child_fds(fds))?;
+    show("with ChildFds: pass_fd(config, 3) + close_other_fds", &passed, &plain);
 
     Ok(())
 }

@@ -32,6 +32,7 @@ ROWS = [
     ("`pass_fd` x2 + `close_other_fds` vs close_fds in `pre_exec`", "pass_fd_close_other_fds", "close_fds", "<= 1.05"),
     ("`pass_fd` x2 + `close_other_fds` vs an empty `pre_exec` hook (the fork floor)", "pass_fd_close_other_fds", "empty_pre_exec", None),
     ("`pass_fd` x2 + `close_other_fds` (forks) vs plain spawn", "pass_fd_close_other_fds", "plain", None),
+    ("`ChildFds::close_tracked_fds` (forks, closes 10 000) vs an empty `pre_exec` hook", "child_fds_close_tracked_fds", "empty_pre_exec", None),
 ]
 
 
@@ -58,6 +59,13 @@ def main():
             except FileNotFoundError as e:
                 sys.exit(f"missing {e.filename}: run `cargo bench --bench spawn` first")
             print(f"| {label} | {what} | {fmt(m)} | {fmt(b)} | {m / b:.2f} | {target or ''} |")
+    print()
+    for label, group in [("wall", "configure"), ("CPU", "configure_cpu")]:
+        try:
+            m = median(group, "pass_fd_1000")
+        except FileNotFoundError:
+            continue
+        print(f"`ChildFds` with 1 000 `pass_fd`s ({label} time): {fmt(m)} (target <= 1 ms)")
 
 
 if __name__ == "__main__":

@@ -305,8 +305,8 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// configured through [`CommandExt`](crate::CommandExt) while a guard is
 /// alive on the configuring thread gets a `pre_exec` hook that hands the new
 /// program the mask from before the outermost guard, and so does any
-/// command with that hook (`pass_fd`, `close_other_fds`, a keep list)
-/// spawned under a guard; a plain `Command`, or one whose only call is a
+/// command with a [`ChildFds`](crate::ChildFds) hook spawned under a
+/// guard; a plain `Command`, or one whose only call is a
 /// hook-free [`close_tracked_fds`](crate::CommandExt::close_tracked_fds)
 /// made with no guard alive, spawned under one starts its program with
 /// signals blocked. (The same holds for [quarantine

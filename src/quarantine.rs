@@ -31,10 +31,10 @@
 //! `pre_exec` hook start with the mask the program had *before* quarantine,
 //! not with everything blocked. Every `CommandExt` call made while
 //! quarantine is on installs that hook (so the spawn forks), and
-//! `pass_fd`, `close_other_fds` and a keep list always do. A command
-//! without it starts its program with the spawning thread's mask, that is
-//! with every asynchronous signal blocked: a plain `Command`, and one whose
-//! only call is a hook-free
+//! [`child_fds`](crate::CommandExt::child_fds) always does (unless its
+//! value asks for nothing). A command without it starts its program with
+//! the spawning thread's mask, that is with every asynchronous signal
+//! blocked: a plain `Command`, and one whose only call is a hook-free
 //! [`close_tracked_fds`](crate::CommandExt::close_tracked_fds) made before
 //! [`enter`]. Configure commands after [`enter`].
 //!

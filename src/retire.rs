@@ -54,7 +54,7 @@ impl FdTable {
     /// `shutdown(2)` acts on the socket, not on the descriptor: it also ends
     /// the connection for every other descriptor of the same socket, such as
     /// a `try_clone` or a copy a child process inherited (for example through
-    /// [`CommandExt::close_tracked_fds_except`](crate::CommandExt)). Take
+    /// [`ChildFds::pass_fd`](crate::ChildFds::pass_fd)). Take
     /// such sockets back with [`Tracked::into_inner`] first if they must
     /// survive.
     ///

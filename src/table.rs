@@ -59,9 +59,8 @@ use crate::visits::{self, PinNode};
 /// The table allocates nothing until the first `track`, then 8 bytes per fd
 /// number in the chunks in use (chunks of 1 024, 1 024, 2 048, ... numbers,
 /// from `mmap`, never freed while the table lives). The first `track` of any
-/// table in the process (or, before any, the first
-/// [`pass_fd`](crate::CommandExt::pass_fd) target that must stay reserved
-/// after its command is dropped) also opens one dead placeholder descriptor
+/// table in the process (a [`ChildFds::pass_fd`](crate::ChildFds::pass_fd)
+/// tracks its duplicate, so it counts) also opens one dead placeholder descriptor
 /// (close-on-exec, numbered 3 or above), kept open for the life of the
 /// process, so that [`close_all`](FdTable::close_all) and
 /// [`retire_all_in_child`](FdTable::retire_all_in_child) work even when the
@@ -254,6 +253,17 @@ impl FdTable {
             };
             return Err(TrackError::new(resource, error));
         }
+        self.track_cloexec(resource)
+    }
+
+    /// [`track`](FdTable::track) for a descriptor known to be open and
+    /// close-on-exec already (made by `F_DUPFD_CLOEXEC`, say): no `fcntl`.
+    /// Not async-signal-safe.
+    pub(crate) fn track_cloexec<T: Trackable>(
+        &self,
+        resource: T,
+    ) -> Result<Tracked<'_, T>, TrackError<T>> {
+        let fd = resource.as_fd().as_raw_fd();
         // After the `fcntl` check: a placeholder opened first could take the
         // very number a bad `resource` names.
         if let Err(error) = placeholder::ensure() {

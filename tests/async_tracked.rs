@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use std::time::Duration;
 
-use fdtable::{CommandExt, FdKind, FdTable, Trackable};
+use fdtable::{ChildFds, CommandExt, FdKind, FdTable, Trackable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
@@ -331,42 +331,59 @@ fn command_ext_on_tokio_command_passes_closes_and_keeps() {
         // pass_fd + close_other_fds + close_tracked_fds: 0-2, ls's own
         // directory descriptor, and the passed socket at 5. Nothing else.
         let fds = listed_fds(
-            Command::new("ls")
-                .pass_fd(passed.as_fd(), 5)
-                .unwrap()
-                .close_other_fds()
-                .close_tracked_fds(&TABLE),
+            Command::new("ls").child_fds(
+                ChildFds::new()
+                    .pass_fd(passed.as_fd(), 5)
+                    .unwrap()
+                    .close_other_fds()
+                    .close_tracked_fds(&TABLE),
+            ),
         )
         .await;
         assert_eq!(fds, [0, 1, 2, 3, 5]);
 
-        // close_tracked_fds_except: the kept number is inherited, the other
-        // tracked ones are not.
-        let fds =
-            listed_fds(Command::new("ls").close_tracked_fds_except(&TABLE, &[kept.as_raw_fd()]))
-                .await;
-        assert!(fds.contains(&kept.as_raw_fd()), "{fds:?}");
-        assert!(!fds.contains(&secret.as_raw_fd()), "{fds:?}");
-        assert!(!fds.contains(&passed.as_raw_fd()), "{fds:?}");
-
-        // The hook-free close_tracked_fds sets FD_CLOEXEC again where it was
-        // cleared behind the table's back.
+        // A tracked number kept at its own number is inherited, the other
+        // tracked ones are not, even one whose flag was cleared behind the
+        // table's back.
         // SAFETY: F_SETFD on a tracked descriptor this test owns.
         assert_eq!(
             unsafe { libc::fcntl(secret.as_raw_fd(), libc::F_SETFD, 0) },
             0
         );
+        let fds = listed_fds(
+            Command::new("ls").child_fds(
+                ChildFds::new()
+                    .pass_fd(kept.as_fd(), kept.as_raw_fd())
+                    .unwrap()
+                    .close_tracked_fds(&TABLE),
+            ),
+        )
+        .await;
+        assert!(fds.contains(&kept.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&secret.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&passed.as_raw_fd()), "{fds:?}");
+
+        // The hook-free close_tracked_fds relies on FD_CLOEXEC: the tracked
+        // descriptors whose flag `track` set do not reach the program.
+        // SAFETY: F_SETFD on a tracked descriptor this test owns.
+        assert_eq!(
+            unsafe { libc::fcntl(secret.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) },
+            0
+        );
         let fds = listed_fds(Command::new("ls").close_tracked_fds(&TABLE)).await;
         assert!(!fds.contains(&secret.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&kept.as_raw_fd()), "{fds:?}");
 
         // Nothing of ours was touched in the parent.
         for fd in [&secret, &kept] {
             assert!(identity(fd.as_raw_fd()).is_some());
         }
         // A child_fd given twice is refused at configuration time.
-        let mut command = Command::new("true");
-        command.pass_fd(passed.as_fd(), 7).unwrap();
-        let error = command.pass_fd(passed.as_fd(), 7).unwrap_err();
+        let error = ChildFds::new()
+            .pass_fd(passed.as_fd(), 7)
+            .unwrap()
+            .pass_fd(passed.as_fd(), 7)
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         drop((secret, kept, passed));
     });

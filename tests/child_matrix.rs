@@ -38,7 +38,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use fdtable::{CommandExt, FdTable, Tracked};
+use fdtable::{ChildFds, CommandExt, FdTable, Tracked};
 use util::{ChildEnd, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
@@ -538,17 +538,20 @@ fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
 
     let configure = |cmd: &mut std::process::Command, rules: &'static [spawn_util::Refuse]| {
         spawn_util::refuse_in_child(cmd, rules);
-        cmd.pass_fd(std::os::fd::AsFd::as_fd(&writer), 3)
-            .expect("pass 3")
-            .pass_fd(std::os::fd::AsFd::as_fd(&passed_file), 600)
-            .expect("pass 600")
-            .close_other_fds()
-            .close_tracked_fds(&TABLE);
+        cmd.child_fds(
+            ChildFds::new()
+                .pass_fd(std::os::fd::AsFd::as_fd(&writer), 3)
+                .expect("pass 3")
+                .pass_fd(std::os::fd::AsFd::as_fd(&passed_file), 600)
+                .expect("pass 600")
+                .close_other_fds()
+                .close_tracked_fds(&TABLE),
+        );
     };
     for (way, rules) in CLOSE_OTHER_WAYS {
         let mut cmd = spawn_util::sleep_cmd();
         configure(&mut cmd, rules);
-        let got = spawn_util::child_fds(&mut cmd);
+        let got = spawn_util::fds_in_child(&mut cmd);
         let got: Vec<(RawFd, (u64, u64))> = got
             .iter()
             .map(|(&fd, info)| {
@@ -572,14 +575,15 @@ fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
 }
 
 /// Review finding 10: the `fcntl` sweep (the last fallback of
-/// `close_other_fds`) stops at the soft `RLIMIT_NOFILE` whatever the keep
-/// list says: a kept number far above it (here `i32::MAX`) must not stretch
-/// the sweep to 2^31 `fcntl` calls. A hook registered before ours sets the
+/// `close_other_fds`, and of the hook's search for std's exec-error
+/// channel) stops at the soft `RLIMIT_NOFILE`, never at 2^31 numbers,
+/// whatever the parent's limit was when the value was built. A hook
+/// registered before ours sets the
 /// child's soft `RLIMIT_NOFILE` to 4096 (whatever this machine's is) and
 /// caps its CPU time (`RLIMIT_CPU`, soft = hard: `SIGKILL` when it runs
 /// out), so a runaway sweep ends as a killed child, not a hung test.
 #[test]
-fn close_other_fds_sweep_stops_at_the_soft_limit_whatever_the_keep_list() {
+fn close_other_fds_sweep_stops_at_the_soft_limit() {
     use spawn_util::Refuse;
     use std::os::unix::process::CommandExt as _;
     let _serial = util::serial();
@@ -615,8 +619,7 @@ fn close_other_fds_sweep_stops_at_the_soft_limit_whatever_the_keep_list() {
         });
     }
     spawn_util::refuse_in_child(&mut cmd, &SWEEP);
-    cmd.close_tracked_fds_except(&TABLE, &[RawFd::MAX])
-        .close_other_fds();
+    cmd.child_fds(ChildFds::new().close_tracked_fds(&TABLE).close_other_fds());
     let status = util::within(
         Duration::from_secs(120),
         "spawn with the sweep",

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fdtable::{CommandExt, FdTable, Tracked};
+use fdtable::{ChildFds, CommandExt, FdTable, Tracked};
 use spawn_util::{make_inheritable, scratch_file, seqpacket_end};
 use util::{identity, is_open, serial};
 
@@ -353,15 +353,23 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
                     };
                     match setup {
                         Setup::NoHook => cmd.close_tracked_fds(&TABLE),
-                        Setup::HookClose => cmd.close_tracked_fds_except(&TABLE, &[1023]),
-                        Setup::HookCloseOther => cmd.close_other_fds().close_tracked_fds(&TABLE),
-                        Setup::HookPassLowest | Setup::HookPassHeld => cmd
-                            .pass_fd(passed.as_fd(), target.unwrap())
-                            .unwrap()
-                            .close_other_fds()
-                            .close_tracked_fds(&TABLE),
+                        Setup::HookClose => {
+                            cmd.child_fds(ChildFds::new().close_tracked_fds(&TABLE))
+                        }
+                        Setup::HookCloseOther => cmd.child_fds(
+                            ChildFds::new()
+                                .close_other_fds()
+                                .close_tracked_fds(&TABLE),
+                        ),
+                        Setup::HookPassLowest | Setup::HookPassHeld => cmd.child_fds(
+                            ChildFds::new()
+                                .pass_fd(passed.as_fd(), target.unwrap())
+                                .unwrap()
+                                .close_other_fds()
+                                .close_tracked_fds(&TABLE),
+                        ),
                     };
-                    // Reserved: the command's own duplicate sits there.
+                    // Reserved: the value's own duplicate sits there.
                     let reserved = target.is_none_or(|t| identity(t) == Some(passed_id));
                     match cmd.spawn() {
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -445,10 +453,10 @@ fn inheritable_tracked_fd_cases(fallback: bool) {
     assert!(control.contains(&700), "control must leak 700: {control:?}");
     assert!(!control.contains(&701), "701 is close-on-exec: {control:?}");
 
-    // With the hook (a keep list needs it), the flag cleared even after
-    // configuration does not matter: the child closes 700.
+    // With the hook, the flag cleared even after configuration does not
+    // matter: the child closes 700.
     let mut hooked_cmd = ls(fallback);
-    hooked_cmd.close_tracked_fds_except(&TABLE, &[999]);
+    hooked_cmd.child_fds(ChildFds::new().close_tracked_fds(&TABLE));
     make_inheritable(700);
     let hooked = child_fds(&mut hooked_cmd);
     assert!(!hooked.contains(&700), "hook must close 700: {hooked:?}");
@@ -457,19 +465,22 @@ fn inheritable_tracked_fd_cases(fallback: bool) {
         assert!(hooked.contains(&fd), "stdio {fd} must survive: {hooked:?}");
     }
 
-    // Without a hook, the call sets the flag again in the parent.
-    make_inheritable(700);
+    // Without a hook, nothing is done per descriptor: the flag-cleared 700
+    // leaks (the documented limit), 701 is close-on-exec as `track` left it.
     let plain = child_fds(ls(fallback).close_tracked_fds(&TABLE));
-    assert!(!plain.contains(&700) && !plain.contains(&701), "{plain:?}");
-    // SAFETY: F_GETFD on our own descriptor.
-    assert_eq!(unsafe { libc::fcntl(700, libc::F_GETFD) }, libc::FD_CLOEXEC);
+    assert!(plain.contains(&700) && !plain.contains(&701), "{plain:?}");
 
-    make_inheritable(700);
-    let kept = child_fds(ls(fallback).close_tracked_fds_except(&TABLE, &[700, 701]));
-    assert!(kept.contains(&700), "keep variant keeps 700: {kept:?}");
-    assert!(kept.contains(&701), "keep variant passes 701 on: {kept:?}");
+    // Kept at their own numbers: both inherited.
+    let keep = |fds: &[&Tracked<'_, File>]| {
+        fds.iter().fold(ChildFds::new().close_tracked_fds(&TABLE), |f, t| {
+            f.pass_fd(t.as_fd(), t.as_raw_fd()).unwrap()
+        })
+    };
+    let kept = child_fds(ls(fallback).child_fds(keep(&[&leaky, &quiet])));
+    assert!(kept.contains(&700), "pass_fd(700, 700) keeps 700: {kept:?}");
+    assert!(kept.contains(&701), "pass_fd(701, 701) passes 701 on: {kept:?}");
 
-    let some = child_fds(ls(fallback).close_tracked_fds_except(&TABLE, &[701]));
+    let some = child_fds(ls(fallback).child_fds(keep(&[&quiet])));
     assert!(!some.contains(&700) && some.contains(&701), "{some:?}");
 
     // The children's flag changes stayed in the children.
@@ -508,9 +519,9 @@ enum Config {
     Plain,
     /// `close_tracked_fds` (no hook unless a guard is alive).
     CloseTracked,
-    /// A keep list: always the hook.
-    CloseTrackedKeep,
-    /// `close_other_fds` and `pass_fd`: always the hook.
+    /// `ChildFds::close_tracked_fds`: always the hook.
+    ChildFdsClose,
+    /// `ChildFds` with `close_other_fds` and `pass_fd`: always the hook.
     CloseOtherPass,
 }
 
@@ -542,8 +553,13 @@ fn child_sigblk(table: &'static FdTable, config: Config, guard: (bool, bool)) ->
     match config {
         Config::Plain => &mut cmd,
         Config::CloseTracked => cmd.close_tracked_fds(table),
-        Config::CloseTrackedKeep => cmd.close_tracked_fds_except(table, &[1023]),
-        Config::CloseOtherPass => cmd.pass_fd(null.as_fd(), 9).unwrap().close_other_fds(),
+        Config::ChildFdsClose => cmd.child_fds(ChildFds::new().close_tracked_fds(table)),
+        Config::CloseOtherPass => cmd.child_fds(
+            ChildFds::new()
+                .pass_fd(null.as_fd(), 9)
+                .unwrap()
+                .close_other_fds(),
+        ),
     };
     drop(configuring);
     let spawning = guard.1.then(fdtable::MaskGuard::new);
@@ -567,7 +583,7 @@ fn child_signal_mask_after_hook_equals_parent_mask() {
         for config in [
             Config::Plain,
             Config::CloseTracked,
-            Config::CloseTrackedKeep,
+            Config::ChildFdsClose,
             Config::CloseOtherPass,
         ] {
             let child = child_sigblk(&TABLE, config, (false, false));
@@ -602,9 +618,9 @@ fn child_spawned_under_a_mask_guard_starts_with_the_mask_from_before_the_guard()
         assert_ne!(guarded, before, "the guard blocked nothing");
         for (config, guard) in [
             (Config::CloseTracked, (true, true)),
-            (Config::CloseTrackedKeep, (true, true)),
+            (Config::ChildFdsClose, (true, true)),
             (Config::CloseOtherPass, (true, true)),
-            (Config::CloseTrackedKeep, (false, true)),
+            (Config::ChildFdsClose, (false, true)),
             (Config::CloseOtherPass, (false, true)),
         ] {
             let child = child_sigblk(&TABLE, config, guard);
@@ -732,14 +748,24 @@ fn exec_refused_isolated() {
         assert!(handler != libc::SIG_DFL && handler != libc::SIG_IGN);
 
         let mut cmd = Command::new("/nonexistent/fdtable-test");
-        cmd.close_tracked_fds_except(&TABLE, &[kept.as_raw_fd()])
-            .pass_fd(passed.as_fd(), 50)
-            .unwrap()
-            .close_other_fds();
+        cmd.child_fds(
+            ChildFds::new()
+                .close_tracked_fds(&TABLE)
+                .pass_fd(kept.as_fd(), kept.as_raw_fd())
+                .unwrap()
+                .pass_fd(passed.as_fd(), 50)
+                .unwrap()
+                .close_other_fds(),
+        );
         let before = fd_snapshot();
         let mask = util::members(&util::current_mask());
         let err = cmd.exec();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+        // The message says what happened and what std did already.
+        let text = err.to_string();
+        for fact in ["Command::exec", "refused", "stdio", "working directory", "SIGPIPE", "spawn"] {
+            assert!(text.contains(fact), "{fact:?} missing: {text}");
+        }
         assert_eq!(fd_snapshot(), before, "exec() changed descriptors");
         assert_eq!(disposition(libc::SIGINT), handler, "SIGINT reset");
         assert_eq!(util::members(&util::current_mask()), mask, "the mask");
@@ -748,6 +774,90 @@ fn exec_refused_isolated() {
         let err = cmd.spawn().map(spawn_util::finish).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         drop((closed, kept, held, leaky, interrupts));
+    });
+}
+
+/// Issue 17.5: a fork child of the configuring process that calls `exec` on
+/// its copy of the command. The pid differs from the configuring one, so
+/// only the proof (std's exec-error channel, which `exec` never creates)
+/// can tell: the hook must refuse (`Unsupported`, a bare `ENOSYS`: no
+/// allocation there) and change nothing: the tracked descriptors stay
+/// open, the passed target keeps its file, flags and handlers stay.
+#[test]
+fn exec_in_a_fork_child_of_the_configuring_process_changes_nothing() {
+    let _serial = serial();
+    let report = spawn_util::run_isolated("exec_in_fork_child_isolated", Duration::from_secs(60));
+    assert_eq!(report, "ok");
+}
+
+#[test]
+#[ignore = "run by exec_in_a_fork_child_of_the_configuring_process_changes_nothing"]
+fn exec_in_fork_child_isolated() {
+    spawn_util::isolated(|| {
+        use std::os::unix::process::CommandExt as _;
+        static TABLE: FdTable = FdTable::new();
+        let tracked = TABLE.track(scratch_file("exec-fork")).unwrap();
+        let holder = scratch_file("exec-fork");
+        // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
+        let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 60) };
+        assert_eq!(held, 60);
+        // SAFETY: just created; we own it.
+        let held = unsafe { OwnedFd::from_raw_fd(held) };
+        let passed = scratch_file("exec-fork");
+        let leaky = File::open("/dev/null").unwrap();
+        make_inheritable(leaky.as_raw_fd());
+        let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)
+            .respect_ignored(false)
+            .install()
+            .unwrap();
+        let handler = disposition(libc::SIGINT);
+
+        let mut cmd = Command::new("/nonexistent/fdtable-test");
+        cmd.child_fds(
+            ChildFds::new()
+                .close_tracked_fds(&TABLE)
+                .pass_fd(passed.as_fd(), 60)
+                .unwrap()
+                .close_other_fds(),
+        );
+        // This process is single-threaded: its fork child may allocate.
+        // SAFETY: see above; the child leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let before = fd_snapshot();
+            let err = cmd.exec();
+            let code = if err.kind() != io::ErrorKind::Unsupported
+                || err.raw_os_error() != Some(libc::ENOSYS)
+            {
+                1
+            } else if fd_snapshot() != before {
+                2
+            } else if disposition(libc::SIGINT) != handler {
+                3
+            } else if !is_open(tracked.as_raw_fd()) || identity(60) != identity(holder.as_raw_fd())
+            {
+                4
+            } else {
+                0
+            };
+            // SAFETY: ends the fork child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our child; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "the fork child died: {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: not refused with ENOSYS, 2: descriptors changed, 3: SIGINT reset, \
+             4: tracked closed or target overwritten"
+        );
+        // The same command spawned from here works as ever.
+        let err = cmd.spawn().map(spawn_util::finish).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        drop((tracked, held, leaky, interrupts));
     });
 }
 
@@ -782,7 +892,7 @@ fn sig_ign_isolated() {
         // SAFETY: nothing in this process sends or handles SIGUSR1 now.
         unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
         assert_ne!(sig_ign(&mut Command::new("grep")) & bit, 0, "control");
-        let hooked = sig_ign(Command::new("grep").close_other_fds());
+        let hooked = sig_ign(Command::new("grep").child_fds(ChildFds::new().close_other_fds()));
         assert_ne!(hooked & bit, 0, "the hook turned SIG_IGN into SIG_DFL");
     });
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use fdtable::{CommandExt, FdTable};
+use fdtable::{ChildFds, CommandExt, FdTable};
 use spawn_util::seqpacket_end;
 use util::serial;
 
@@ -146,15 +146,14 @@ fn retire_all_in_child_allocates_nothing() {
 /// How `command_hook_allocates_nothing_in_the_child` configures a command.
 #[derive(Debug, Clone, Copy)]
 enum Case {
-    /// The tracked close with a keep list.
+    /// The tracked close, two tracked numbers kept at their own numbers.
     Keep,
     /// `pass_fd` twice (one onto a number the parent uses), `close_other_fds`
     /// and the tracked close.
     PassCloseOther,
     /// `pass_fd` onto numbers held by a close-on-exec `SOCK_SEQPACKET`
-    /// socket (what std's exec-error channel looks like: the full check
-    /// runs) and a pipe, and a hook-free `close_tracked_fds` before it,
-    /// taken into the hook.
+    /// socket (what std's exec-error channel looks like) and a pipe, and a
+    /// hook-free `close_tracked_fds` before it.
     PassOntoSockets,
 }
 
@@ -205,22 +204,30 @@ fn command_hook_allocates_nothing_in_the_child() {
                     Ok(())
                 });
             }
-            match case {
-                Case::Keep => cmd.close_tracked_fds_except(&TABLE, &keep),
-                Case::PassCloseOther => cmd
+            let fds = match case {
+                Case::Keep => ChildFds::new()
+                    .close_tracked_fds(&TABLE)
+                    .pass_fd(tracked[1].as_fd(), keep[0])
+                    .unwrap()
+                    .pass_fd(tracked[5].as_fd(), keep[1])
+                    .unwrap(),
+                Case::PassCloseOther => ChildFds::new()
                     .pass_fd(passed.as_fd(), 3)
                     .unwrap()
                     .pass_fd(passed.as_fd(), keep[0])
                     .unwrap()
                     .close_other_fds()
                     .close_tracked_fds(&TABLE),
-                Case::PassOntoSockets => cmd
-                    .close_tracked_fds(&TABLE)
-                    .pass_fd(passed.as_fd(), socket.as_raw_fd())
-                    .unwrap()
-                    .pass_fd(passed.as_fd(), pipe.as_raw_fd())
-                    .unwrap(),
+                Case::PassOntoSockets => {
+                    cmd.close_tracked_fds(&TABLE);
+                    ChildFds::new()
+                        .pass_fd(passed.as_fd(), socket.as_raw_fd())
+                        .unwrap()
+                        .pass_fd(passed.as_fd(), pipe.as_raw_fd())
+                        .unwrap()
+                }
             };
+            cmd.child_fds(fds);
             // SAFETY: as above.
             unsafe {
                 cmd.pre_exec(|| {

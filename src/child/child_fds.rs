@@ -260,11 +260,9 @@ impl ChildFds {
         if self.close_other {
             let _ = cloexec_range_usable();
         }
-        #[cfg_attr(target_os = "linux", allow(unused_mut))]
         let mut passes = self.passes.into_sorted();
-        // Where the child cannot find std's channel exactly, it compares a
-        // target with what held it now.
-        #[cfg(not(target_os = "linux"))]
+        // The child tells std's channel at a target apart from what held
+        // the target now.
         super::pass::record_occupants(&mut passes);
         let targets = passes.iter().map(|p| p.target).collect();
         Some(Plan {

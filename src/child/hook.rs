@@ -111,7 +111,7 @@ use crate::table::FdTable;
 /// |---|---|---|
 /// | `ECANCELED` "Operation canceled" | uncategorized | a `pass_fd` duplicate was released by `FdTable::global().close_all()` (the Ctrl-C path): the program is shutting down |
 /// | `EBADF` "Bad file descriptor" | uncategorized | a `pass_fd` duplicate no longer names the passed file: other code closed or replaced its number behind the value's back (an I/O-safety bug there) |
-/// | `EBUSY` "Device or resource busy" | `ResourceBusy` | std's exec-error channel sits at a `pass_fd` target, which must not be overwritten (a missing program would look like a successful spawn). Only a target that another descriptor held when `pass_fd` was called (so it could not be reserved) and that was closed before the spawn: keep such a descriptor open until the spawn, or pass to a number that is free. Also a 0-2 target while this process has that stdio stream closed and the command inherits it. |
+/// | `EBUSY` "Device or resource busy" | `ResourceBusy` | std's exec-error channel sits at a `pass_fd` target, which must not be overwritten (a missing program would look like a successful spawn). Only a target that another descriptor held when `pass_fd` was called (so it could not be reserved) and that was closed before the spawn: keep such a descriptor open until the spawn, or pass to a number that is free. Also a 0-2 target while this process has that stdio stream closed and the command inherits it. Conservative: a close-on-exec `SOCK_SEQPACKET` socket pair end (elsewhere: pipe) that this process made after `child_fds` and left at the target looks like the channel too. |
 /// | `EEXIST` "File exists" | `AlreadyExists` | a second `child_fds` on the same command: a command takes one [`ChildFds`] (see below) |
 /// | `ENOSYS` "Function not implemented" | `Unsupported` | `Command::exec` outside the configuring process (see below) |
 ///
@@ -141,7 +141,8 @@ use crate::table::FdTable;
 /// `SOCK_SEQPACKET` socket whose peer credentials name the child's parent,
 /// found with a walk of the open descriptors (usually a few: std creates
 /// it at the lowest free numbers; numbers the crate's tables hold are
-/// skipped without a syscall). Without it the hook refuses before it
+/// skipped without a syscall, and a `pass_fd` duplicate is checked before
+/// the walk). Without it the hook refuses before it
 /// changes anything of ours, and `exec` returns:
 /// - in the process that configured the command: `Unsupported`, with a
 ///   message that says so;

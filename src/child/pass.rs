@@ -24,18 +24,17 @@
 //! spawn (std's 8-byte error report would go into the passed file). Two
 //! defences: a target that is free when it is configured is reserved (the
 //! duplicate is made *at* it), so the channel cannot land there; and the
-//! child refuses (`EBUSY`) a target that holds the channel anyway (its
-//! occupant at configuration time was closed before the spawn). On Linux the
-//! child knows the channel's number exactly (see `proof.rs`); elsewhere any
-//! close-on-exec pipe at a target that is neither the passed file nor what
-//! sat there at configuration time is taken for it.
+//! child refuses (`EBUSY`) a target that may hold the channel anyway (its
+//! occupant at configuration time was closed before the spawn): something
+//! that looks like the channel (see `proof.rs`) and is neither the passed
+//! file nor what sat there at configuration time.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::raw;
+use super::{proof, raw};
 use crate::sys;
 use crate::table::FdTable;
 use crate::trackable::{FdKind, Trackable};
@@ -79,7 +78,6 @@ pub(super) struct Pass {
     file: (u64, u64),
     /// What held `target` when the command was configured, if not the
     /// duplicate (not std's channel, which does not exist before the spawn).
-    /// Read only where the channel cannot be found exactly.
     pub(super) occupant: Option<(u64, u64)>,
 }
 
@@ -142,14 +140,8 @@ impl Passes {
                 format!("pass_fd(fd {given}, child_fd {target}): {why}"),
             )
         };
-        let Ok(number) = u64::try_from(target) else {
+        if target < 0 {
             return Err(refuse("child_fd is negative".into()));
-        };
-        if let Some(limit) = sys::soft_fd_limit().filter(|&limit| number >= limit) {
-            return Err(refuse(format!(
-                "child_fd is not below the soft RLIMIT_NOFILE ({limit}), so the child could not \
-                 have it"
-            )));
         }
         if let Some(other) = self.by_target.get(&target) {
             return Err(refuse(format!(
@@ -166,11 +158,20 @@ impl Passes {
             self.move_source(owner, target)
                 .map_err(|e| context(e, given, target))?;
         }
-        let duplicate = self
-            .duplicate(given, target, target)
-            .map_err(|e| context(e, given, target))?;
+        let duplicate = match self.duplicate(given, target, target) {
+            Ok(duplicate) => duplicate,
+            Err(Refused::AboveLimit) => {
+                let limit = sys::soft_fd_limit().map_or("?".into(), |l| l.to_string());
+                return Err(refuse(format!(
+                    "child_fd is not below the soft RLIMIT_NOFILE ({limit}), so the child \
+                     could not have it"
+                )));
+            }
+            Err(Refused::Os(e)) => return Err(context(e, given, target)),
+        };
+        // Made by F_DUPFD_CLOEXEC: open and close-on-exec already.
         let duplicate = FdTable::global()
-            .track(Duplicate(duplicate))
+            .track_cloexec(Duplicate(duplicate))
             .map_err(|e| context(e.into_error(), given, target))?;
         self.by_source.insert(duplicate.as_raw_fd(), target);
         self.by_target.insert(
@@ -195,12 +196,18 @@ impl Passes {
     /// 3), else at the lowest free number >= 3 that no target takes. A free
     /// target it lands on (one that was busy when it was added) is skipped,
     /// so this takes at most one more try per such target.
-    fn duplicate(&self, fd: RawFd, want: RawFd, pending: RawFd) -> io::Result<OwnedFd> {
+    ///
+    /// The first try, at `want`, doubles as the check that `want` is below
+    /// the soft `RLIMIT_NOFILE` (`EINVAL` above it): no `getrlimit` per call.
+    fn duplicate(&self, fd: RawFd, want: RawFd, pending: RawFd) -> Result<OwnedFd, Refused> {
         let mut min = want.max(3);
         let mut from_the_bottom = min == 3;
         loop {
             let new = match raw::dup_at_least(fd, min) {
                 Ok(new) => new,
+                Err(e) if min == want && e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Refused::AboveLimit)
+                }
                 // Nothing free at or above `min` (`EMFILE`), or `min` not
                 // below the limit (`EINVAL`): lower numbers may be free.
                 Err(e)
@@ -211,7 +218,7 @@ impl Passes {
                     from_the_bottom = true;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(Refused::Os(e)),
             };
             // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
             let dup = unsafe { OwnedFd::from_raw_fd(new) };
@@ -221,7 +228,7 @@ impl Passes {
             // A free target: not ours to sit on. Look above it.
             min = new
                 .checked_add(1)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+                .ok_or_else(|| Refused::Os(io::Error::from_raw_os_error(libc::EMFILE)))?;
         }
     }
 
@@ -232,9 +239,14 @@ impl Passes {
         let Some(source) = self.by_target.get(&owner).map(Pass::source) else {
             return Ok(());
         };
-        let moved = self.duplicate(source, 3, number)?;
+        let moved = match self.duplicate(source, 3, number) {
+            Ok(moved) => moved,
+            Err(Refused::Os(e)) => return Err(e),
+            // `want` 3 is below any limit.
+            Err(Refused::AboveLimit) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
         let moved = FdTable::global()
-            .track(Duplicate(moved))
+            .track_cloexec(Duplicate(moved))
             .map_err(|e| e.into_error())?;
         let new_source = moved.as_raw_fd();
         if let Some(pass) = self.by_target.get_mut(&owner) {
@@ -249,6 +261,14 @@ impl Passes {
     }
 }
 
+/// Why [`Passes::duplicate`] made none.
+enum Refused {
+    /// The wanted number is not below the soft `RLIMIT_NOFILE`.
+    AboveLimit,
+    /// The OS error (`EMFILE`, `EBADF`).
+    Os(io::Error),
+}
+
 /// `error`, with what `pass_fd` was asked to do in front of it.
 fn context(error: io::Error, given: RawFd, target: RawFd) -> io::Error {
     io::Error::new(
@@ -261,7 +281,6 @@ fn context(error: io::Error, given: RawFd, target: RawFd) -> io::Error {
 /// holds it now (the last moment before the spawn the parent sees).
 ///
 /// Not async-signal-safe (parent only).
-#[cfg(not(target_os = "linux"))]
 pub(super) fn record_occupants(passes: &mut [Pass]) {
     for pass in passes {
         pass.occupant = if pass.source() == pass.target {
@@ -283,34 +302,12 @@ pub(super) mod refusal {
     pub(in super::super) const CHANNEL_AT_TARGET: i32 = libc::EBUSY;
 }
 
-/// Whether `fd`, where the exact channel number is unknown, may be std's
-/// channel: a close-on-exec pipe (Linux: also an `AF_UNIX` `SOCK_SEQPACKET`
-/// socket) that is neither the passed file nor what sat there at
-/// configuration time.
-///
-/// Async-signal-safe, allocation-free.
-fn may_be_channel(pass: &Pass) -> bool {
-    let fd = pass.target;
-    if raw::is_cloexec(fd) != Some(true) {
-        return false;
-    }
-    let now = raw::identity(fd);
-    if now == Some(pass.file) || now == pass.occupant {
-        return false;
-    }
-    #[cfg(target_os = "linux")]
-    if raw::socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET) {
-        return true;
-    }
-    raw::is_fifo(fd)
-}
-
 /// In the child, before anything is moved: every duplicate is still ours
-/// and names its file, and no target holds std's exec-error channel
-/// (`channel`: its number where it is known exactly, else `None`).
+/// and names its file. Read-only, so it may run before the hook knows it is
+/// in a spawn child.
 ///
 /// Async-signal-safe, allocation-free.
-pub(super) fn check(passes: &[Pass], channel: Option<RawFd>) -> io::Result<()> {
+pub(super) fn check_sources(passes: &[Pass]) -> io::Result<()> {
     for pass in passes {
         if pass.duplicate.is_retired() {
             return Err(io::Error::from_raw_os_error(refusal::RELEASED));
@@ -318,22 +315,33 @@ pub(super) fn check(passes: &[Pass], channel: Option<RawFd>) -> io::Result<()> {
         if raw::identity(pass.source()) != Some(pass.file) {
             return Err(io::Error::from_raw_os_error(refusal::DUPLICATE_GONE));
         }
+    }
+    Ok(())
+}
+
+/// In the child, after [`check_sources`]: no target holds what may be
+/// std's exec-error channel, unless it is the passed file itself or what
+/// held the target when the command was configured (the channel did not
+/// exist then).
+///
+/// Async-signal-safe, allocation-free.
+pub(super) fn check_targets(passes: &[Pass]) -> io::Result<()> {
+    for pass in passes {
         if pass.source() == pass.target {
-            continue; // our own duplicate, checked just above
+            continue; // our own duplicate, checked by `check_sources`
         }
-        let at_target = match channel {
-            Some(channel) => channel == pass.target,
-            None => may_be_channel(pass),
-        };
-        if at_target {
-            return Err(io::Error::from_raw_os_error(refusal::CHANNEL_AT_TARGET));
+        if proof::may_be_channel(pass.target) {
+            let now = raw::identity(pass.target);
+            if now != Some(pass.file) && now != pass.occupant {
+                return Err(io::Error::from_raw_os_error(refusal::CHANNEL_AT_TARGET));
+            }
         }
     }
     Ok(())
 }
 
 /// The second step, in the child: each source onto its target, without
-/// `FD_CLOEXEC`. Async-signal-safe, allocation-free; [`check`] ran first.
+/// `FD_CLOEXEC`. Async-signal-safe, allocation-free; the checks ran first.
 pub(super) fn place(passes: &[Pass]) -> io::Result<()> {
     for pass in passes {
         let source = pass.source();

@@ -15,8 +15,12 @@
 //! names the process that created the pair: our parent, the spawner. So a
 //! spawn child has a close-on-exec `SOCK_SEQPACKET` socket whose peer
 //! credentials name its parent; a process that calls `exec` has none unless
-//! it inherited one (see the limits below). Finding it also tells the
-//! channel's exact number, which `pass.rs` must never overwrite.
+//! it inherited one (see the limits below).
+//!
+//! The search cannot tell std's channel from another such socket pair made
+//! by the parent (one the parent holds itself), so it names no number: the
+//! target check in `pass.rs` asks [`may_be_channel`] of each target
+//! instead, and refuses any that may be it.
 //!
 //! Elsewhere the channel is a pipe, which names nobody: the proof there is
 //! only that the process is not the one that configured the command (its
@@ -41,43 +45,39 @@ use super::raw;
 /// Where the hook finds itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Proof {
-    /// In a spawn child, with std's exec-error channel at this number where
-    /// it is known exactly (Linux), else `None`.
-    Spawned(Option<RawFd>),
-    /// Under `Command::exec` in the process that configured the command.
-    ExecHere,
-    /// Under `Command::exec` in another process (Linux: no exec-error
-    /// channel of our parent's).
-    ExecElsewhere,
+    /// In a spawn child (Linux: a descriptor that may be std's exec-error
+    /// channel is open; elsewhere: not the configuring process).
+    Spawned,
+    /// Under `Command::exec` (Linux: no exec-error channel of our parent's).
+    Exec,
     /// The kernel would not say (`getsockopt` refused, by a seccomp filter
     /// installed by an earlier hook, say): this errno.
     Unknown(i32),
 }
 
-/// Look for the proof. `published` says which numbers the crate's tables
-/// hold: never the channel (std creates it at spawn, at numbers nothing
-/// owned a moment before), so they are skipped without a syscall.
+/// Look for the proof, in a process that is not the one that configured
+/// the command (the caller checked the pid). `published` says which numbers
+/// the crate's tables hold: never the channel (std creates it at spawn, at
+/// numbers nothing owned a moment before), so they are skipped without a
+/// syscall.
 ///
-/// Async-signal-safe, allocation-free: `getpid`, `getppid`, and on Linux
-/// the open-descriptor walk of `open_fds.rs` with one `getsockopt` per
-/// number that no table holds, stopping at the channel (std creates it at
-/// the lowest free numbers, so it is usually among the first).
-pub(super) fn look(configured_in: libc::pid_t, published: impl Fn(RawFd) -> bool) -> Proof {
-    if raw::own_pid() == configured_in {
-        return Proof::ExecHere;
-    }
+/// Async-signal-safe, allocation-free: `getppid`, and on Linux the
+/// open-descriptor walk of `open_fds.rs` with one `getsockopt` per number
+/// that no table holds, stopping at the channel (std creates it at the
+/// lowest free numbers, so it is usually among the first).
+pub(super) fn look(published: impl Fn(RawFd) -> bool) -> Proof {
     #[cfg(target_os = "linux")]
     {
         let parent = raw::parent_pid();
-        let mut found = Proof::ExecElsewhere;
+        let mut found = Proof::Exec;
         let _ = for_each_number(|fd| {
             if published(fd) {
                 return ControlFlow::Continue(());
             }
-            match is_channel(fd, parent) {
+            match is_channel_of(fd, parent) {
                 Ok(false) => ControlFlow::Continue(()),
                 Ok(true) => {
-                    found = Proof::Spawned(Some(fd));
+                    found = Proof::Spawned;
                     ControlFlow::Break(())
                 }
                 Err(errno) => {
@@ -91,7 +91,24 @@ pub(super) fn look(configured_in: libc::pid_t, published: impl Fn(RawFd) -> bool
     #[cfg(not(target_os = "linux"))]
     {
         let _ = published;
-        Proof::Spawned(None)
+        Proof::Spawned
+    }
+}
+
+/// Whether `fd` may be std's exec-error channel in this spawn child: on
+/// Linux a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket whose pair our
+/// parent created; elsewhere a close-on-exec pipe. A socket pair or pipe of
+/// the same kind that the parent made for itself looks the same.
+///
+/// Async-signal-safe, allocation-free.
+pub(super) fn may_be_channel(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        is_channel_of(fd, raw::parent_pid()).unwrap_or(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        raw::is_cloexec(fd) == Some(true) && raw::is_fifo(fd)
     }
 }
 
@@ -99,7 +116,7 @@ pub(super) fn look(configured_in: libc::pid_t, published: impl Fn(RawFd) -> bool
 /// pair `parent` created. `Err(errno)` when `getsockopt` itself is refused
 /// (`EPERM`, `ENOSYS`, `EACCES`: a filter), not for `EBADF`/`ENOTSOCK`.
 #[cfg(target_os = "linux")]
-fn is_channel(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
+fn is_channel_of(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
     match raw::socket_type(fd) {
         Ok(Some(libc::SOCK_SEQPACKET)) => {}
         Ok(_) => return Ok(false),
@@ -114,15 +131,9 @@ fn is_channel(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
 mod tests {
     use super::*;
 
-    /// In this very process (configured here): refused without a look.
-    #[test]
-    fn the_configuring_process_is_never_a_spawn_child() {
-        assert_eq!(look(raw::own_pid(), |_| false), Proof::ExecHere);
-    }
-
     /// A process with no socket pair of its parent's is no spawn child; one
-    /// holding such a pair is taken for one, at the pair's number (the
-    /// documented limit), unless a table holds that number.
+    /// holding such a pair is taken for one (the documented limit), unless
+    /// a table holds the pair's numbers.
     #[test]
     fn a_seqpacket_pair_of_the_parent_is_the_proof_and_its_number_is_found() {
         // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
@@ -131,7 +142,7 @@ mod tests {
         if pid == 0 {
             let code = (|| {
                 // Here (a fork child of the test) our parent made no pair.
-                if look(0, |_| false) != Proof::ExecElsewhere {
+                if look(|_| false) != Proof::Exec {
                     return 1;
                 }
                 0
@@ -159,11 +170,11 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            let code = if look(0, |_| false) != Proof::Spawned(Some(pair[0])) {
+            let code = if look(|_| false) != Proof::Spawned {
                 1
-            } else if look(0, |fd| fd == pair[0]) != Proof::Spawned(Some(pair[1])) {
+            } else if look(|fd| fd == pair[0]) != Proof::Spawned || !may_be_channel(pair[1]) {
                 2
-            } else if look(0, |fd| pair.contains(&fd)) != Proof::ExecElsewhere {
+            } else if look(|fd| pair.contains(&fd)) != Proof::Exec {
                 3
             } else {
                 0

@@ -144,6 +144,7 @@ pub(super) fn peer_pid(fd: RawFd) -> Option<libc::pid_t> {
 ///
 /// # References
 /// `fstat(2)`, `inode(7)`
+#[cfg(not(target_os = "linux"))]
 pub(super) fn is_fifo(fd: RawFd) -> bool {
     sys::stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }

@@ -81,13 +81,19 @@ pub(super) const EXEC_REFUSED: i32 = libc::ENOSYS;
 /// crate's handlers, do the setup, restore the mask the new program should
 /// start with.
 fn run(plan: &Plan) -> io::Result<()> {
-    let channel = match proof::look(plan.configured_in, |fd| plan.published(fd)) {
-        Proof::Spawned(channel) => channel,
+    if raw::own_pid() == plan.configured_in {
         // No fork happened: allocating the message is fine here.
-        Proof::ExecHere => return Err(exec_refused()),
-        Proof::ExecElsewhere => return Err(io::Error::from_raw_os_error(EXEC_REFUSED)),
+        return Err(exec_refused());
+    }
+    // Read-only: a duplicate released or closed behind the value's back is
+    // reported as such (a number closed behind our back may even hold the
+    // channel now, and the proof skips the numbers the tables hold).
+    pass::check_sources(&plan.passes)?;
+    match proof::look(|fd| plan.published(fd)) {
+        Proof::Spawned => {}
+        Proof::Exec => return Err(io::Error::from_raw_os_error(EXEC_REFUSED)),
         Proof::Unknown(errno) => return Err(io::Error::from_raw_os_error(errno)),
-    };
+    }
     if plan.is_child_fds && CHILD_FDS_APPLIED.fetch_add(1, Ordering::Relaxed) > 0 {
         return Err(io::Error::from_raw_os_error(SECOND_CHILD_FDS));
     }
@@ -97,7 +103,7 @@ fn run(plan: &Plan) -> io::Result<()> {
     let block = crate::mask::async_signal_set();
     let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     reset_handled_signals();
-    let result = apply(plan, channel);
+    let result = apply(plan);
     // The new program gets the mask the program had before quarantine (the
     // forking thread then runs with every asynchronous signal blocked), else
     // the one from before this thread's outermost `MaskGuard` (spawned under
@@ -148,16 +154,14 @@ fn reset_handled_signals() {
 /// The setup itself, signals blocked. Placing comes first, so the close
 /// steps know the passed numbers are the program's now (the tracked close
 /// skips them even where the parent's table holds the same number).
-fn apply(plan: &Plan, channel: Option<RawFd>) -> io::Result<()> {
-    pass::check(&plan.passes, channel)?;
+fn apply(plan: &Plan) -> io::Result<()> {
+    pass::check_targets(&plan.passes)?;
     pass::place(&plan.passes)?;
     for table in &plan.tables {
         // 0-2 were set up by std for the new program (inherited or dup2-ed
         // from `Stdio` pipes) before this hook runs: they are not the
         // table's any more, whatever the table recorded in the parent.
-        close_published(table, |fd| {
-            fd <= 2 || Some(fd) == channel || plan.kept(fd)
-        });
+        close_published(table, |fd| fd <= 2 || plan.kept(fd));
     }
     if plan.close_other {
         mark_cloexec_except(&plan.targets);
@@ -220,7 +224,7 @@ mod tests {
                 // child): the steps after it are.
                 let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&crate::mask::async_signal_set()));
                 reset_handled_signals();
-                let applied = apply(&plan, None);
+                let applied = apply(&plan);
                 sys::set_sigmask(&old);
 
                 let mut now: libc::sigaction = std::mem::zeroed();

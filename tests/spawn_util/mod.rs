@@ -107,7 +107,7 @@ pub fn finish(mut child: Child) {
 }
 
 /// The descriptors of a sleeping child spawned from `cmd`.
-pub fn child_fds(cmd: &mut Command) -> BTreeMap<RawFd, ChildFd> {
+pub fn fds_in_child(cmd: &mut Command) -> BTreeMap<RawFd, ChildFd> {
     let child = spawn_sleeping(cmd).expect("spawn");
     let fds = fds_of(child.id());
     finish(child);

@@ -95,6 +95,13 @@ pub fn placeholder_fd() -> RawFd {
     found[0]
 }
 
+/// A descriptor number that is not open right now (from 3000 up, above
+/// what the tests place on purpose).
+#[allow(dead_code)]
+pub fn closed_number() -> RawFd {
+    (3000..).find(|&n| !is_open(n)).expect("a free number")
+}
+
 /// Whether `fd` is an open descriptor (`fcntl(F_GETFD)` succeeds).
 pub fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; any integer is a valid
