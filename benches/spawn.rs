@@ -147,7 +147,10 @@ fn raise_fd_limit(wanted: u64) {
         rlim_max: 0,
     };
     // SAFETY: valid out pointer.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     #[allow(clippy::unnecessary_cast)]
     let (cur, max) = (limit.rlim_cur as u64, limit.rlim_max as u64);
     if cur < wanted {

@@ -98,12 +98,20 @@ fn main() -> io::Result<()> {
     // so the program gets none of them, except `leaky`, whose flag was
     // cleared behind the table's back.
     let hook_free = listing(Command::new("ls").close_tracked_fds(table))?;
-    show("with close_tracked_fds (no hook: leaky still leaks)", &hook_free, &plain);
+    show(
+        "with close_tracked_fds (no hook: leaky still leaks)",
+        &hook_free,
+        &plain,
+    );
 
     // The hook closes every number the table holds in the child, whatever
     // its flag.
     let closed = listing(Command::new("ls").child_fds(ChildFds::new().close_tracked_fds(table)))?;
-    show("with ChildFds::close_tracked_fds (one hook)", &closed, &plain);
+    show(
+        "with ChildFds::close_tracked_fds (one hook)",
+        &closed,
+        &plain,
+    );
 
     // The config file at descriptor 3 of the child, whatever its number
     // here, and nothing else but stdio: not `stray`, not `leaky`.
@@ -111,7 +119,11 @@ fn main() -> io::Result<()> {
         .pass_fd(config.as_fd(), 3)?
         .close_other_fds();
     let passed = listing(Command::new("ls").child_fds(fds))?;
-    show("with ChildFds: pass_fd(config, 3) + close_other_fds", &passed, &plain);
+    show(
+        "with ChildFds: pass_fd(config, 3) + close_other_fds",
+        &passed,
+        &plain,
+    );
 
     Ok(())
 }

@@ -21,7 +21,9 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use fdtable::{ChildFds, CommandExt, FdTable};
-use spawn_util::{fds_in_child, inheritable_here, make_inheritable, scratch_file, sleep_cmd, ChildFd};
+use spawn_util::{
+    fds_in_child, inheritable_here, make_inheritable, scratch_file, sleep_cmd, ChildFd,
+};
 use util::{identity, serial};
 
 /// A close-on-exec duplicate of `fd` at exactly `n`, which must be free.
@@ -99,11 +101,7 @@ fn close_other_fds_leaves_exactly_stdio_and_the_passed_descriptors() {
             .unwrap()
     };
     let fds = passes().close_other_fds().close_tracked_fds(&TABLE);
-    assert_exactly(
-        "close_other_fds",
-        &child_with(sleep_cmd(), fds),
-        &expected,
-    );
+    assert_exactly("close_other_fds", &child_with(sleep_cmd(), fds), &expected);
 
     // The control: without close_other_fds, every inheritable descriptor
     // of ours goes along (the passed numbers replace whatever we have there).
@@ -181,7 +179,11 @@ fn pass_fd_places_cycles_and_collisions_by_file_identity() {
     assert_eq!(identity(810), Some(id(&files[0])));
     assert_eq!(identity(811), Some(id(&files[1])));
     assert_eq!(identity(830), Some(id(&files[5])));
-    assert_eq!(identity(x_dup), Some(id(&z)), "z's duplicate is reserved at its target");
+    assert_eq!(
+        identity(x_dup),
+        Some(id(&z)),
+        "z's duplicate is reserved at its target"
+    );
     drop((a, b, c, d, e, holder, cmd));
     assert!(!util::is_open(x_dup), "the value's duplicates outlived it");
 }
@@ -213,7 +215,11 @@ fn pass_fd_places_a_permutation_of_two_hundred_descriptors() {
     let fds = fds.close_other_fds();
     assert_exactly("permutation", &child_with(sleep_cmd(), fds), &expected);
     for (i, file) in files.iter().enumerate() {
-        assert_eq!(file.as_raw_fd(), 1000 + i as RawFd, "the parent's numbers moved");
+        assert_eq!(
+            file.as_raw_fd(),
+            1000 + i as RawFd,
+            "the parent's numbers moved"
+        );
     }
 }
 
@@ -232,7 +238,11 @@ fn pass_fd_refuses_bad_numbers_at_configuration_time_with_clear_errors() {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{child_fd}: {err}");
         let text = err.to_string();
-        for fact in ["pass_fd", &format!("fd {n}"), &format!("child_fd {child_fd}")] {
+        for fact in [
+            "pass_fd",
+            &format!("fd {n}"),
+            &format!("child_fd {child_fd}"),
+        ] {
             assert!(text.contains(fact), "{fact:?} missing: {text}");
         }
         text
@@ -255,7 +265,11 @@ fn pass_fd_refuses_bad_numbers_at_configuration_time_with_clear_errors() {
         .pass_fd(unsafe { std::os::fd::BorrowedFd::borrow_raw(closed) }, 5)
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-    assert!(err.to_string().contains(&format!("fd {closed} is not an open")), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("fd {closed} is not an open")),
+        "{err}"
+    );
 
     // Every refused value released what it had made.
     assert_eq!(util::open_fd_count(), baseline, "a refused value leaked");

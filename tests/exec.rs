@@ -356,11 +356,8 @@ fn spawn_of_missing_program_fails_with_not_found_every_time_under_churn() {
                         Setup::HookClose => {
                             cmd.child_fds(ChildFds::new().close_tracked_fds(&TABLE))
                         }
-                        Setup::HookCloseOther => cmd.child_fds(
-                            ChildFds::new()
-                                .close_other_fds()
-                                .close_tracked_fds(&TABLE),
-                        ),
+                        Setup::HookCloseOther => cmd
+                            .child_fds(ChildFds::new().close_other_fds().close_tracked_fds(&TABLE)),
                         Setup::HookPassLowest | Setup::HookPassHeld => cmd.child_fds(
                             ChildFds::new()
                                 .pass_fd(passed.as_fd(), target.unwrap())
@@ -472,13 +469,17 @@ fn inheritable_tracked_fd_cases(fallback: bool) {
 
     // Kept at their own numbers: both inherited.
     let keep = |fds: &[&Tracked<'_, File>]| {
-        fds.iter().fold(ChildFds::new().close_tracked_fds(&TABLE), |f, t| {
-            f.pass_fd(t.as_fd(), t.as_raw_fd()).unwrap()
-        })
+        fds.iter()
+            .fold(ChildFds::new().close_tracked_fds(&TABLE), |f, t| {
+                f.pass_fd(t.as_fd(), t.as_raw_fd()).unwrap()
+            })
     };
     let kept = child_fds(ls(fallback).child_fds(keep(&[&leaky, &quiet])));
     assert!(kept.contains(&700), "pass_fd(700, 700) keeps 700: {kept:?}");
-    assert!(kept.contains(&701), "pass_fd(701, 701) passes 701 on: {kept:?}");
+    assert!(
+        kept.contains(&701),
+        "pass_fd(701, 701) passes 701 on: {kept:?}"
+    );
 
     let some = child_fds(ls(fallback).child_fds(keep(&[&quiet])));
     assert!(!some.contains(&700) && some.contains(&701), "{some:?}");
@@ -763,7 +764,14 @@ fn exec_refused_isolated() {
         assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
         // The message says what happened and what std did already.
         let text = err.to_string();
-        for fact in ["Command::exec", "refused", "stdio", "working directory", "SIGPIPE", "spawn"] {
+        for fact in [
+            "Command::exec",
+            "refused",
+            "stdio",
+            "working directory",
+            "SIGPIPE",
+            "spawn",
+        ] {
             assert!(text.contains(fact), "{fact:?} missing: {text}");
         }
         assert_eq!(fd_snapshot(), before, "exec() changed descriptors");

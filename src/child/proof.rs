@@ -122,9 +122,11 @@ fn is_channel_of(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
         Ok(_) => return Ok(false),
         Err(errno) => return Err(errno),
     }
-    Ok(raw::socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
-        && raw::peer_pid(fd) == Some(parent)
-        && raw::is_cloexec(fd) == Some(true))
+    Ok(
+        raw::socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+            && raw::peer_pid(fd) == Some(parent)
+            && raw::is_cloexec(fd) == Some(true),
+    )
 }
 
 #[cfg(all(test, target_os = "linux"))]

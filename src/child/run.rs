@@ -222,7 +222,8 @@ mod tests {
 
                 // The proof is not asked for here (no spawn made this
                 // child): the steps after it are.
-                let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&crate::mask::async_signal_set()));
+                let old =
+                    sys::change_sigmask(libc::SIG_BLOCK, Some(&crate::mask::async_signal_set()));
                 reset_handled_signals();
                 let applied = apply(&plan);
                 sys::set_sigmask(&old);
@@ -265,7 +266,13 @@ mod tests {
         let err = run(&plan).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported);
         let text = err.to_string();
-        for fact in ["Command::exec", "stdio", "working directory", "SIGPIPE", "spawn"] {
+        for fact in [
+            "Command::exec",
+            "stdio",
+            "working directory",
+            "SIGPIPE",
+            "spawn",
+        ] {
             assert!(text.contains(fact), "{fact:?} missing: {text}");
         }
         assert_eq!(CHILD_FDS_APPLIED.load(Ordering::Relaxed), 0);
