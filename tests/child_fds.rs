@@ -337,3 +337,91 @@ fn a_thousand_passes_are_all_placed() {
         .skip(3)
         .all(|f| f.id == id(&file) && !f.cloexec));
 }
+
+/// Socket activation (issue 17.7): the receiver checks what
+/// `sd_listen_fds(3)` checks: `LISTEN_PID` is its own pid, `LISTEN_FDS`
+/// counts the sockets at 3 and 4, `LISTEN_FDNAMES` names them; the sockets
+/// are the ones passed (same inode), the command's `env`/`env_remove` are
+/// applied, inherited `LISTEN_*` replaced, and nothing else is open.
+#[test]
+fn socket_activation_gives_the_program_its_own_pid_and_its_sockets() {
+    let _serial = serial();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::os::unix::net::UnixListener::bind(
+        std::env::temp_dir().join(format!("fdtable-activation-{}", std::process::id())),
+    )
+    .unwrap();
+    let ino = |fd: RawFd| identity(fd).unwrap().1;
+    let script = r#"
+        test "$LISTEN_PID" = "$$" || { echo "LISTEN_PID=$LISTEN_PID, pid $$"; exit 1; }
+        echo "fds=$LISTEN_FDS names=$LISTEN_FDNAMES extra=$FDTABLE_EXTRA home=${HOME-unset}"
+        readlink /proc/self/fd/3 /proc/self/fd/4
+        ls /proc/self/fd | tr '\n' ' '
+    "#;
+    for round in 0..3 {
+        let fds = ChildFds::new()
+            .listen_fd(http.as_fd(), "http")
+            .unwrap()
+            .listen_fd(admin.as_fd(), "admin")
+            .unwrap()
+            .close_other_fds();
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .env("FDTABLE_EXTRA", "yes")
+            .env("LISTEN_PID", "1")
+            .env_remove("HOME")
+            .child_fds(fds)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "round {round}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "fds=2 names=http:admin extra=yes home=unset",
+            "{text}"
+        );
+        assert_eq!(lines[1], format!("socket:[{}]", ino(http.as_raw_fd())));
+        assert_eq!(lines[2], format!("socket:[{}]", ino(admin.as_raw_fd())));
+        // 0-2, the two sockets, and the directory `ls` opened.
+        assert_eq!(lines[3].trim(), "0 1 2 3 4 5", "{text}");
+    }
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("fdtable-activation-{}", std::process::id())),
+    );
+}
+
+/// The hook execs the program itself: a missing one is still `NotFound`,
+/// `PATH` is searched, and names `sd_listen_fds` would refuse are refused
+/// when the value is built.
+#[test]
+fn socket_activation_reports_a_missing_program_and_refuses_bad_names() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fds = || ChildFds::new().listen_fd(listener.as_fd(), "web").unwrap();
+    let err = Command::new("/nonexistent/fdtable-activation")
+        .child_fds(fds())
+        .status()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    // `true` found through PATH.
+    assert!(Command::new("true")
+        .child_fds(fds())
+        .status()
+        .unwrap()
+        .success());
+    for bad in ["", "a:b", "caf\u{e9}", &"x".repeat(256)] {
+        let err = ChildFds::new()
+            .listen_fd(listener.as_fd(), bad)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {err}");
+        assert!(err.to_string().contains("listen_fd"), "{err}");
+    }
+    // A pass_fd already at 3: listen_fd says so.
+    let err = ChildFds::new()
+        .pass_fd(listener.as_fd(), 3)
+        .unwrap()
+        .listen_fd(listener.as_fd(), "web")
+        .unwrap_err();
+    assert!(err.to_string().contains("listen_fd(fd"), "{err}");
+    assert!(err.to_string().contains("child_fd 3"), "{err}");
+}

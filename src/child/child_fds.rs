@@ -5,6 +5,9 @@ use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 
+use std::process::Command;
+
+use super::activation::{self, Exec};
 use super::close::close_range_usable;
 use super::close_other::cloexec_range_usable;
 use super::pass::Passes;
@@ -64,6 +67,8 @@ pub struct ChildFds {
     passes: Passes,
     tables: Vec<&'static FdTable>,
     close_other: bool,
+    /// `listen_fd` names, in order: the sockets are at 3, 4, ...
+    listen: Vec<String>,
 }
 
 impl ChildFds {
@@ -240,6 +245,72 @@ impl ChildFds {
         self
     }
 
+    /// Socket activation, as systemd does it (`sd_listen_fds(3)`): the
+    /// program gets `fd` at the next number from 3 up (3 for the first
+    /// call, 4 for the second, ...), and `LISTEN_FDS` (how many),
+    /// `LISTEN_FDNAMES` (the names, `:`-separated) and `LISTEN_PID` (the
+    /// program's own pid, which `sd_listen_fds` checks) in its environment.
+    /// No Rust crate and no `pre_exec` hook could set `LISTEN_PID` so far:
+    /// the pid exists only in the child, and std makes the child's
+    /// environment after the hooks ran.
+    ///
+    /// So the hook execs the program itself, with everything prepared when
+    /// the command gets the value ([`CommandExt::child_fds`]); in the child
+    /// it only writes the pid's digits into a reserved entry and calls
+    /// `execvp(3)`, allocating nothing. A missing program is still
+    /// reported by `spawn` (`NotFound`). What that changes:
+    /// - the program's environment is the command's as of `child_fds`:
+    ///   this process's, with the command's `env` and `env_remove` applied
+    ///   (any inherited `LISTEN_*` variables replaced). `env_clear` cannot
+    ///   be seen on stable Rust: do not combine it with `listen_fd` (the
+    ///   program would get this process's environment);
+    /// - `argv[0]` is the program name (an `arg0` override cannot be seen);
+    /// - `pre_exec` hooks registered after `child_fds` never run.
+    ///
+    /// Combine with [`close_other_fds`](ChildFds::close_other_fds) so the
+    /// program gets its sockets and nothing else. `pass_fd` targets must
+    /// not be the numbers `listen_fd` takes.
+    ///
+    /// Not async-signal-safe (allocates).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a `name` that `sd_listen_fds` would not accept
+    /// (empty, over 255 bytes, not printable ASCII, or with `:`); otherwise
+    /// as [`pass_fd`](ChildFds::pass_fd), named `listen_fd`.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{ChildFds, CommandExt};
+    /// use std::os::fd::AsFd;
+    /// use std::process::Command;
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let fds = ChildFds::new()
+    ///     .listen_fd(listener.as_fd(), "http")?
+    ///     .close_other_fds();
+    /// // What a socket-activated daemon checks first.
+    /// let check = r#"test "$LISTEN_PID" = $$ && test "$LISTEN_FDS" = 1 \
+    ///     && test "$LISTEN_FDNAMES" = http && test -S /proc/self/fd/3"#;
+    /// let status = Command::new("sh").args(["-c", check]).child_fds(fds).status()?;
+    /// assert!(status.success());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn listen_fd(mut self, fd: BorrowedFd<'_>, name: &str) -> io::Result<ChildFds> {
+        let target = 3 + RawFd::try_from(self.listen.len()).unwrap_or(RawFd::MAX - 3);
+        if let Err(why) = activation::check_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listen_fd(fd {}, {name:?}): the name {why} (sd_listen_fds)",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ),
+            ));
+        }
+        self.passes.add_as("listen_fd", fd, target)?;
+        self.listen.push(name.to_owned());
+        Ok(self)
+    }
+
     /// Whether the value asks for nothing, so it needs no hook.
     fn is_empty(&self) -> bool {
         self.passes.len() == 0 && self.tables.is_empty() && !self.close_other
@@ -250,10 +321,13 @@ impl ChildFds {
     /// child inherits the answer instead of probing on its own.
     ///
     /// Not async-signal-safe (parent only).
-    pub(super) fn into_plan(self) -> Option<Plan> {
+    pub(super) fn into_plan(self, cmd: &Command) -> Option<Plan> {
         if self.is_empty() {
             return None;
         }
+        // Only a NUL byte in the program or an argument fails here, and
+        // std refuses such a spawn before any hook runs.
+        let exec = (!self.listen.is_empty()).then(|| Exec::capture(cmd, &self.listen).ok());
         if !self.tables.is_empty() {
             let _ = close_range_usable();
         }
@@ -272,6 +346,7 @@ impl ChildFds {
             close_other: self.close_other,
             configured_in: raw::own_pid(),
             is_child_fds: true,
+            exec,
         })
     }
 }
@@ -282,6 +357,7 @@ impl fmt::Debug for ChildFds {
             .field("passes", &self.passes)
             .field("close_tracked_fds", &self.tables.len())
             .field("close_other_fds", &self.close_other)
+            .field("listen_fds", &self.listen)
             .finish()
     }
 }

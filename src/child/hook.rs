@@ -262,7 +262,7 @@ pub trait CommandExt: sealed::Sealed {
 
 impl CommandExt for Command {
     fn child_fds(&mut self, fds: ChildFds) -> &mut Self {
-        if let Some(plan) = fds.into_plan() {
+        if let Some(plan) = fds.into_plan(self) {
             install(self, plan);
         } else if mask_needs_restoring() {
             install(self, Plan::mask_only());

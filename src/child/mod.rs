@@ -10,6 +10,8 @@
 //! [`FdTable::retire_all_in_child`]; this is the map of the parts:
 //!
 //! - `child_fds.rs`: [`ChildFds`], the value that says what a child gets.
+//! - `activation.rs`: socket activation (`LISTEN_FDS`, `LISTEN_PID`): the
+//!   hook execs the program itself with an environment built in the parent.
 //! - `hook.rs`: [`CommandExt`]: when a command gets the one `pre_exec`
 //!   hook, and what happens without one (the `posix_spawn` path, so a
 //!   spawn that needs no hook does not fork: no page-table copy of a large
@@ -88,6 +90,7 @@
 //! `FD_CLOEXEC` in the child (every published number has it) catches only
 //! foreign files without the flag, which std never creates.
 
+mod activation;
 mod child_fds;
 mod close;
 mod close_other;

@@ -133,11 +133,21 @@ impl Passes {
     /// that is not open; the OS error's kind when no duplicate can be made
     /// (`EMFILE`) or tracked ([`FdTable::global`] sealed, say).
     pub(super) fn add(&mut self, fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+        self.add_as("pass_fd", fd, target)
+    }
+
+    /// [`add`](Passes::add), with `op` naming the public call in errors.
+    pub(super) fn add_as(
+        &mut self,
+        op: &'static str,
+        fd: BorrowedFd<'_>,
+        target: RawFd,
+    ) -> io::Result<()> {
         let given = fd.as_raw_fd();
         let refuse = |why: String| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("pass_fd(fd {given}, child_fd {target}): {why}"),
+                format!("{op}(fd {given}, child_fd {target}): {why}"),
             )
         };
         if target < 0 {
@@ -156,7 +166,7 @@ impl Passes {
         // new duplicate can take (reserve) the number.
         if let Some(&owner) = self.by_source.get(&target) {
             self.move_source(owner, target)
-                .map_err(|e| context(e, given, target))?;
+                .map_err(|e| context(op, e, given, target))?;
         }
         let duplicate = match self.duplicate(given, target, target) {
             Ok(duplicate) => duplicate,
@@ -167,12 +177,12 @@ impl Passes {
                      could not have it"
                 )));
             }
-            Err(Refused::Os(e)) => return Err(context(e, given, target)),
+            Err(Refused::Os(e)) => return Err(context(op, e, given, target)),
         };
         // Made by F_DUPFD_CLOEXEC: open and close-on-exec already.
         let duplicate = FdTable::global()
             .track_cloexec(Duplicate(duplicate))
-            .map_err(|e| context(e.into_error(), given, target))?;
+            .map_err(|e| context(op, e.into_error(), given, target))?;
         self.by_source.insert(duplicate.as_raw_fd(), target);
         self.by_target.insert(
             target,
@@ -269,11 +279,11 @@ enum Refused {
     Os(io::Error),
 }
 
-/// `error`, with what `pass_fd` was asked to do in front of it.
-fn context(error: io::Error, given: RawFd, target: RawFd) -> io::Error {
+/// `error`, with what `op` was asked to do in front of it.
+fn context(op: &str, error: io::Error, given: RawFd, target: RawFd) -> io::Error {
     io::Error::new(
         error.kind(),
-        format!("pass_fd(fd {given}, child_fd {target}): {error}"),
+        format!("{op}(fd {given}, child_fd {target}): {error}"),
     )
 }
 

@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::activation::Exec;
 use super::close::close_published;
 use super::close_other::mark_cloexec_except;
 use super::pass::{self, Pass};
@@ -36,6 +37,10 @@ pub(super) struct Plan {
     /// A `ChildFds`'s hook (one per command), not the mask-only hook of a
     /// `close_tracked_fds` under a guard.
     pub(super) is_child_fds: bool,
+    /// With `listen_fd`: the hook execs the program itself (`None` inside
+    /// when the command could not be captured: a NUL byte, which std
+    /// refuses before any hook runs).
+    pub(super) exec: Option<Option<Exec>>,
 }
 
 impl Plan {
@@ -50,6 +55,7 @@ impl Plan {
             close_other: false,
             configured_in: raw::own_pid(),
             is_child_fds: false,
+            exec: None,
         }
     }
 
@@ -80,7 +86,7 @@ pub(super) const EXEC_REFUSED: i32 = libc::ENOSYS;
 /// In Go's order: make sure this is a spawn child, block signals, reset this
 /// crate's handlers, do the setup, restore the mask the new program should
 /// start with.
-fn run(plan: &Plan) -> io::Result<()> {
+fn run(plan: &mut Plan) -> io::Result<()> {
     if raw::own_pid() == plan.configured_in {
         // No fork happened: allocating the message is fine here.
         return Err(exec_refused());
@@ -112,7 +118,14 @@ fn run(plan: &Plan) -> io::Result<()> {
         .or_else(crate::mask::mask_before_guards)
         .unwrap_or(old);
     sys::set_sigmask(&restore);
-    result
+    result?;
+    match &mut plan.exec {
+        None => Ok(()),
+        // Socket activation: exec here, with `LISTEN_PID` (returns only on
+        // failure, which std reports to the parent as ever).
+        Some(Some(exec)) => Err(exec.exec()),
+        Some(None) => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
 }
 
 /// The refusal under `Command::exec` in the configuring process, saying
@@ -171,14 +184,16 @@ fn apply(plan: &Plan) -> io::Result<()> {
 
 /// Register the one hook that carries out `plan`.
 pub(super) fn install(cmd: &mut Command, plan: Plan) {
-    let hook = move || run(&plan);
+    let mut plan = plan;
+    let hook = move || run(&mut plan);
     // SAFETY: `pre_exec` requires the closure to be async-signal-safe and
     // not to allocate or take locks. In a spawn child `run` makes only
     // `getpid`, `getppid`, `open`, `getdents64`, `getsockopt`, `fcntl`,
     // `fstat`, `getrlimit`, `pthread_sigmask`, `sigaction`, `dup2`,
-    // `close_range` and `close` calls, reads atomics, const thread-locals
-    // and the plan built in the parent, and builds its errors from raw OS
-    // codes; the tables are `'static`. It allocates an error only where the
+    // `close_range`, `close` and (socket activation) `execvp` calls, reads
+    // atomics, const thread-locals and the plan built in the parent (and
+    // writes digits into it), and builds its errors from raw OS codes; the
+    // tables are `'static`. It allocates an error only where the
     // proof shows that no fork happened (`Command::exec` in the configuring
     // process).
     unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, hook) };
@@ -262,8 +277,8 @@ mod tests {
     /// anything, with a message that says what std did already.
     #[test]
     fn the_hook_refuses_in_the_configuring_process() {
-        let plan = Plan::mask_only();
-        let err = run(&plan).unwrap_err();
+        let mut plan = Plan::mask_only();
+        let err = run(&mut plan).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported);
         let text = err.to_string();
         for fact in [
