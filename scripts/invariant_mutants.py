@@ -21,7 +21,7 @@ import sys
 # invariant names; T1-T5: its mutant table).
 M = {
  "I1": ("src/tracked.rs",
-        "        if release(self.table, self.fd, self.gen, resource).is_err() {",
+        "        if close_resource(self.table, self.fd, self.gen, resource).is_err() {",
         "        let resource = std::mem::ManuallyDrop::new(resource); self.table.forget_entry_leniently(self.fd, self.gen); if false {",
         ["--test","lifecycle","nothing_leaks_after_many_track_and_release_cycles"]),
  "I2": ("src/child/close.rs",

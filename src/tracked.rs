@@ -171,7 +171,7 @@ impl<'t, T: Trackable> Tracked<'t, T> {
     /// ```
     pub fn close(self) -> io::Result<()> {
         let (table, fd, gen, resource) = self.dismantle();
-        release(table, fd, gen, resource)
+        close_resource(table, fd, gen, resource)
     }
 
     /// Unregister the descriptor without closing it and hand the resource
@@ -322,7 +322,7 @@ impl<T: Trackable> Drop for Tracked<'_, T> {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once and `resource` is not touched afterwards.
         let resource = unsafe { ManuallyDrop::take(&mut self.resource) };
-        if release(self.table, self.fd, self.gen, resource).is_err() {
+        if close_resource(self.table, self.fd, self.gen, resource).is_err() {
             self.table.count_swallowed();
         }
     }
@@ -600,7 +600,12 @@ impl std::error::Error for NotOpen {
 /// path neither panics again nor waits for a visit of this thread. A
 /// conversion that fails having lost the descriptor
 /// ([`Trackable::try_into_owned_fd`]) takes the same path without the panic.
-fn release<T: Trackable>(table: &FdTable, fd: RawFd, gen: u64, resource: T) -> io::Result<()> {
+fn close_resource<T: Trackable>(
+    table: &FdTable,
+    fd: RawFd,
+    gen: u64,
+    resource: T,
+) -> io::Result<()> {
     match panic::catch_unwind(AssertUnwindSafe(|| resource.try_into_owned_fd())) {
         Ok(Ok(owned)) => table.close_entry(fd, gen, owned),
         Ok(Err(lost)) => {
