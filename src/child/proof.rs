@@ -55,20 +55,43 @@ pub(super) enum Proof {
     Unknown(i32),
 }
 
+/// How many numbers above the lowest free one the quick look checks.
+#[cfg(target_os = "linux")]
+const NEAR_THE_HOLE: RawFd = 64;
+
 /// Look for the proof, in a process that is not the one that configured
 /// the command (the caller checked the pid). `published` says which numbers
 /// the crate's tables hold: never the channel (std creates it at spawn, at
 /// numbers nothing owned a moment before), so they are skipped without a
 /// syscall.
 ///
-/// Async-signal-safe, allocation-free: `getppid`, and on Linux the
-/// open-descriptor walk of `open_fds.rs` with one `getsockopt` per number
-/// that no table holds, stopping at the channel (std creates it at the
-/// lowest free numbers, so it is usually among the first).
+/// Where to look first: `spawn` makes the pair at the two lowest free
+/// numbers and the child closes the first (the parent's end) before the
+/// hooks run, so the lowest free number in the child is at or below that
+/// one, and the channel is just above it. So the quick look asks the
+/// kernel for the lowest free number (one `F_DUPFD`, closed at once) and
+/// checks the few numbers above it; only when that finds nothing (under
+/// `exec`, or a parent whose other threads closed many numbers in that
+/// instant) does it walk every open descriptor.
+///
+/// Async-signal-safe, allocation-free: `getppid`, `fcntl`, `close`, one
+/// `getsockopt` per number looked at; the walk of `open_fds.rs` at worst.
 pub(super) fn look(published: impl Fn(RawFd) -> bool) -> Proof {
     #[cfg(target_os = "linux")]
     {
         let parent = raw::parent_pid();
+        if let Some(hole) = raw::lowest_free_number() {
+            for fd in hole.saturating_add(1)..hole.saturating_add(1 + NEAR_THE_HOLE) {
+                if published(fd) {
+                    continue;
+                }
+                match is_channel_of(fd, parent) {
+                    Ok(false) => {}
+                    Ok(true) => return Proof::Spawned,
+                    Err(errno) => return Proof::Unknown(errno),
+                }
+            }
+        }
         let mut found = Proof::Exec;
         let _ = for_each_number(|fd| {
             if published(fd) {

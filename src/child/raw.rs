@@ -21,6 +21,23 @@ pub(super) fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
     syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, min))
 }
 
+/// The lowest number that is not open, found by asking the kernel for a
+/// duplicate at the lowest free number (of stdio, or failing that an
+/// `O_PATH` open of `/`) and closing it at once. `None` when nothing can be
+/// opened (`EMFILE`).
+///
+/// # References
+/// `fcntl(2)` (`F_DUPFD_CLOEXEC`), `open(2)` (`O_PATH`)
+#[cfg(target_os = "linux")]
+pub(super) fn lowest_free_number() -> Option<RawFd> {
+    let probe = [0, 1, 2]
+        .into_iter()
+        .find_map(|fd| dup_at_least(fd, 0).ok())
+        .or_else(|| syscall!(open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC)).ok())?;
+    let _ = sys::close(probe);
+    Some(probe)
+}
+
 /// `dup2(source, target)`: `target` now names `source`'s open file, without
 /// `FD_CLOEXEC`; whatever `target` named before is closed first (atomically).
 /// `source != target` (with equal numbers `dup2` leaves the flag alone).
