@@ -18,10 +18,14 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
 use crate::sys;
+
+/// The operation the receives' errors name.
+const RECV: &str = "AsyncInterrupts::recv";
 
 /// An [`Interrupts`] whose receive is a future: `interrupts.recv().await`
 /// on any tokio runtime (multi-thread or current-thread). Feature `tokio`.
@@ -184,6 +188,10 @@ impl AsyncInterrupts {
     /// `fork`, it handles no signal, or other code set one of its signals
     /// to `SIG_IGN` or `SIG_DFL` (checked when it starts and on every
     /// wake-up that finds no signal; see [Limitations](AsyncInterrupts#limitations)).
+    /// A [`CloseHandle`](crate::CloseHandle) of the instance
+    /// (`interrupts.get_ref().close_handle()`) that was closed ends a
+    /// waiting receive, and every later one at once, with an error of kind
+    /// [`BrokenPipe`](io::ErrorKind::BrokenPipe).
     /// Also the reactor's error: the runtime is shutting down.
     ///
     /// # Examples
@@ -209,7 +217,7 @@ impl AsyncInterrupts {
     /// ```
     pub async fn recv(&self) -> io::Result<Received> {
         let interrupts = self.pipe.get_ref();
-        interrupts.check_can_wait(true)?;
+        interrupts.check_can_wait(RECV, true)?;
         if let Some(received) = interrupts.try_recv() {
             return Ok(received);
         }
@@ -219,6 +227,11 @@ impl AsyncInterrupts {
                 .try_for_each(handler::check_reachable)?;
             // The only await: dropping the future here has taken nothing.
             let mut guard = self.pipe.readable().await?;
+            if interrupts.is_closed() {
+                // Before the clear: the close's byte stays, so every other
+                // waiting receive wakes up too.
+                return Err(closed_error(RECV));
+            }
             if let Some(received) = interrupts.try_recv() {
                 return Ok(received);
             }
@@ -243,7 +256,7 @@ impl AsyncInterrupts {
     /// As [`recv`](AsyncInterrupts::recv).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
         let interrupts = self.pipe.get_ref();
-        interrupts.check_can_wait(true)?;
+        interrupts.check_can_wait(RECV, true)?;
         if let Some(received) = interrupts.try_recv() {
             return Poll::Ready(Ok(received));
         }
@@ -252,6 +265,9 @@ impl AsyncInterrupts {
                 .signals()
                 .try_for_each(handler::check_reachable)?;
             let mut guard = ready!(self.pipe.poll_read_ready(cx))?;
+            if interrupts.is_closed() {
+                return Poll::Ready(Err(closed_error(RECV)));
+            }
             if let Some(received) = interrupts.try_recv() {
                 return Poll::Ready(Ok(received));
             }

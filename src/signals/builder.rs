@@ -1,7 +1,6 @@
 //! [`InterruptsBuilder`]: which signals, which conventions; `install`.
 
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::interrupts::{Interrupts, Shared};
@@ -107,12 +106,15 @@ impl InterruptsBuilder {
     /// Create the pipe and register the handler actions.
     ///
     /// # Errors
-    /// The OS error of `pipe2(2)` (`EMFILE`, ...), `sigaction(2)` or
-    /// `pthread_atfork(3)`, or an error when
-    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
-    /// one of the signals. On failure this instance's actions are
-    /// unregistered again and it counts nowhere; what the first install of
-    /// a signal sets up for good (signal-hook's handler and this crate's
+    /// - The OS error of `pipe2(2)` (`EMFILE`, ...), of `sigaction(2)` or of
+    ///   `pthread_atfork(3)`.
+    /// - An error of kind [`Other`](io::ErrorKind::Other) when
+    ///   [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already
+    ///   handle one of the signals.
+    ///
+    /// On failure this instance's actions are unregistered again, its
+    /// descriptors are closed and it counts nowhere; what the first install
+    /// of a signal sets up for good (signal-hook's handler and this crate's
     /// fallback action, see [Drop](Interrupts#drop)) stays, and gives the
     /// signal the disposition it had before.
     ///
@@ -132,24 +134,21 @@ impl InterruptsBuilder {
         }
         let (read, write) = self_pipe()?;
         let mut interrupts = Interrupts {
-            shared: Arc::new(Shared {
-                installer,
-                write,
-                counts: [const { AtomicU64::new(0) }; COUNT],
-            }),
+            shared: Arc::new(Shared::new(installer, write)),
             read,
             handled,
             registered: [None; COUNT],
             ignored,
             kills: self.second_signal_kills,
         };
-        for signal in Signal::in_set(handled) {
-            if let Err(error) = interrupts.register(signal, self.default_after_drop) {
-                // Undo what is registered; the drop that follows finds
-                // nothing left to do (and so never takes the lock we hold).
-                interrupts.unregister_all();
-                return Err(error);
-            }
+        let registered = Signal::in_set(handled)
+            .try_for_each(|signal| interrupts.register(signal, self.default_after_drop));
+        if let Err(error) = registered {
+            // Undo what is registered; the drop that follows finds nothing
+            // left to do but close the pipe (and so never takes the lock we
+            // hold).
+            interrupts.unregister_all();
+            return Err(error);
         }
         Ok(interrupts)
     }

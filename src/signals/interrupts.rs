@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use signal_hook::SigId;
@@ -11,25 +11,40 @@ use signal_hook::SigId;
 use super::builder::InterruptsBuilder;
 use super::handler;
 use super::owner::Owner;
-use super::pipe::{drain, wake, ErrnoGuard};
+use super::pipe::{drain, ErrnoGuard, WakeEnd};
 use super::policy;
 use super::received::Received;
 use super::signal::{Signal, COUNT};
 
-/// Everything an instance's handler action reaches. Shared with
-/// signal-hook's registry, which drops its references only after no handler
-/// can be running them.
+/// Everything an instance's handler action and its close handles reach.
+/// Shared with signal-hook's registry, which drops its references only
+/// after no handler can be running them, and with every
+/// [`CloseHandle`](crate::CloseHandle), which may outlive the instance.
 pub(crate) struct Shared {
     /// The process that installed the actions; others (fork children, a
     /// later process with the same pid) ignore deliveries.
     pub(crate) installer: Owner,
-    /// Non-blocking, close-on-exec write end of the self-pipe.
-    pub(crate) write: OwnedFd,
+    /// Non-blocking, close-on-exec write end of the self-pipe; closed by the
+    /// instance's drop, even while close handles live.
+    pub(crate) write: WakeEnd,
     /// Deliveries not yet reported, per [`Signal::index`].
     pub(crate) counts: [AtomicU64; COUNT],
+    /// Set by [`CloseHandle::close`](crate::CloseHandle::close): the
+    /// receives report nothing more.
+    pub(crate) closed: AtomicBool,
 }
 
 impl Shared {
+    /// A fresh record for an instance of `installer` writing to `write`.
+    pub(crate) fn new(installer: Owner, write: OwnedFd) -> Shared {
+        Shared {
+            installer,
+            write: WakeEnd::new(write),
+            counts: [const { AtomicU64::new(0) }; COUNT],
+            closed: AtomicBool::new(false),
+        }
+    }
+
     /// The instance's handler action. Async-signal-safe: `getpid`, one
     /// atomic add, one `write`. The arm/kill decision was made just before,
     /// by the signal's fallback action (see `policy`).
@@ -42,7 +57,13 @@ impl Shared {
         // Count before writing, so a reader that drains the byte is sure to
         // see the count; a full pipe (EAGAIN) then loses nothing.
         self.counts[signal.index()].fetch_add(1, Ordering::SeqCst);
-        wake(self.write.as_raw_fd());
+        self.write.wake();
+    }
+
+    /// Whether a [`CloseHandle`](crate::CloseHandle) closed the instance.
+    /// Async-signal-safe.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -61,8 +82,11 @@ impl Shared {
 /// [`recv`](Interrupts::recv) / [`recv_timeout`](Interrupts::recv_timeout),
 /// or wait for "this descriptor is readable, or a signal arrived" with
 /// [`wait_readable`](Interrupts::wait_readable). In a tokio program, wrap
-/// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. The
-/// conventions of well-behaved Unix programs are on by default (see below).
+/// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. A thread
+/// blocked in a receive is released by a [`CloseHandle`](crate::CloseHandle)
+/// ([`close_handle`](Interrupts::close_handle)), when the program ends
+/// without a signal. The conventions of well-behaved Unix programs are on
+/// by default (see below).
 ///
 /// # Examples
 /// ```
@@ -368,7 +392,9 @@ impl Interrupts {
     ///
     /// In a fork child, an instance inherited from the parent reports
     /// nothing and leaves the pipe alone: `None`, without reading (see
-    /// [Fork children](Interrupts#fork-children)).
+    /// [Fork children](Interrupts#fork-children)). Once a
+    /// [`CloseHandle`](crate::CloseHandle) closed the instance it reports
+    /// nothing either, and leaves the pipe readable.
     ///
     /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
     /// leaves `errno` as it found it.
@@ -393,10 +419,22 @@ impl Interrupts {
             // byte read here would be a wake-up the parent never gets.
             return None;
         }
+        if self.shared.is_closed() {
+            // Closed: nothing more is reported, and the pipe keeps the
+            // close's wake-up byte, so it stays readable (see `close`).
+            return None;
+        }
         // `read` sets EAGAIN on the empty pipe; a caller in a handler must
         // not see its interrupted code's errno change.
         let _errno = ErrnoGuard::save();
         drain(self.read.as_raw_fd());
+        if self.shared.is_closed() {
+            // A close between the check above and the drain: the byte just
+            // drained may have been its wake-up, and another thread may be
+            // blocked on this pipe waiting for it. Put it back.
+            self.shared.write.wake();
+            return None;
+        }
         let counts = &self.shared.counts;
         let mut handled = self.signals();
         while let Some(signal) = handled.next() {
@@ -404,7 +442,7 @@ impl Interrupts {
             if count > 0 {
                 // The pipe is empty now; keep it readable for the others.
                 if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
-                    wake(self.shared.write.as_raw_fd());
+                    self.shared.write.wake();
                 }
                 return Some(Received { signal, count });
             }
@@ -496,14 +534,16 @@ impl Interrupts {
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        if self.registered.iter().all(Option::is_none) {
-            return;
+        if self.registered.iter().any(Option::is_some) {
+            // A fork child dropping its parent's instance has no record of
+            // this process to update, so it takes no lock that another
+            // parent thread may have held at fork time.
+            let _setup = self.shared.installer.is_current().then(policy::setup_lock);
+            self.unregister_all();
         }
-        // A fork child dropping its parent's instance has no record of this
-        // process to update, so it takes no lock that another parent thread
-        // may have held at fork time.
-        let _setup = self.shared.installer.is_current().then(policy::setup_lock);
-        self.unregister_all();
+        // No action of ours runs any more (unregistered), and close handles
+        // that outlive us find the end closed: the descriptors go now.
+        self.shared.write.close();
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
@@ -47,6 +48,11 @@ impl Interrupts {
     /// - in a fork child, for an instance inherited from the parent (see
     ///   [Fork children](Interrupts#fork-children)).
     ///
+    /// An error of kind [`BrokenPipe`](io::ErrorKind::BrokenPipe) once a
+    /// [`CloseHandle`](crate::CloseHandle) of this instance was closed: at
+    /// once when it blocks then, and at once afterwards
+    /// ([`is_closed`](Interrupts::is_closed) tells it apart).
+    ///
     /// Otherwise the OS error of `poll(2)` other than `EINTR`.
     ///
     /// # Examples
@@ -66,7 +72,7 @@ impl Interrupts {
     pub fn recv(&self) -> io::Result<Received> {
         loop {
             // Without a descriptor or a deadline only a signal ends the wait.
-            if let WaitOutcome::Signal(received) = self.wait(None, None)? {
+            if let WaitOutcome::Signal(received) = self.wait("Interrupts::recv", None, None)? {
                 return Ok(received);
             }
         }
@@ -78,9 +84,10 @@ impl Interrupts {
     /// `Instant` waits forever.
     ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv), except that an instance that handles
-    /// no signal waits out the timeout and returns `Ok(None)` (unless the
-    /// timeout is too large for `Instant`: then it fails as `recv` does).
+    /// As [`recv`](Interrupts::recv) (a closed instance included: an error,
+    /// not `Ok(None)`), except that an instance that handles no signal waits
+    /// out the timeout and returns `Ok(None)` (unless the timeout is too
+    /// large for `Instant`: then it fails as `recv` does).
     ///
     /// # Examples
     /// ```
@@ -95,7 +102,7 @@ impl Interrupts {
     /// Not async-signal-safe.
     pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<Received>> {
         let deadline = Instant::now().checked_add(timeout);
-        match self.wait(None, deadline)? {
+        match self.wait("Interrupts::recv_timeout", None, deadline)? {
             WaitOutcome::Signal(received) => Ok(Some(received)),
             WaitOutcome::Readable | WaitOutcome::TimedOut => Ok(None),
         }
@@ -111,10 +118,10 @@ impl Interrupts {
     /// wait here, then read once (it will not block).
     ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv), except that an instance that handles
-    /// no signal still waits for `fd` (a program started under `nohup`
-    /// keeps reading its input); also `EBADF` when `poll(2)` reports `fd`
-    /// invalid (`POLLNVAL`).
+    /// As [`recv`](Interrupts::recv) (a closed instance included), except
+    /// that an instance that handles no signal still waits for `fd` (a
+    /// program started under `nohup` keeps reading its input); also `EBADF`
+    /// when `poll(2)` reports `fd` invalid (`POLLNVAL`).
     ///
     /// # Examples
     /// ```
@@ -140,14 +147,15 @@ impl Interrupts {
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.wait(Some(fd), deadline)
+        self.wait("Interrupts::wait_readable", Some(fd), deadline)
     }
 
     /// Whether a wait may start here: not in a fork child for an inherited
     /// instance (polling the pipe would steal the parent's wake-ups, and no
-    /// delivery in this process is ever counted for it), and not forever
+    /// delivery in this process is ever counted for it), not on a closed
+    /// instance (the error names `op`), and not forever
     /// (`only_a_signal_ends_it`) on an instance that handles no signal.
-    pub(super) fn check_can_wait(&self, only_a_signal_ends_it: bool) -> io::Result<()> {
+    pub(super) fn check_can_wait(&self, op: &str, only_a_signal_ends_it: bool) -> io::Result<()> {
         let installer = self.shared.installer;
         if !installer.is_current() {
             return Err(io::Error::other(format!(
@@ -155,6 +163,9 @@ impl Interrupts {
                  nothing in this process (install one here)",
                 installer.pid()
             )));
+        }
+        if self.shared.is_closed() {
+            return Err(closed_error(op));
         }
         if self.handled == 0 && only_a_signal_ends_it {
             let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
@@ -167,16 +178,22 @@ impl Interrupts {
         Ok(())
     }
 
-    /// The loop behind the three: whether anything can end the wait, then
-    /// pending signal first, then the reachability check, then `poll` on the
-    /// pipe (and `fd`) until the deadline.
+    /// The loop behind the three (`op` names the one called, for errors):
+    /// whether anything can end the wait, then pending signal first, then
+    /// the reachability check, then `poll` on the pipe (and `fd`) until the
+    /// deadline. A close ends it at any of these steps: the close's byte
+    /// wakes the `poll`, and the pipe stays readable.
     fn wait(
         &self,
+        op: &str,
         fd: Option<BorrowedFd<'_>>,
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome> {
-        self.check_can_wait(fd.is_none() && deadline.is_none())?;
+        self.check_can_wait(op, fd.is_none() && deadline.is_none())?;
         loop {
+            if self.shared.is_closed() {
+                return Err(closed_error(op));
+            }
             if let Some(received) = self.try_recv() {
                 return Ok(WaitOutcome::Signal(received));
             }
@@ -213,6 +230,9 @@ impl Interrupts {
                     continue;
                 }
                 return Err(error);
+            }
+            if self.shared.is_closed() {
+                return Err(closed_error(op)); // before whatever `fd` says
             }
             let theirs = pfds[1].revents;
             if fd.is_some() && theirs != 0 {
