@@ -97,7 +97,7 @@
 //! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],
 //! [`Interrupts::disable_default_after_drop_globally`],
 //! [`Interrupts::is_closed`], [`CloseHandle::close`],
-//! [`CloseHandle::is_closed`], dropping a
+//! [`CloseHandle::is_closed`], [`Received`]'s accessors, dropping a
 //! [`ForegroundChild`] and, with the `tokio` feature,
 //! `AsyncInterrupts::try_recv` and `AsyncInterrupts::get_ref` may; anything
 //! that runs your code, blocks, allocates or awaits may not.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use signal_hook::SigId;
@@ -15,6 +15,7 @@ use super::pipe::{drain, ErrnoGuard, WakeEnd};
 use super::policy;
 use super::received::Received;
 use super::signal::{Signal, COUNT};
+use crate::sys;
 
 /// Everything an instance's handler action and its close handles reach.
 /// Shared with signal-hook's registry, which drops its references only
@@ -29,6 +30,10 @@ pub(crate) struct Shared {
     pub(crate) write: WakeEnd,
     /// Deliveries not yet reported, per [`Signal::index`].
     pub(crate) counts: [AtomicU64; COUNT],
+    /// Per [`Signal::index`]: the pid that sent the latest delivery, 0 when
+    /// the kernel named no process (see [`Received::sender_pid`]). One word,
+    /// so a reader sees one delivery's sender, never half of two.
+    pub(crate) senders: [AtomicU32; COUNT],
     /// Set by [`CloseHandle::close`](crate::CloseHandle::close): the
     /// receives report nothing more.
     pub(crate) closed: AtomicBool,
@@ -41,19 +46,24 @@ impl Shared {
             installer,
             write: WakeEnd::new(write),
             counts: [const { AtomicU64::new(0) }; COUNT],
+            senders: [const { AtomicU32::new(0) }; COUNT],
             closed: AtomicBool::new(false),
         }
     }
 
-    /// The instance's handler action. Async-signal-safe: `getpid`, one
-    /// atomic add, one `write`. The arm/kill decision was made just before,
-    /// by the signal's fallback action (see `policy`).
-    fn on_signal(&self, signal: Signal) {
+    /// The instance's handler action. Async-signal-safe: `getpid`, two
+    /// atomic stores or adds, one `write`. The arm/kill decision was made
+    /// just before, by the signal's fallback action (see `policy`).
+    fn on_signal(&self, signal: Signal, info: &libc::siginfo_t) {
         if !self.installer.is_current() {
             return; // a fork child: not our event
         }
         // No errno save here: signal-hook-registry's handler saves and
         // restores errno around every action (>= 1.4.8, pinned in Cargo.toml).
+        // The sender before the count: a reader that takes this count then
+        // reads this sender or a later delivery's, never an earlier one.
+        let sender = sys::sender_pid(info).unwrap_or(0);
+        self.senders[signal.index()].store(sender, Ordering::SeqCst);
         // Count before writing, so a reader that drains the byte is sure to
         // see the count; a full pipe (EAGAIN) then loses nothing.
         self.counts[signal.index()].fetch_add(1, Ordering::SeqCst);
@@ -85,8 +95,9 @@ impl Shared {
 /// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. A thread
 /// blocked in a receive is released by a [`CloseHandle`](crate::CloseHandle)
 /// ([`close_handle`](Interrupts::close_handle)), when the program ends
-/// without a signal. The conventions of well-behaved Unix programs are on
-/// by default (see below).
+/// without a signal. Each [`Received`] says which process sent the signal
+/// ([`sender_pid`](Received::sender_pid)). The conventions of well-behaved
+/// Unix programs are on by default (see below).
 ///
 /// # Examples
 /// ```
@@ -440,11 +451,18 @@ impl Interrupts {
         while let Some(signal) = handled.next() {
             let count = counts[signal.index()].swap(0, Ordering::SeqCst);
             if count > 0 {
+                // Read after the count: this count's latest delivery's
+                // sender, or one that arrived since (counted next time).
+                let sender = self.shared.senders[signal.index()].load(Ordering::SeqCst);
                 // The pipe is empty now; keep it readable for the others.
                 if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
                     self.shared.write.wake();
                 }
-                return Some(Received { signal, count });
+                return Some(Received {
+                    signal,
+                    count,
+                    sender: (sender != 0).then_some(sender),
+                });
             }
         }
         None
@@ -490,9 +508,13 @@ impl Interrupts {
         handler::ensure_fallback(signal)?;
         let shared = Arc::clone(&self.shared);
         // SAFETY: `on_signal` makes only async-signal-safe calls, never
-        // allocates and never panics (indexes are `Signal` indexes).
+        // allocates and never panics (indexes are `Signal` indexes). This is
+        // signal-hook's own registry (`signal_hook::low_level::register` is
+        // its `register`); `register_sigaction` adds the siginfo.
         let id = unsafe {
-            signal_hook::low_level::register(signal.as_raw(), move || shared.on_signal(signal))
+            signal_hook_registry::register_sigaction(signal.as_raw(), move |info| {
+                shared.on_signal(signal, info)
+            })
         }?;
         // Live only once the action exists: a delivery before this line
         // finds the signal unhandled (and this action counts it as an
