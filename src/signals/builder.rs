@@ -140,6 +140,7 @@ impl InterruptsBuilder {
             registered: [None; COUNT],
             ignored,
             kills: self.second_signal_kills,
+            counted: false,
         };
         let registered = Signal::in_set(handled)
             .try_for_each(|signal| interrupts.register(signal, self.default_after_drop));
@@ -150,6 +151,8 @@ impl InterruptsBuilder {
             interrupts.unregister_all();
             return Err(error);
         }
+        policy::instance_added(installer.pid());
+        interrupts.counted = true;
         Ok(interrupts)
     }
 }

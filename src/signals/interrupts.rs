@@ -295,6 +295,9 @@ pub struct Interrupts {
     pub(super) registered: [Option<SigId>; COUNT],
     pub(super) ignored: Vec<Signal>,
     pub(super) kills: bool,
+    /// Counted among the process's live instances (`policy::instance_added`),
+    /// which a successful install does last.
+    pub(super) counted: bool,
 }
 
 impl Interrupts {
@@ -556,12 +559,16 @@ impl Interrupts {
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        if self.registered.iter().any(Option::is_some) {
+        let ours = self.shared.installer.is_current();
+        if self.counted || self.registered.iter().any(Option::is_some) {
             // A fork child dropping its parent's instance has no record of
             // this process to update, so it takes no lock that another
             // parent thread may have held at fork time.
-            let _setup = self.shared.installer.is_current().then(policy::setup_lock);
+            let _setup = ours.then(policy::setup_lock);
             self.unregister_all();
+            if self.counted && ours {
+                policy::instance_removed(self.shared.installer.pid());
+            }
         }
         // No action of ours runs any more (unregistered), and close handles
         // that outlive us find the end closed: the descriptors go now.
