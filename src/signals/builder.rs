@@ -3,6 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
+use super::handler;
 use super::interrupts::{Interrupts, Shared};
 use super::owner::Owner;
 use super::pipe::self_pipe;
@@ -63,7 +64,16 @@ impl InterruptsBuilder {
 
     /// When `true` (the default), a signal that was ignored (`SIG_IGN`) when
     /// this crate first looked at it stays ignored: it is not handled, and
-    /// [`Interrupts::ignored`] lists it. `false` handles it anyway.
+    /// [`Interrupts::ignored`] lists it. `false` handles it anyway:
+    /// signal-hook's handler replaces `SIG_IGN`.
+    ///
+    /// One case cannot be handled, and [`install`](InterruptsBuilder::install)
+    /// refuses it: a signal that signal-hook already handled in this process
+    /// (for this crate or for other code: tokio's `signal`, signal-hook's
+    /// `flag`) and that other code set to `SIG_IGN` (or `SIG_DFL`) since.
+    /// signal-hook installs its handler for a signal only the first time
+    /// anything registers for it, so nothing would put it back, and no
+    /// delivery could reach the instance.
     pub fn respect_ignored(mut self, respect: bool) -> Self {
         self.respect_ignored = respect;
         self
@@ -110,7 +120,10 @@ impl InterruptsBuilder {
     ///   `pthread_atfork(3)`.
     /// - An error of kind [`Other`](io::ErrorKind::Other) when
     ///   [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already
-    ///   handle one of the signals.
+    ///   handle one of the signals, or when a signal to handle is set to
+    ///   `SIG_IGN` or `SIG_DFL` and signal-hook will not put its handler
+    ///   back (see [`respect_ignored`](InterruptsBuilder::respect_ignored)):
+    ///   the message names the signal and its disposition.
     ///
     /// On failure this instance's actions are unregistered again, its
     /// descriptors are closed and it counts nowhere; what the first install
@@ -142,8 +155,13 @@ impl InterruptsBuilder {
             kills: self.second_signal_kills,
             counted: false,
         };
-        let registered = Signal::in_set(handled)
-            .try_for_each(|signal| interrupts.register(signal, self.default_after_drop));
+        let registered = Signal::in_set(handled).try_for_each(|signal| {
+            interrupts.register(signal, self.default_after_drop)?;
+            // Registered, so signal-hook's handler is installed, unless
+            // signal-hook had the signal already and other code has set it
+            // to SIG_IGN or SIG_DFL since: then nothing puts it back.
+            handler::check_installed(signal)
+        });
         if let Err(error) = registered {
             // Undo what is registered; the drop that follows finds nothing
             // left to do but close the pipe (and so never takes the lock we

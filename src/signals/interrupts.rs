@@ -312,7 +312,9 @@ impl Interrupts {
     ///
     /// # Errors
     /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)`,
-    /// `sigaction(2)` or `pthread_atfork(3)`, or an error when
+    /// `sigaction(2)` or `pthread_atfork(3)`; an error when
+    /// SIGINT is set to `SIG_IGN` or `SIG_DFL` behind signal-hook's back
+    /// (after it handled SIGINT once) or when
     /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
     /// SIGINT.
     ///
