@@ -429,7 +429,7 @@ fn a_fork_child_dropping_its_inherited_instance_leaves_the_parent_receiving() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 18: a close handle ends the receives
+// Issue 18: a close handle ends the receives; a gone runtime says so
 // ---------------------------------------------------------------------------
 
 /// A `CloseHandle` closed from another thread releases every task waiting in
@@ -476,4 +476,43 @@ fn a_close_handle_releases_waiting_receives_and_later_ones_fail_at_once() {
             assert_eq!(interrupts.try_recv(), None);
         });
     }
+}
+
+/// Awaited from a healthy runtime after the runtime it was registered with
+/// was dropped, `recv` says so (and what to do) instead of tokio's "A Tokio
+/// 1.x context was found, but it is being shutdown", keeps tokio's error as
+/// the source, and does not panic; `into_inner` then `new` in the running
+/// runtime receives again, pending signals kept.
+#[test]
+fn recv_after_its_runtime_was_dropped_says_the_runtime_is_gone() {
+    let _serial = util::serial();
+    let first = current_thread();
+    let interrupts = first.block_on(async { AsyncInterrupts::new(events(Signal::User1)).unwrap() });
+    drop(first);
+    util::raise(libc::SIGUSR1); // pending: reported by the instance made anew
+    current_thread().block_on(async {
+        // A pending signal is reported at once, without the reactor.
+        let got = interrupts
+            .recv()
+            .await
+            .expect("a pending signal needs no reactor");
+        assert_eq!(got.signal(), Signal::User1);
+        let result = tokio::time::timeout(PROMPTLY, interrupts.recv()).await;
+        let error = result.expect("an error, not a wait").unwrap_err();
+        let message = error.to_string();
+        for fact in [
+            "AsyncInterrupts::recv",
+            "runtime this AsyncInterrupts was registered with",
+            "is gone",
+            "make a new AsyncInterrupts in the running runtime",
+        ] {
+            assert!(message.contains(fact), "{fact:?} missing: {message}");
+        }
+        let source = std::error::Error::source(&error).expect("tokio's error as the source");
+        assert!(source.to_string().contains("shut"), "{source}");
+
+        let interrupts = AsyncInterrupts::new(interrupts.into_inner()).unwrap();
+        util::raise(libc::SIGUSR1);
+        assert_eq!(recv_within(&interrupts).await.signal(), Signal::User1);
+    });
 }

@@ -1,5 +1,6 @@
 //! [`InterruptsBuilder`]: which signals, which conventions; `install`.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use super::owner::Owner;
 use super::pipe::self_pipe;
 use super::policy;
 use super::signal::{Signal, COUNT};
+use crate::sys;
 
 /// Chooses the signals and conventions of an [`Interrupts`]; made by
 /// [`Interrupts::builder`], which takes the first signal, so a builder
@@ -115,15 +117,23 @@ impl InterruptsBuilder {
 
     /// Create the pipe and register the handler actions.
     ///
+    /// Each instance holds two descriptors (its self-pipe) until it is
+    /// dropped; see [Resources](Interrupts#resources).
+    ///
     /// # Errors
-    /// - The OS error of `pipe2(2)` (`EMFILE`, ...), of `sigaction(2)` or of
+    /// - At the descriptor limit, the `EMFILE` (or `ENFILE`) of `pipe2(2)`,
+    ///   with that kind and as the error's source, in a message that names
+    ///   `Interrupts::install`, the soft `RLIMIT_NOFILE` and the two
+    ///   descriptors each instance costs.
+    /// - The OS error of `pipe2(2)` otherwise, of `sigaction(2)` or of
     ///   `pthread_atfork(3)`.
     /// - An error of kind [`Other`](io::ErrorKind::Other) when
     ///   [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already
-    ///   handle one of the signals, or when a signal to handle is set to
-    ///   `SIG_IGN` or `SIG_DFL` and signal-hook will not put its handler
-    ///   back (see [`respect_ignored`](InterruptsBuilder::respect_ignored)):
-    ///   the message names the signal and its disposition.
+    ///   handle one of the signals (out of reach at common descriptor
+    ///   limits), or when a signal to handle is set to `SIG_IGN` or
+    ///   `SIG_DFL` and signal-hook will not put its handler back (see
+    ///   [`respect_ignored`](InterruptsBuilder::respect_ignored)): the
+    ///   message names the signal and its disposition.
     ///
     /// On failure this instance's actions are unregistered again, its
     /// descriptors are closed and it counts nowhere; what the first install
@@ -145,7 +155,7 @@ impl InterruptsBuilder {
                 handled |= signal.bit();
             }
         }
-        let (read, write) = self_pipe()?;
+        let (read, write) = self_pipe().map_err(pipe_failed)?;
         let mut interrupts = Interrupts {
             shared: Arc::new(Shared::new(installer, write)),
             read,
@@ -172,5 +182,65 @@ impl InterruptsBuilder {
         policy::instance_added(installer.pid());
         interrupts.counted = true;
         Ok(interrupts)
+    }
+}
+
+/// `install`'s error for a failed `pipe2(2)`: at the descriptor limit, a
+/// message that says what an instance costs; other errors as they are.
+#[cold]
+fn pipe_failed(os: io::Error) -> io::Error {
+    match os.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => io::Error::new(
+            os.kind(),
+            NoDescriptors {
+                limit: sys::soft_fd_limit(),
+                os,
+            },
+        ),
+        _ => os,
+    }
+}
+
+/// See [`pipe_failed`].
+#[derive(Debug)]
+struct NoDescriptors {
+    /// The soft `RLIMIT_NOFILE`, `None` when unlimited or unknown.
+    limit: Option<u64>,
+    os: io::Error,
+}
+
+impl fmt::Display for NoDescriptors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NoDescriptors { limit, os } = self;
+        write!(
+            f,
+            "Interrupts::install: pipe2(2) found no free descriptor for the self-pipe ({os}): \
+             each Interrupts holds two descriptors until it is dropped, "
+        )?;
+        if os.raw_os_error() == Some(libc::ENFILE) {
+            f.write_str("and the system-wide limit on open files is reached")?;
+        } else {
+            match limit {
+                Some(limit) => write!(
+                    f,
+                    "and this process is at its soft RLIMIT_NOFILE of {limit} descriptors \
+                     (room for at most {} instances)",
+                    limit / 2
+                )?,
+                None => f.write_str("and this process is at its descriptor limit")?,
+            }
+        }
+        write!(
+            f,
+            "; drop instances no longer needed or share one (Interrupts::MAX_INSTANCES, \
+             {}, is out of reach at common limits)",
+            Interrupts::MAX_INSTANCES
+        )
+    }
+}
+
+impl std::error::Error for NoDescriptors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
     }
 }

@@ -270,6 +270,15 @@ impl Shared {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
+/// # Resources
+/// Each instance holds two descriptors, the read and write ends of its
+/// self-pipe, both close-on-exec, from [`install`](InterruptsBuilder::install)
+/// until it is dropped (a [`CloseHandle`](crate::CloseHandle) that outlives
+/// it holds neither). So the descriptor limit (`RLIMIT_NOFILE`, commonly
+/// 1024) bounds the number of live instances long before
+/// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share one instance
+/// rather than install one per task.
+///
 /// # Limitations
 /// - Only signals whose default action ends the process are accepted (see
 ///   [`Signal`]). SIGQUIT's default action also dumps core.
@@ -301,7 +310,15 @@ pub struct Interrupts {
 }
 
 impl Interrupts {
-    /// How many `Interrupts` may handle one signal at once in a process.
+    /// How many `Interrupts` may handle one signal at once in a process:
+    /// 32 767.
+    ///
+    /// Out of reach at common descriptor limits: each instance holds two
+    /// descriptors (its self-pipe, see [Resources](Interrupts#resources)),
+    /// so a process at the usual soft `RLIMIT_NOFILE` of 1024 runs out of
+    /// descriptors after about 500 instances, and even one at 65 536 stays
+    /// below it. [`install`](InterruptsBuilder::install) then fails with
+    /// `EMFILE`, in a message that says so.
     pub const MAX_INSTANCES: usize = policy::MAX_INSTANCES as usize;
 
     /// Handle SIGINT with every convention on: the same as
@@ -311,8 +328,9 @@ impl Interrupts {
     /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
     ///
     /// # Errors
-    /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)`,
-    /// `sigaction(2)` or `pthread_atfork(3)`; an error when
+    /// As [`InterruptsBuilder::install`]: at the descriptor limit an error
+    /// that says each instance holds two descriptors; the OS error of
+    /// `pipe2(2)`, `sigaction(2)` or `pthread_atfork(3)`; an error when
     /// SIGINT is set to `SIG_IGN` or `SIG_DFL` behind signal-hook's back
     /// (after it handled SIGINT once) or when
     /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle

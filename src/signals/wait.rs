@@ -1,8 +1,9 @@
 //! Blocking receives: [`Interrupts::recv`], [`Interrupts::recv_timeout`] and
 //! [`Interrupts::wait_readable`], one `poll(2)` loop behind all three.
 
+use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -120,8 +121,11 @@ impl Interrupts {
     /// # Errors
     /// As [`recv`](Interrupts::recv) (a closed instance included), except
     /// that an instance that handles no signal still waits for `fd` (a
-    /// program started under `nohup` keeps reading its input); also `EBADF`
-    /// when `poll(2)` reports `fd` invalid (`POLLNVAL`).
+    /// program started under `nohup` keeps reading its input). When
+    /// `poll(2)` reports `fd` invalid (`POLLNVAL`: not an open descriptor),
+    /// an error of kind [`InvalidInput`](io::ErrorKind::InvalidInput) whose
+    /// message names `wait_readable` and the number, with the `EBADF` as
+    /// its [`source`](std::error::Error::source).
     ///
     /// # Examples
     /// ```
@@ -237,7 +241,7 @@ impl Interrupts {
             let theirs = pfds[1].revents;
             if fd.is_some() && theirs != 0 {
                 if theirs & libc::POLLNVAL != 0 {
-                    return Err(io::Error::from_raw_os_error(libc::EBADF));
+                    return Err(not_open(op, pfds[1].fd));
                 }
                 // A signal that came with the data still wins.
                 if let Some(received) = self.try_recv() {
@@ -246,5 +250,46 @@ impl Interrupts {
                 return Ok(WaitOutcome::Readable);
             }
         }
+    }
+}
+
+/// `wait_readable`'s error for a descriptor `poll(2)` reports invalid
+/// (`POLLNVAL`): kind `InvalidInput` (the argument is bad, as `track` says
+/// of such a number), naming the operation and the number, with `EBADF` as
+/// its source.
+#[cold]
+fn not_open(op: &str, fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotOpen {
+            op: op.to_owned(),
+            fd,
+            os: io::Error::from_raw_os_error(libc::EBADF),
+        },
+    )
+}
+
+/// See [`not_open`].
+#[derive(Debug)]
+struct NotOpen {
+    op: String,
+    fd: RawFd,
+    os: io::Error,
+}
+
+impl fmt::Display for NotOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NotOpen { op, fd, os } = self;
+        write!(
+            f,
+            "{op}: fd {fd} is not an open descriptor (poll(2) reported POLLNVAL: {os}); it was \
+             closed before or during the wait"
+        )
+    }
+}
+
+impl std::error::Error for NotOpen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
     }
 }
