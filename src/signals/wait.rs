@@ -118,6 +118,80 @@ impl Interrupts {
     /// [A thread blocked in `read`](Interrupts#a-thread-blocked-in-read-does-not-see-ctrl-c)):
     /// wait here, then read once (it will not block).
     ///
+    /// # Read unbuffered after the wait (standard input)
+    /// "Readable" is about the kernel's side of `fd`: data a reader has
+    /// already pulled into a buffer of its own does not count. std's
+    /// [`Stdin`](std::io::Stdin) buffers: `stdin().read_line` after a
+    /// `Readable` may read two lines from the kernel, return the first and
+    /// keep the second in its buffer. The next wait then sees nothing
+    /// readable (the kernel's side is empty) and blocks with a whole line
+    /// already typed, until the user types another. Two correct patterns:
+    /// - Read from a descriptor of your own, unbuffered: a
+    ///   [`File`](std::fs::File) made from a duplicate of standard input,
+    ///   `File::from(stdin().as_fd().try_clone_to_owned()?)`, and one `read`
+    ///   per `Readable` (below; `examples/read_lines.rs` is a full program).
+    ///   Do not mix it with reads through `Stdin`, whose buffer would keep
+    ///   what it took.
+    /// - Or keep one [`StdinLock`](std::io::StdinLock) and make its buffer
+    ///   empty before every wait: after `Readable`, call
+    ///   [`fill_buf`](std::io::BufRead::fill_buf) once (with the buffer
+    ///   empty it makes one `read`, which does not block), take *all* the
+    ///   bytes it returns (split the lines yourself, keep a partial last
+    ///   line) and [`consume`](std::io::BufRead::consume) them all.
+    ///   `read_line` and `lines` do not do that: they stop at the first
+    ///   newline and leave the rest in the buffer.
+    ///
+    /// ```no_run
+    /// use fdtable::{Interrupts, WaitOutcome};
+    /// use std::fs::File;
+    /// use std::io::{stdin, Read};
+    /// use std::os::fd::AsFd;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// // Unbuffered: after `Readable`, one `read` gets what the kernel has.
+    /// let mut input = File::from(stdin().as_fd().try_clone_to_owned()?);
+    /// let mut buf = [0u8; 4096];
+    /// loop {
+    ///     match interrupts.wait_readable(input.as_fd(), None)? {
+    ///         WaitOutcome::Signal(received) => break eprintln!("stopping after {received}"),
+    ///         WaitOutcome::Readable | WaitOutcome::TimedOut => {}
+    ///     }
+    ///     let n = input.read(&mut buf)?; // does not block
+    ///     if n == 0 {
+    ///         break; // end of input
+    ///     }
+    ///     // ... split `buf[..n]` into lines, keep a partial last line ...
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// The catch, and the buffered pattern, on a socket read through a
+    /// [`BufReader`](std::io::BufReader) (which is what `Stdin` holds):
+    /// ```
+    /// use fdtable::{Interrupts, WaitOutcome};
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::os::fd::AsFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// let (mut tx, rx) = UnixStream::pair()?;
+    /// let mut input = BufReader::new(&rx);
+    /// let wait = || interrupts.wait_readable(rx.as_fd(), Some(Duration::from_millis(10)));
+    /// tx.write_all(b"one\ntwo\n")?;
+    /// assert_eq!(wait()?, WaitOutcome::Readable);
+    /// let mut line = String::new();
+    /// input.read_line(&mut line)?; // "one\n", and "two\n" goes into the buffer:
+    /// assert_eq!(wait()?, WaitOutcome::TimedOut); // a wait now misses "two"
+    /// // The pattern: take all that one `fill_buf` gives, consume all of it.
+    /// let taken = input.fill_buf()?.to_vec(); // the buffer's, no `read`
+    /// input.consume(taken.len());
+    /// assert_eq!(taken, b"two\n");
+    /// tx.write_all(b"three\n")?;
+    /// assert_eq!(wait()?, WaitOutcome::Readable); // empty buffer: the wait is truthful
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`recv`](Interrupts::recv) (a closed instance included), except
     /// that an instance that handles no signal still waits for `fd` (a
