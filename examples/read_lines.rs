@@ -11,9 +11,10 @@
 //! (Ctrl-D) and it removes the directory and exits 0.
 //!
 //! Press Ctrl-C while it waits for your next line: it prints
-//! `interrupted by SIGINT (1 delivery): cleaning up`, releases its
-//! descriptors, removes the directory, prints `cleaned up`, and dies by
-//! SIGINT (`echo $?` prints 130).
+//! `interrupted by SIGINT (1 delivery): cleaning up` and who sent it
+//! (`sent by the kernel`: the terminal's Ctrl-C; `sent by process <pid>`
+//! for a `kill`), releases its descriptors, removes the directory, prints
+//! `cleaned up`, and dies by SIGINT (`echo $?` prints 130).
 //!
 //! The point: a plain `stdin().read_line()` would *not* return on Ctrl-C
 //! (signal-hook installs its handler with `SA_RESTART`, and std retries
@@ -81,6 +82,10 @@ fn main() -> io::Result<()> {
 
     if let Some(received) = &received {
         writeln!(out, "\ninterrupted by {received}: cleaning up")?;
+        match received.sender_pid() {
+            Some(pid) => writeln!(out, "sent by process {pid}")?,
+            None => writeln!(out, "sent by the kernel")?,
+        }
     }
     let report = FdTable::global().close_all();
     std::fs::remove_dir_all(&dir)?;

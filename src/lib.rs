@@ -60,11 +60,12 @@
 //! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
 //! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`] (and
 //!   [`UnsupportedSignal`], the error for any other number),
-//!   [`WaitOutcome`], [`ForegroundChild`]: Ctrl-C (and other termination
-//!   signals) as events on a pollable self-pipe, with one process-wide
-//!   "second Ctrl-C kills" policy, "die by the signal", a wait for "this
-//!   descriptor or an interrupt", and a scope that leaves Ctrl-C to an
-//!   interactive child (`src/signals/`, whose `mod.rs` maps its files;
+//!   [`WaitOutcome`], [`ForegroundChild`], [`CloseHandle`]: Ctrl-C (and
+//!   other termination signals) as events on a pollable self-pipe, with one
+//!   process-wide "second Ctrl-C kills" policy, "die by the signal", a wait
+//!   for "this descriptor or an interrupt", a scope that leaves Ctrl-C to an
+//!   interactive child, and a handle that releases a thread blocked in a
+//!   receive (`src/signals/`, whose `mod.rs` maps its files;
 //!   `examples/ctrlc_cleanup.rs`,
 //!   `examples/read_lines.rs` and `examples/foreground_child.rs` show the
 //!   patterns).
@@ -94,7 +95,9 @@
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
 //! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
 //! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],
-//! [`Interrupts::disable_default_after_drop_globally`], dropping a
+//! [`Interrupts::disable_default_after_drop_globally`],
+//! [`Interrupts::is_closed`], [`CloseHandle::close`],
+//! [`CloseHandle::is_closed`], [`Received`]'s accessors, dropping a
 //! [`ForegroundChild`] and, with the `tokio` feature,
 //! `AsyncInterrupts::try_recv` and `AsyncInterrupts::get_ref` may; anything
 //! that runs your code, blocks, allocates or awaits may not.
@@ -154,8 +157,8 @@ pub use retire::CloseAllReport;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use signals::AsyncInterrupts;
 pub use signals::{
-    ForegroundChild, Interrupts, InterruptsBuilder, Received, Signal, UnsupportedSignal,
-    WaitOutcome,
+    CloseHandle, ForegroundChild, Interrupts, InterruptsBuilder, Received, Signal,
+    UnsupportedSignal, WaitOutcome,
 };
 pub use table::FdTable;
 pub use trackable::{FdKind, Trackable};
@@ -170,6 +173,7 @@ const _: () = {
     send_sync::<Interrupts>();
     send_sync::<ForegroundChild<'static>>();
     send_sync::<ChildFds>();
+    send_sync::<CloseHandle>();
     #[cfg(feature = "tokio")]
     send_sync::<AsyncInterrupts>();
     #[cfg(feature = "tokio")]

@@ -381,3 +381,41 @@ pub(crate) fn set_default_disposition(sig: libc::c_int) -> io::Result<()> {
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     syscall!(sigaction(sig, &action, std::ptr::null_mut())).map(drop)
 }
+
+// ---------------------------------------------------------------------------
+// Signal information, read in signal handlers.
+
+/// The pid of the process that sent the signal `info` describes, when the
+/// kernel says a process sent it: `si_code` is `SI_USER` (`kill(2)`),
+/// `SI_QUEUE` (`sigqueue(3)`) or `SI_TKILL` (`tkill(2)`/`tgkill(2)`, which
+/// `raise(3)` and `pthread_kill(3)` use). `None` for a signal the kernel
+/// made (`SI_KERNEL`: a terminal's Ctrl-C, a hang-up), for a sender the
+/// kernel reports as pid 0 (a process outside this one's pid namespace),
+/// and on systems other than Linux and Android, whose `si_code` values this
+/// crate does not decode yet.
+///
+/// Async-signal-safe (reads two fields of `info`).
+///
+/// # References
+/// `sigaction(2)` (`SA_SIGINFO`, "The siginfo_t argument"), `kill(2)`,
+/// `sigqueue(3)`, `tgkill(2)`
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn sender_pid(info: &libc::siginfo_t) -> Option<u32> {
+    if !matches!(
+        info.si_code,
+        libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL
+    ) {
+        return None;
+    }
+    // SAFETY: for these three codes the kernel fills the union member that
+    // starts with `si_pid` (`_kill`, or `_rt` for SI_QUEUE, which shares its
+    // layout up to `si_uid`), so the field read is initialised.
+    let pid = unsafe { info.si_pid() };
+    u32::try_from(pid).ok().filter(|&pid| pid != 0)
+}
+
+/// See the Linux version: other systems report no sender yet.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn sender_pid(_info: &libc::siginfo_t) -> Option<u32> {
+    None
+}

@@ -427,3 +427,92 @@ fn a_fork_child_dropping_its_inherited_instance_leaves_the_parent_receiving() {
         });
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 18: a close handle ends the receives; a gone runtime says so
+// ---------------------------------------------------------------------------
+
+/// A `CloseHandle` closed from another thread releases every task waiting in
+/// `recv` (two here: the close's wake-up must reach both) with a
+/// `BrokenPipe` error, and later `recv`/`poll_recv` fail at once.
+#[test]
+fn a_close_handle_releases_waiting_receives_and_later_ones_fail_at_once() {
+    let _serial = util::serial();
+    for runtime in [current_thread(), multi_thread()] {
+        let interrupts = events(Signal::User1);
+        runtime.block_on(async {
+            let interrupts = Arc::new(AsyncInterrupts::new(interrupts).unwrap());
+            let close = interrupts.get_ref().close_handle();
+            let waiting: Vec<_> = (0..2)
+                .map(|_| {
+                    let interrupts = Arc::clone(&interrupts);
+                    tokio::spawn(async move { interrupts.recv().await })
+                })
+                .collect();
+            // Let both tasks reach their await (a close before that is
+            // reported at once too; this checks the wake-up).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(waiting.iter().all(|task| !task.is_finished()));
+            std::thread::spawn(move || close.close()).join().unwrap();
+            for task in waiting {
+                let result = tokio::time::timeout(PROMPTLY, task)
+                    .await
+                    .expect("close did not release a waiting recv")
+                    .unwrap();
+                let error = result.unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::BrokenPipe, "{error}");
+                assert!(
+                    error.to_string().starts_with("AsyncInterrupts::recv: "),
+                    "{error}"
+                );
+            }
+            let later = tokio::time::timeout(PROMPTLY, interrupts.recv()).await;
+            assert_eq!(
+                later.expect("not at once").unwrap_err().kind(),
+                io::ErrorKind::BrokenPipe
+            );
+            let polled = poll_fn(|cx| interrupts.poll_recv(cx)).await;
+            assert_eq!(polled.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+            assert_eq!(interrupts.try_recv(), None);
+        });
+    }
+}
+
+/// Awaited from a healthy runtime after the runtime it was registered with
+/// was dropped, `recv` says so (and what to do) instead of tokio's "A Tokio
+/// 1.x context was found, but it is being shutdown", keeps tokio's error as
+/// the source, and does not panic; `into_inner` then `new` in the running
+/// runtime receives again, pending signals kept.
+#[test]
+fn recv_after_its_runtime_was_dropped_says_the_runtime_is_gone() {
+    let _serial = util::serial();
+    let first = current_thread();
+    let interrupts = first.block_on(async { AsyncInterrupts::new(events(Signal::User1)).unwrap() });
+    drop(first);
+    util::raise(libc::SIGUSR1); // pending: reported by the instance made anew
+    current_thread().block_on(async {
+        // A pending signal is reported at once, without the reactor.
+        let got = interrupts
+            .recv()
+            .await
+            .expect("a pending signal needs no reactor");
+        assert_eq!(got.signal(), Signal::User1);
+        let result = tokio::time::timeout(PROMPTLY, interrupts.recv()).await;
+        let error = result.expect("an error, not a wait").unwrap_err();
+        let message = error.to_string();
+        for fact in [
+            "AsyncInterrupts::recv",
+            "runtime this AsyncInterrupts was registered with",
+            "is gone",
+            "make a new AsyncInterrupts in the running runtime",
+        ] {
+            assert!(message.contains(fact), "{fact:?} missing: {message}");
+        }
+        let source = std::error::Error::source(&error).expect("tokio's error as the source");
+        assert!(source.to_string().contains("shut"), "{source}");
+
+        let interrupts = AsyncInterrupts::new(interrupts.into_inner()).unwrap();
+        util::raise(libc::SIGUSR1);
+        assert_eq!(recv_within(&interrupts).await.signal(), Signal::User1);
+    });
+}

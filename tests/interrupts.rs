@@ -687,3 +687,129 @@ fn a_fork_child_without_its_own_interrupts_dies_by_the_default_action() {
         .expect("own SIGUSR1");
     assert_eq!(got.signal(), Signal::User1);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 18 item 4: who sent the signal
+// ---------------------------------------------------------------------------
+
+/// A `kill` from a child names the child; `raise` names this process (on
+/// Linux it is `tgkill`, `SI_TKILL`); deliveries that coalesce into one
+/// report name the latest sender.
+#[test]
+fn sender_pid_names_a_kill_childs_pid_and_our_own_for_raise() {
+    let _serial = util::serial();
+    let _watchdog = Watchdog::new("sender pid", Duration::from_secs(60));
+    let interrupts = Interrupts::builder(Signal::User1)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .install()
+        .unwrap();
+    // `kill` is a builtin of the shell: the sender is the child itself.
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "kill -USR1 $PPID"])
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    assert!(wait_bounded(&mut child, PROMPTLY).success());
+    let got = interrupts
+        .recv_timeout(PROMPTLY)
+        .unwrap()
+        .expect("the child's SIGUSR1");
+    assert_eq!((got.signal(), got.count()), (Signal::User1, 1));
+    assert_eq!(got.sender_pid(), Some(child_pid), "{got:?}");
+
+    raise(libc::SIGUSR1);
+    let got = interrupts
+        .try_recv()
+        .expect("raise delivers before it returns");
+    assert_eq!(got.sender_pid(), Some(std::process::id()), "{got:?}");
+
+    // Two senders, one report: the latest one is named.
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "kill -USR1 $PPID"])
+        .spawn()
+        .unwrap();
+    assert!(wait_bounded(&mut child, PROMPTLY).success());
+    // The child's signal was delivered once its `kill` returned (before it
+    // exited): count it in before the raise.
+    let mut counted = util::Deadline::new(PROMPTLY, 1_000_000);
+    while !readable_now(&interrupts) {
+        assert!(counted.tick(), "the child's SIGUSR1 never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    raise(libc::SIGUSR1);
+    let got = interrupts.try_recv().expect("two deliveries pending");
+    assert_eq!(got.count(), 2, "{got:?}");
+    assert_eq!(got.sender_pid(), Some(std::process::id()), "{got:?}");
+}
+
+/// A signal the kernel makes itself names no sender: SIGALRM from an
+/// interval timer (`SI_KERNEL`, as a terminal's Ctrl-C is;
+/// `tests/terminal.rs` checks that one), and from a POSIX timer
+/// (`SI_TIMER`, whose timer id sits where `si_pid` would be: the second
+/// timer of the process, so that id is not 0).
+#[test]
+fn a_signal_the_kernel_sent_has_no_sender_pid() {
+    let _serial = util::serial();
+    let _watchdog = Watchdog::new("kernel sender", Duration::from_secs(60));
+    let interrupts = Interrupts::builder(Signal::Alarm)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .install()
+        .unwrap();
+    let timer = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 10_000,
+        },
+    };
+    // SAFETY: a valid timer value; no old value wanted.
+    let rc = unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    assert_eq!(rc, 0);
+    let got = interrupts
+        .recv_timeout(PROMPTLY)
+        .unwrap()
+        .expect("the timer's SIGALRM");
+    assert_eq!(got.signal(), Signal::Alarm);
+    assert_eq!(got.sender_pid(), None, "{got:?}");
+
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed sigevent is valid; the fields used are set.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_SIGNAL;
+        event.sigev_signo = libc::SIGALRM;
+        let mut timers = [std::ptr::null_mut(); 2];
+        for timer in &mut timers {
+            // SAFETY: valid event and out pointer.
+            let rc = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, timer) };
+            assert_eq!(rc, 0, "timer_create: {}", std::io::Error::last_os_error());
+        }
+        let soon = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            },
+        };
+        // SAFETY: a timer we created; no old value wanted.
+        let rc = unsafe { libc::timer_settime(timers[1], 0, &soon, std::ptr::null_mut()) };
+        assert_eq!(rc, 0);
+        let got = interrupts
+            .recv_timeout(PROMPTLY)
+            .unwrap()
+            .expect("the POSIX timer's SIGALRM");
+        for timer in timers {
+            // SAFETY: timers we created, deleted once.
+            unsafe { libc::timer_delete(timer) };
+        }
+        assert_eq!(got.sender_pid(), None, "{got:?}");
+    }
+}

@@ -38,6 +38,8 @@ fn helper_process() {
         "chain" => helper_chain(),
         "known_handler" => helper_known_handler(),
         "nothing_handled" => helper_nothing_handled(),
+        "ignored_at_start" => helper_ignored_at_start(),
+        "ignored_behind_signal_hook" => helper_ignored_behind_signal_hook(),
         _ => panic!("unknown helper mode {mode}"),
     }
     std::process::exit(0);
@@ -363,6 +365,124 @@ fn recv_on_an_instance_that_handles_nothing_fails_instead_of_blocking_forever() 
             "recv: Other, names SIGINT: true",
             "recv_timeout: ok None",
             "wait_readable: ok Readable",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status:?} {lines:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18 item 6: `respect_ignored(false)` on an ignored signal
+// ---------------------------------------------------------------------------
+
+/// SIGUSR2 ignored before anything handled it: `respect_ignored(false)`
+/// installs signal-hook's handler over `SIG_IGN`, and the signal arrives.
+fn helper_ignored_at_start() {
+    raw_sigaction(libc::SIGUSR2, libc::SIG_IGN, 0);
+    let interrupts = Interrupts::builder(Signal::User2)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .install()
+        .unwrap();
+    raise(libc::SIGUSR2);
+    say(&format!(
+        "handled {:?}, ignored {:?}, received {}",
+        interrupts.signals().collect::<Vec<_>>(),
+        interrupts.ignored(),
+        outcome(
+            interrupts
+                .recv_timeout(Duration::from_secs(10))
+                .map(|r| r.map(|r| (r.signal(), r.count())))
+        )
+    ));
+}
+
+/// SIGUSR2 set to `SIG_IGN` after signal-hook installed its handler for it
+/// (for other code here: signal-hook's `flag`; for an earlier instance
+/// next): signal-hook never installs it again, so an instance could never
+/// receive, and `install` must refuse instead of returning an instance
+/// that waits forever. Putting the replaced handler back makes it work.
+fn helper_ignored_behind_signal_hook() {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGUSR2, Arc::clone(&flag)).unwrap();
+    let hook = raw_sigaction(libc::SIGUSR2, libc::SIG_IGN, 0); // this crate's first look: SIG_IGN
+    let refused = Interrupts::builder(Signal::User2)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .install();
+    say(&format!(
+        "respect_ignored(false): {}",
+        outcome(refused.map(drop))
+    ));
+    // The default keeps the signal ignored, as it was at this crate's
+    // first look: nothing to refuse.
+    let kept = Interrupts::builder(Signal::User2).install().unwrap();
+    say(&format!(
+        "respect_ignored(true): handled {:?}, ignored {:?}",
+        kept.signals().collect::<Vec<_>>(),
+        kept.ignored()
+    ));
+    drop(kept);
+    // The remedy the message names: put signal-hook's handler back.
+    restore(libc::SIGUSR2, &hook);
+    let interrupts = Interrupts::builder(Signal::User2)
+        .respect_ignored(false)
+        .second_signal_kills(false)
+        .default_after_drop(false)
+        .install()
+        .unwrap();
+    raise(libc::SIGUSR2);
+    say(&format!(
+        "restored: received {}, flag {}",
+        outcome(
+            interrupts
+                .recv_timeout(Duration::from_secs(10))
+                .map(|r| r.map(|r| r.signal()))
+        ),
+        flag.load(Ordering::SeqCst)
+    ));
+    // The same with an instance of this crate before: SIG_IGN behind
+    // signal-hook's handler, then a new install.
+    drop(interrupts);
+    raw_sigaction(libc::SIGUSR2, libc::SIG_IGN, 0);
+    let refused = Interrupts::builder(Signal::User2)
+        .respect_ignored(false)
+        .install();
+    say(&format!(
+        "after an instance: {}",
+        outcome(refused.map(drop))
+    ));
+}
+
+#[test]
+fn respect_ignored_false_receives_a_signal_ignored_at_start() {
+    let (status, lines) = helper("ignored_at_start");
+    assert_lines(
+        &lines,
+        &["handled [User2], ignored [], received ok Some((User2, 1))"],
+        &[],
+    );
+    assert!(status.success(), "{status:?} {lines:#?}");
+}
+
+/// Before the fix `install` returned `Ok` here and the instance's
+/// `recv_timeout` returned `Ok(None)` forever: `check_handlers` even
+/// took `SIG_IGN` for signal-hook's handler.
+#[test]
+fn install_refuses_a_signal_that_signal_hook_can_no_longer_handle() {
+    let (status, lines) = helper("ignored_behind_signal_hook");
+    let refusal = "Interrupts::install: SIGUSR2 is set to SIG_IGN, not to signal-hook's \
+                   handler: signal-hook handled SIGUSR2 in this process before and installs \
+                   its handler only for a signal's first registration, and other code set \
+                   SIG_IGN since, so no SIGUSR2 could reach this Interrupts (restore the \
+                   handler that code replaced; sigaction(2) returns it)";
+    assert_lines(
+        &lines,
+        &[
+            &format!("respect_ignored(false): {refusal}"),
+            "respect_ignored(true): handled [], ignored [User2]",
+            "restored: received ok Some(User2), flag true",
+            &format!("after an instance: {refusal}"),
         ],
         &[],
     );

@@ -52,6 +52,7 @@ fn helper_process() {
         ["stale_armed"] => helper_stale_armed(),
         ["program_handles_it", opt_out] => helper_program_handles_it(opt_out == "opt_out"),
         ["foreground"] => helper_foreground(),
+        ["forgotten_scope", then] => helper_forgotten_scope(then),
         _ => panic!("unknown helper mode {mode}"),
     }
     std::process::exit(0);
@@ -476,6 +477,74 @@ fn foreground_scopes_count_without_arming_nest_end_on_panic_and_cover_sigquit() 
             "after panic=true: armed=true",
         ],
         &["survived SIGQUIT outside the scope"],
+    );
+    assert!(died_by(status, libc::SIGQUIT), "{status:?} {lines:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18 item 5: a forgotten foreground scope
+// ---------------------------------------------------------------------------
+
+/// `mem::forget` a scope, drop the instance (the last), then: `default`
+/// raises SIGINT (the default action must be back), `later_instance`
+/// installs a new instance and raises SIGINT twice (the second must kill),
+/// `nothing_handled` does the same with an instance that handles no signal
+/// (SIGINT ignored at start, so no per-signal record counts it) and raises
+/// SIGQUIT, which the scope had covered.
+fn helper_forgotten_scope(then: &str) {
+    if then == "nothing_handled" {
+        // SAFETY: SIG_IGN is a valid disposition for SIGINT.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    }
+    let interrupts = Interrupts::install().unwrap(); // SIGINT, kills
+    std::mem::forget(interrupts.foreground_child().unwrap());
+    raise(libc::SIGQUIT); // inside the (forgotten) scope: swallowed
+    say(&format!(
+        "scope forgotten, survived SIGQUIT, handled {:?}",
+        interrupts.signals().collect::<Vec<_>>()
+    ));
+    drop(interrupts);
+    say("dropped");
+    match then {
+        "default" => raise(libc::SIGINT),
+        "later_instance" => {
+            let later = Interrupts::install().unwrap();
+            raise(libc::SIGINT);
+            say(&format!("later: armed={}", later.is_armed()));
+            raise(libc::SIGINT); // the second Ctrl-C kills
+        }
+        "nothing_handled" => raise(libc::SIGQUIT),
+        _ => panic!("unknown forgotten_scope mode {then}"),
+    }
+    say("survived");
+}
+
+/// A forgotten `ForegroundChild` does not outlive the last instance: the
+/// default action comes back when it is dropped (SIGINT, and SIGQUIT which
+/// the scope covered even without a per-signal record), and a later
+/// instance kills on the second Ctrl-C as documented.
+#[test]
+fn a_forgotten_foreground_scope_ends_with_the_last_instance() {
+    let (status, lines) = helper("forgotten_scope:default");
+    assert_lines(
+        &lines,
+        &[
+            "scope forgotten, survived SIGQUIT, handled [Interrupt]",
+            "dropped",
+        ],
+        &["survived"],
+    );
+    assert!(died_by(status, libc::SIGINT), "{status:?} {lines:#?}");
+
+    let (status, lines) = helper("forgotten_scope:later_instance");
+    assert_lines(&lines, &["dropped", "later: armed=true"], &["survived"]);
+    assert!(died_by(status, libc::SIGINT), "{status:?} {lines:#?}");
+
+    let (status, lines) = helper("forgotten_scope:nothing_handled");
+    assert_lines(
+        &lines,
+        &["scope forgotten, survived SIGQUIT, handled []", "dropped"],
+        &["survived"],
     );
     assert!(died_by(status, libc::SIGQUIT), "{status:?} {lines:#?}");
 }

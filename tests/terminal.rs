@@ -183,6 +183,8 @@ fn read_lines_first_ctrl_c_while_waiting_for_input_cleans_up_and_dies_by_sigint(
         screen.contains("interrupted by SIGINT (1 delivery): cleaning up"),
         "{screen}"
     );
+    // Issue 18 item 4: the terminal driver sent it (`SI_KERNEL`), no process.
+    assert!(screen.contains("\nsent by the kernel\n"), "{screen}");
     assert_eq!(tmux.last_status(), 130, "{}", tmux.screen());
     assert!(!dir.exists(), "the cleanup left {}", dir.display());
     assert_eq!(

@@ -10,6 +10,7 @@
 //! was taken (it compares the event's tick), so a byte written between the
 //! drain and the clear keeps the descriptor ready: no wake-up is lost.
 
+use std::fmt;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -17,11 +18,16 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::runtime::{Handle, Id};
 
+use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
 use crate::sys;
+
+/// The operation the receives' errors name.
+const RECV: &str = "AsyncInterrupts::recv";
 
 /// An [`Interrupts`] whose receive is a future: `interrupts.recv().await`
 /// on any tokio runtime (multi-thread or current-thread). Feature `tokio`.
@@ -118,6 +124,9 @@ use crate::sys;
 pub struct AsyncInterrupts {
     /// Taken only by `drop` and `into_inner`, each of which runs once.
     pipe: ManuallyDrop<AsyncFd<Interrupts>>,
+    /// The runtime whose reactor the pipe is registered with, to say which
+    /// runtime is gone when the reactor fails.
+    runtime: Id,
 }
 
 impl AsyncInterrupts {
@@ -142,11 +151,14 @@ impl AsyncInterrupts {
     /// In a runtime built without I/O (`Builder::enable_io` not called), as
     /// tokio's own I/O types do.
     pub fn new(interrupts: Interrupts) -> io::Result<AsyncInterrupts> {
-        if let Err(error) = tokio::runtime::Handle::try_current() {
-            return Err(io::Error::other(format!(
-                "AsyncInterrupts::new must be called inside a tokio runtime: {error}"
-            )));
-        }
+        let runtime = match Handle::try_current() {
+            Ok(handle) => handle.id(),
+            Err(error) => {
+                return Err(io::Error::other(format!(
+                    "AsyncInterrupts::new must be called inside a tokio runtime: {error}"
+                )))
+            }
+        };
         // SAFETY: the descriptor is the read end of the instance's
         // self-pipe, which `Interrupts` owns and closes only when it is
         // dropped; nothing reachable through `&Interrupts` closes or replaces
@@ -159,6 +171,7 @@ impl AsyncInterrupts {
         match registered {
             Ok(pipe) => Ok(AsyncInterrupts {
                 pipe: ManuallyDrop::new(pipe),
+                runtime,
             }),
             Err(error) => Err(error.into_parts().1),
         }
@@ -184,7 +197,18 @@ impl AsyncInterrupts {
     /// `fork`, it handles no signal, or other code set one of its signals
     /// to `SIG_IGN` or `SIG_DFL` (checked when it starts and on every
     /// wake-up that finds no signal; see [Limitations](AsyncInterrupts#limitations)).
-    /// Also the reactor's error: the runtime is shutting down.
+    /// A [`CloseHandle`](crate::CloseHandle) of the instance
+    /// (`interrupts.get_ref().close_handle()`) that was closed ends a
+    /// waiting receive, and every later one at once, with an error of kind
+    /// [`BrokenPipe`](io::ErrorKind::BrokenPipe).
+    ///
+    /// When the runtime the instance was registered with (the one
+    /// [`new`](AsyncInterrupts::new) ran in) shuts down, its reactor can no
+    /// longer wake a receive: an error of kind [`Other`](io::ErrorKind::Other)
+    /// that says so, with tokio's error as its source. Awaited from another
+    /// runtime after the first one was dropped, the message says to make a
+    /// new `AsyncInterrupts` in the running one:
+    /// `AsyncInterrupts::new(old.into_inner())` (pending signals are kept).
     ///
     /// # Examples
     /// Cancelled by a timeout, it takes nothing:
@@ -209,7 +233,7 @@ impl AsyncInterrupts {
     /// ```
     pub async fn recv(&self) -> io::Result<Received> {
         let interrupts = self.pipe.get_ref();
-        interrupts.check_can_wait(true)?;
+        interrupts.check_can_wait(RECV, true)?;
         if let Some(received) = interrupts.try_recv() {
             return Ok(received);
         }
@@ -218,7 +242,16 @@ impl AsyncInterrupts {
                 .signals()
                 .try_for_each(handler::check_reachable)?;
             // The only await: dropping the future here has taken nothing.
-            let mut guard = self.pipe.readable().await?;
+            let mut guard = self
+                .pipe
+                .readable()
+                .await
+                .map_err(|e| self.reactor_failed(e))?;
+            if interrupts.is_closed() {
+                // Before the clear: the close's byte stays, so every other
+                // waiting receive wakes up too.
+                return Err(closed_error(RECV));
+            }
             if let Some(received) = interrupts.try_recv() {
                 return Ok(received);
             }
@@ -243,7 +276,7 @@ impl AsyncInterrupts {
     /// As [`recv`](AsyncInterrupts::recv).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
         let interrupts = self.pipe.get_ref();
-        interrupts.check_can_wait(true)?;
+        interrupts.check_can_wait(RECV, true)?;
         if let Some(received) = interrupts.try_recv() {
             return Poll::Ready(Ok(received));
         }
@@ -251,7 +284,11 @@ impl AsyncInterrupts {
             interrupts
                 .signals()
                 .try_for_each(handler::check_reachable)?;
-            let mut guard = ready!(self.pipe.poll_read_ready(cx))?;
+            let mut guard =
+                ready!(self.pipe.poll_read_ready(cx)).map_err(|e| self.reactor_failed(e))?;
+            if interrupts.is_closed() {
+                return Poll::Ready(Err(closed_error(RECV)));
+            }
             if let Some(received) = interrupts.try_recv() {
                 return Poll::Ready(Ok(received));
             }
@@ -259,6 +296,22 @@ impl AsyncInterrupts {
             // and returns `Pending` unless a newer event arrived.
             guard.clear_ready();
         }
+    }
+
+    /// Explain a failed readiness wait. tokio fails it only once the
+    /// reactor the pipe is registered with has shut down, and says "A Tokio
+    /// 1.x context was found, but it is being shutdown" even when the
+    /// runtime running the receive is healthy and the gone one is another.
+    #[cold]
+    fn reactor_failed(&self, tokio_error: io::Error) -> io::Error {
+        let here = Handle::try_current().ok().map(|handle| handle.id());
+        io::Error::new(
+            tokio_error.kind(),
+            ReactorGone {
+                this_runtime: here == Some(self.runtime),
+                tokio_error,
+            },
+        )
     }
 
     /// Take one pending signal without waiting: [`Interrupts::try_recv`].
@@ -332,6 +385,40 @@ fn detach_in_fork_child(interrupts: &Interrupts) -> Detached {
     match sys::replace_with_placeholder(interrupts.shared.write.as_raw_fd(), read) {
         Ok(()) => Detached::Swapped(saved),
         Err(_) => Detached::Failed,
+    }
+}
+
+/// See [`AsyncInterrupts::reactor_failed`].
+#[derive(Debug)]
+struct ReactorGone {
+    /// The receive runs on the runtime that is shutting down.
+    this_runtime: bool,
+    tokio_error: io::Error,
+}
+
+impl fmt::Display for ReactorGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.this_runtime {
+            write!(
+                f,
+                "{RECV}: this tokio runtime is shutting down, and its reactor, which the \
+                 AsyncInterrupts' pipe is registered with, can no longer wake a receive"
+            )
+        } else {
+            write!(
+                f,
+                "{RECV}: the tokio runtime this AsyncInterrupts was registered with (the one \
+                 AsyncInterrupts::new ran in) is gone, and its reactor with it, so nothing can \
+                 wake this receive; make a new AsyncInterrupts in the running runtime: \
+                 AsyncInterrupts::new(old.into_inner()) keeps the pending signals"
+            )
+        }
+    }
+}
+
+impl std::error::Error for ReactorGone {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.tokio_error)
     }
 }
 

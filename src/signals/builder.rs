@@ -1,14 +1,16 @@
 //! [`InterruptsBuilder`]: which signals, which conventions; `install`.
 
+use std::fmt;
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use super::handler;
 use super::interrupts::{Interrupts, Shared};
 use super::owner::Owner;
 use super::pipe::self_pipe;
 use super::policy;
 use super::signal::{Signal, COUNT};
+use crate::sys;
 
 /// Chooses the signals and conventions of an [`Interrupts`]; made by
 /// [`Interrupts::builder`], which takes the first signal, so a builder
@@ -64,7 +66,16 @@ impl InterruptsBuilder {
 
     /// When `true` (the default), a signal that was ignored (`SIG_IGN`) when
     /// this crate first looked at it stays ignored: it is not handled, and
-    /// [`Interrupts::ignored`] lists it. `false` handles it anyway.
+    /// [`Interrupts::ignored`] lists it. `false` handles it anyway:
+    /// signal-hook's handler replaces `SIG_IGN`.
+    ///
+    /// One case cannot be handled, and [`install`](InterruptsBuilder::install)
+    /// refuses it: a signal that signal-hook already handled in this process
+    /// (for this crate or for other code: tokio's `signal`, signal-hook's
+    /// `flag`) and that other code set to `SIG_IGN` (or `SIG_DFL`) since.
+    /// signal-hook installs its handler for a signal only the first time
+    /// anything registers for it, so nothing would put it back, and no
+    /// delivery could reach the instance.
     pub fn respect_ignored(mut self, respect: bool) -> Self {
         self.respect_ignored = respect;
         self
@@ -106,13 +117,27 @@ impl InterruptsBuilder {
 
     /// Create the pipe and register the handler actions.
     ///
+    /// Each instance holds two descriptors (its self-pipe) until it is
+    /// dropped; see [Resources](Interrupts#resources).
+    ///
     /// # Errors
-    /// The OS error of `pipe2(2)` (`EMFILE`, ...), `sigaction(2)` or
-    /// `pthread_atfork(3)`, or an error when
-    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
-    /// one of the signals. On failure this instance's actions are
-    /// unregistered again and it counts nowhere; what the first install of
-    /// a signal sets up for good (signal-hook's handler and this crate's
+    /// - At the descriptor limit, the `EMFILE` (or `ENFILE`) of `pipe2(2)`,
+    ///   with that kind and as the error's source, in a message that names
+    ///   `Interrupts::install`, the soft `RLIMIT_NOFILE` and the two
+    ///   descriptors each instance costs.
+    /// - The OS error of `pipe2(2)` otherwise, of `sigaction(2)` or of
+    ///   `pthread_atfork(3)`.
+    /// - An error of kind [`Other`](io::ErrorKind::Other) when
+    ///   [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already
+    ///   handle one of the signals (out of reach at common descriptor
+    ///   limits), or when a signal to handle is set to `SIG_IGN` or
+    ///   `SIG_DFL` and signal-hook will not put its handler back (see
+    ///   [`respect_ignored`](InterruptsBuilder::respect_ignored)): the
+    ///   message names the signal and its disposition.
+    ///
+    /// On failure this instance's actions are unregistered again, its
+    /// descriptors are closed and it counts nowhere; what the first install
+    /// of a signal sets up for good (signal-hook's handler and this crate's
     /// fallback action, see [Drop](Interrupts#drop)) stays, and gives the
     /// signal the disposition it had before.
     ///
@@ -130,27 +155,92 @@ impl InterruptsBuilder {
                 handled |= signal.bit();
             }
         }
-        let (read, write) = self_pipe()?;
+        let (read, write) = self_pipe().map_err(pipe_failed)?;
         let mut interrupts = Interrupts {
-            shared: Arc::new(Shared {
-                installer,
-                write,
-                counts: [const { AtomicU64::new(0) }; COUNT],
-            }),
+            shared: Arc::new(Shared::new(installer, write)),
             read,
             handled,
             registered: [None; COUNT],
             ignored,
             kills: self.second_signal_kills,
+            counted: false,
         };
-        for signal in Signal::in_set(handled) {
-            if let Err(error) = interrupts.register(signal, self.default_after_drop) {
-                // Undo what is registered; the drop that follows finds
-                // nothing left to do (and so never takes the lock we hold).
-                interrupts.unregister_all();
-                return Err(error);
+        let registered = Signal::in_set(handled).try_for_each(|signal| {
+            interrupts.register(signal, self.default_after_drop)?;
+            // Registered, so signal-hook's handler is installed, unless
+            // signal-hook had the signal already and other code has set it
+            // to SIG_IGN or SIG_DFL since: then nothing puts it back.
+            handler::check_installed(signal)
+        });
+        if let Err(error) = registered {
+            // Undo what is registered; the drop that follows finds nothing
+            // left to do but close the pipe (and so never takes the lock we
+            // hold).
+            interrupts.unregister_all();
+            return Err(error);
+        }
+        policy::instance_added(installer.pid());
+        interrupts.counted = true;
+        Ok(interrupts)
+    }
+}
+
+/// `install`'s error for a failed `pipe2(2)`: at the descriptor limit, a
+/// message that says what an instance costs; other errors as they are.
+#[cold]
+fn pipe_failed(os: io::Error) -> io::Error {
+    match os.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => io::Error::new(
+            os.kind(),
+            NoDescriptors {
+                limit: sys::soft_fd_limit(),
+                os,
+            },
+        ),
+        _ => os,
+    }
+}
+
+/// See [`pipe_failed`].
+#[derive(Debug)]
+struct NoDescriptors {
+    /// The soft `RLIMIT_NOFILE`, `None` when unlimited or unknown.
+    limit: Option<u64>,
+    os: io::Error,
+}
+
+impl fmt::Display for NoDescriptors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NoDescriptors { limit, os } = self;
+        write!(
+            f,
+            "Interrupts::install: pipe2(2) found no free descriptor for the self-pipe ({os}): \
+             each Interrupts holds two descriptors until it is dropped, "
+        )?;
+        if os.raw_os_error() == Some(libc::ENFILE) {
+            f.write_str("and the system-wide limit on open files is reached")?;
+        } else {
+            match limit {
+                Some(limit) => write!(
+                    f,
+                    "and this process is at its soft RLIMIT_NOFILE of {limit} descriptors \
+                     (room for at most {} instances)",
+                    limit / 2
+                )?,
+                None => f.write_str("and this process is at its descriptor limit")?,
             }
         }
-        Ok(interrupts)
+        write!(
+            f,
+            "; drop instances no longer needed or share one (Interrupts::MAX_INSTANCES, \
+             {}, is out of reach at common limits)",
+            Interrupts::MAX_INSTANCES
+        )
+    }
+}
+
+impl std::error::Error for NoDescriptors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
     }
 }

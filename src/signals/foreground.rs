@@ -20,6 +20,11 @@ use super::signal::Signal;
 /// process's, not the thread's, so the scope may be dropped on any thread
 /// (it is `Send` and `Sync`, and may be held across an `.await`).
 ///
+/// A scope that is never dropped (`mem::forget`, a reference cycle) lasts
+/// only as long as the process's `Interrupts`: when the last one is dropped
+/// every scope still open ends, so the default action comes back as
+/// [documented](Interrupts#drop) and a later instance arms and kills again.
+///
 /// A scope that is dropped at once covers nothing:
 /// ```compile_fail
 /// #![deny(unused_must_use)]

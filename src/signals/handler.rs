@@ -78,7 +78,12 @@ pub(crate) fn ensure_fallback(signal: Signal) -> io::Result<()> {
         if after != before && is_function(after) {
             let _ = HOOK_HANDLER.compare_exchange(0, after, Ordering::SeqCst, Ordering::SeqCst);
         }
-        FOUND[signal.index()].store(after, Ordering::SeqCst);
+        // Only a function can be signal-hook's handler: `SIG_IGN` or
+        // `SIG_DFL` here means signal-hook had the signal already and other
+        // code replaced its handler since (`check_installed` refuses that).
+        if is_function(after) {
+            FOUND[signal.index()].store(after, Ordering::SeqCst);
+        }
     }
     Ok(())
 }
@@ -102,13 +107,16 @@ fn reach(signal: Signal) -> io::Result<Reach> {
         known => known,
     };
     let registered = HANDLED_SIGNALS.load(Ordering::SeqCst) & handled_bit(signal) != 0;
-    if !registered || expected == 0 {
+    if !registered {
         return Ok(Reach::Yes); // never registered in this process tree
     }
+    // SIG_DFL and SIG_IGN first: once this crate registered, neither can
+    // be signal-hook's handler, whatever was found at registration.
     Ok(match current_disposition(signal)? {
-        now if now == expected => Reach::Yes,
         libc::SIG_DFL => Reach::No("reset to SIG_DFL"),
         libc::SIG_IGN => Reach::No("set to SIG_IGN"),
+        _ if expected == 0 => Reach::Yes, // no function known to compare with
+        now if now == expected => Reach::Yes,
         other => Reach::Maybe(other),
     })
 }
@@ -134,6 +142,31 @@ pub(crate) fn check_handler(signal: Signal) -> io::Result<()> {
              the one it replaced)"
         ))),
     }
+}
+
+/// `Err` naming `signal` when, right after `install` registered an action
+/// for it, the disposition is `SIG_IGN` or `SIG_DFL`: signal-hook had the
+/// signal already (for this crate or for other code), other code set it
+/// since, and signal-hook installs its handler only when a signal's first
+/// action is registered, so nothing will put it back and no delivery can
+/// reach the instance. Call with the setup lock held.
+pub(crate) fn check_installed(signal: Signal) -> io::Result<()> {
+    let now = current_disposition(signal)?;
+    if is_function(now) {
+        return Ok(());
+    }
+    let what = if now == libc::SIG_IGN {
+        "SIG_IGN"
+    } else {
+        "SIG_DFL"
+    };
+    Err(io::Error::other(format!(
+        "Interrupts::install: {signal} is set to {what}, not to signal-hook's handler: \
+         signal-hook handled {signal} in this process before and installs its handler only \
+         for a signal's first registration, and other code set {what} since, so no \
+         {signal} could reach this Interrupts (restore the handler that code replaced; \
+         sigaction(2) returns it)"
+    )))
 }
 
 /// `Err` naming `signal` only if no delivery of it can reach this crate's

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use signal_hook::SigId;
@@ -11,38 +11,69 @@ use signal_hook::SigId;
 use super::builder::InterruptsBuilder;
 use super::handler;
 use super::owner::Owner;
-use super::pipe::{drain, wake, ErrnoGuard};
+use super::pipe::{drain, ErrnoGuard, WakeEnd};
 use super::policy;
 use super::received::Received;
 use super::signal::{Signal, COUNT};
+use crate::sys;
 
-/// Everything an instance's handler action reaches. Shared with
-/// signal-hook's registry, which drops its references only after no handler
-/// can be running them.
+/// Everything an instance's handler action and its close handles reach.
+/// Shared with signal-hook's registry, which drops its references only
+/// after no handler can be running them, and with every
+/// [`CloseHandle`](crate::CloseHandle), which may outlive the instance.
 pub(crate) struct Shared {
     /// The process that installed the actions; others (fork children, a
     /// later process with the same pid) ignore deliveries.
     pub(crate) installer: Owner,
-    /// Non-blocking, close-on-exec write end of the self-pipe.
-    pub(crate) write: OwnedFd,
+    /// Non-blocking, close-on-exec write end of the self-pipe; closed by the
+    /// instance's drop, even while close handles live.
+    pub(crate) write: WakeEnd,
     /// Deliveries not yet reported, per [`Signal::index`].
     pub(crate) counts: [AtomicU64; COUNT],
+    /// Per [`Signal::index`]: the pid that sent the latest delivery, 0 when
+    /// the kernel named no process (see [`Received::sender_pid`]). One word,
+    /// so a reader sees one delivery's sender, never half of two.
+    pub(crate) senders: [AtomicU32; COUNT],
+    /// Set by [`CloseHandle::close`](crate::CloseHandle::close): the
+    /// receives report nothing more.
+    pub(crate) closed: AtomicBool,
 }
 
 impl Shared {
-    /// The instance's handler action. Async-signal-safe: `getpid`, one
-    /// atomic add, one `write`. The arm/kill decision was made just before,
-    /// by the signal's fallback action (see `policy`).
-    fn on_signal(&self, signal: Signal) {
+    /// A fresh record for an instance of `installer` writing to `write`.
+    pub(crate) fn new(installer: Owner, write: OwnedFd) -> Shared {
+        Shared {
+            installer,
+            write: WakeEnd::new(write),
+            counts: [const { AtomicU64::new(0) }; COUNT],
+            senders: [const { AtomicU32::new(0) }; COUNT],
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The instance's handler action. Async-signal-safe: `getpid`, two
+    /// atomic stores or adds, one `write`. The arm/kill decision was made
+    /// just before, by the signal's fallback action (see `policy`).
+    fn on_signal(&self, signal: Signal, info: &libc::siginfo_t) {
         if !self.installer.is_current() {
             return; // a fork child: not our event
         }
         // No errno save here: signal-hook-registry's handler saves and
         // restores errno around every action (>= 1.4.8, pinned in Cargo.toml).
+        // The sender before the count: a reader that takes this count then
+        // reads this sender or a later delivery's, never an earlier one.
+        let sender = sys::sender_pid(info).unwrap_or(0);
+        self.senders[signal.index()].store(sender, Ordering::SeqCst);
         // Count before writing, so a reader that drains the byte is sure to
         // see the count; a full pipe (EAGAIN) then loses nothing.
         self.counts[signal.index()].fetch_add(1, Ordering::SeqCst);
-        wake(self.write.as_raw_fd());
+        self.write.wake();
+    }
+
+    /// Whether a [`CloseHandle`](crate::CloseHandle) closed the instance.
+    /// Async-signal-safe.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -61,8 +92,12 @@ impl Shared {
 /// [`recv`](Interrupts::recv) / [`recv_timeout`](Interrupts::recv_timeout),
 /// or wait for "this descriptor is readable, or a signal arrived" with
 /// [`wait_readable`](Interrupts::wait_readable). In a tokio program, wrap
-/// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. The
-/// conventions of well-behaved Unix programs are on by default (see below).
+/// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. A thread
+/// blocked in a receive is released by a [`CloseHandle`](crate::CloseHandle)
+/// ([`close_handle`](Interrupts::close_handle)), when the program ends
+/// without a signal. Each [`Received`] says which process sent the signal
+/// ([`sender_pid`](Received::sender_pid)). The conventions of well-behaved
+/// Unix programs are on by default (see below).
 ///
 /// # Examples
 /// ```
@@ -235,6 +270,15 @@ impl Shared {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
+/// # Resources
+/// Each instance holds two descriptors, the read and write ends of its
+/// self-pipe, both close-on-exec, from [`install`](InterruptsBuilder::install)
+/// until it is dropped (a [`CloseHandle`](crate::CloseHandle) that outlives
+/// it holds neither). So the descriptor limit (`RLIMIT_NOFILE`, commonly
+/// 1024) bounds the number of live instances long before
+/// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share one instance
+/// rather than install one per task.
+///
 /// # Limitations
 /// - Only signals whose default action ends the process are accepted (see
 ///   [`Signal`]). SIGQUIT's default action also dumps core.
@@ -260,10 +304,21 @@ pub struct Interrupts {
     pub(super) registered: [Option<SigId>; COUNT],
     pub(super) ignored: Vec<Signal>,
     pub(super) kills: bool,
+    /// Counted among the process's live instances (`policy::instance_added`),
+    /// which a successful install does last.
+    pub(super) counted: bool,
 }
 
 impl Interrupts {
-    /// How many `Interrupts` may handle one signal at once in a process.
+    /// How many `Interrupts` may handle one signal at once in a process:
+    /// 32 767.
+    ///
+    /// Out of reach at common descriptor limits: each instance holds two
+    /// descriptors (its self-pipe, see [Resources](Interrupts#resources)),
+    /// so a process at the usual soft `RLIMIT_NOFILE` of 1024 runs out of
+    /// descriptors after about 500 instances, and even one at 65 536 stays
+    /// below it. [`install`](InterruptsBuilder::install) then fails with
+    /// `EMFILE`, in a message that says so.
     pub const MAX_INSTANCES: usize = policy::MAX_INSTANCES as usize;
 
     /// Handle SIGINT with every convention on: the same as
@@ -273,8 +328,11 @@ impl Interrupts {
     /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
     ///
     /// # Errors
-    /// As [`InterruptsBuilder::install`]: the OS error of `pipe2(2)`,
-    /// `sigaction(2)` or `pthread_atfork(3)`, or an error when
+    /// As [`InterruptsBuilder::install`]: at the descriptor limit an error
+    /// that says each instance holds two descriptors; the OS error of
+    /// `pipe2(2)`, `sigaction(2)` or `pthread_atfork(3)`; an error when
+    /// SIGINT is set to `SIG_IGN` or `SIG_DFL` behind signal-hook's back
+    /// (after it handled SIGINT once) or when
     /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
     /// SIGINT.
     ///
@@ -368,7 +426,9 @@ impl Interrupts {
     ///
     /// In a fork child, an instance inherited from the parent reports
     /// nothing and leaves the pipe alone: `None`, without reading (see
-    /// [Fork children](Interrupts#fork-children)).
+    /// [Fork children](Interrupts#fork-children)). Once a
+    /// [`CloseHandle`](crate::CloseHandle) closed the instance it reports
+    /// nothing either, and leaves the pipe readable.
     ///
     /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
     /// leaves `errno` as it found it.
@@ -393,20 +453,39 @@ impl Interrupts {
             // byte read here would be a wake-up the parent never gets.
             return None;
         }
+        if self.shared.is_closed() {
+            // Closed: nothing more is reported, and the pipe keeps the
+            // close's wake-up byte, so it stays readable (see `close`).
+            return None;
+        }
         // `read` sets EAGAIN on the empty pipe; a caller in a handler must
         // not see its interrupted code's errno change.
         let _errno = ErrnoGuard::save();
         drain(self.read.as_raw_fd());
+        if self.shared.is_closed() {
+            // A close between the check above and the drain: the byte just
+            // drained may have been its wake-up, and another thread may be
+            // blocked on this pipe waiting for it. Put it back.
+            self.shared.write.wake();
+            return None;
+        }
         let counts = &self.shared.counts;
         let mut handled = self.signals();
         while let Some(signal) = handled.next() {
             let count = counts[signal.index()].swap(0, Ordering::SeqCst);
             if count > 0 {
+                // Read after the count: this count's latest delivery's
+                // sender, or one that arrived since (counted next time).
+                let sender = self.shared.senders[signal.index()].load(Ordering::SeqCst);
                 // The pipe is empty now; keep it readable for the others.
                 if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
-                    wake(self.shared.write.as_raw_fd());
+                    self.shared.write.wake();
                 }
-                return Some(Received { signal, count });
+                return Some(Received {
+                    signal,
+                    count,
+                    sender: (sender != 0).then_some(sender),
+                });
             }
         }
         None
@@ -452,9 +531,13 @@ impl Interrupts {
         handler::ensure_fallback(signal)?;
         let shared = Arc::clone(&self.shared);
         // SAFETY: `on_signal` makes only async-signal-safe calls, never
-        // allocates and never panics (indexes are `Signal` indexes).
+        // allocates and never panics (indexes are `Signal` indexes). This is
+        // signal-hook's own registry (`signal_hook::low_level::register` is
+        // its `register`); `register_sigaction` adds the siginfo.
         let id = unsafe {
-            signal_hook::low_level::register(signal.as_raw(), move || shared.on_signal(signal))
+            signal_hook_registry::register_sigaction(signal.as_raw(), move |info| {
+                shared.on_signal(signal, info)
+            })
         }?;
         // Live only once the action exists: a delivery before this line
         // finds the signal unhandled (and this action counts it as an
@@ -496,14 +579,20 @@ impl Interrupts {
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        if self.registered.iter().all(Option::is_none) {
-            return;
+        let ours = self.shared.installer.is_current();
+        if self.counted || self.registered.iter().any(Option::is_some) {
+            // A fork child dropping its parent's instance has no record of
+            // this process to update, so it takes no lock that another
+            // parent thread may have held at fork time.
+            let _setup = ours.then(policy::setup_lock);
+            self.unregister_all();
+            if self.counted && ours {
+                policy::instance_removed(self.shared.installer.pid());
+            }
         }
-        // A fork child dropping its parent's instance has no record of this
-        // process to update, so it takes no lock that another parent thread
-        // may have held at fork time.
-        let _setup = self.shared.installer.is_current().then(policy::setup_lock);
-        self.unregister_all();
+        // No action of ours runs any more (unregistered), and close handles
+        // that outlive us find the end closed: the descriptors go now.
+        self.shared.write.close();
     }
 }
 

@@ -18,11 +18,15 @@
 //! - `builder.rs`: [`InterruptsBuilder`] and `install`.
 //! - `interrupts.rs`: one instance: its pipe, counts, actions, `try_recv`.
 //! - `received.rs`: [`Received`], what the receives report.
+//! - `close.rs`: [`CloseHandle`], which ends an instance's receives, and
+//!   the error they return then.
 //! - `wait.rs`: the blocking receives and `wait_readable`.
 //! - `async_recv.rs`: [`AsyncInterrupts`], the receives as futures on a
 //!   tokio runtime (feature `tokio`).
 //! - `foreground.rs`: [`ForegroundChild`].
-//! - `pipe.rs`: the self-pipe and an `errno` guard.
+//! - `pipe.rs`: the self-pipe, its write end shared with close handles
+//!   (closed by the instance's drop, never written to after), and an
+//!   `errno` guard.
 //!
 //! # Internal details (not promised)
 //! The handler is signal-hook's (`signal_hook::low_level::register`), which
@@ -39,6 +43,7 @@
 #[cfg(feature = "tokio")]
 mod async_recv;
 mod builder;
+mod close;
 mod foreground;
 mod handler;
 mod interrupts;
@@ -52,6 +57,7 @@ mod wait;
 #[cfg(feature = "tokio")]
 pub use async_recv::AsyncInterrupts;
 pub use builder::InterruptsBuilder;
+pub use close::CloseHandle;
 pub use foreground::ForegroundChild;
 pub(crate) use handler::HANDLED_SIGNALS;
 pub use interrupts::Interrupts;

@@ -1,12 +1,14 @@
-//! The self-pipe: creation, the handler's wake-up write, the reader's drain,
-//! and an `errno` guard for readers that promise to leave it alone.
+//! The self-pipe: creation, the write end that wakes the reader
+//! ([`WakeEnd`]), the reader's drain, and an `errno` guard for readers that
+//! promise to leave it alone.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use libc::c_int;
 
-use crate::sys::syscall;
+use crate::sys::{self, syscall};
 
 /// Create the self-pipe `(read, write)`: both ends close-on-exec and
 /// non-blocking. Not async-signal-safe on Apple targets only in that it
@@ -36,6 +38,89 @@ pub(crate) fn wake(fd: RawFd) {
     // in atomics.
     unsafe {
         libc::write(fd, b"!".as_ptr().cast(), 1);
+    }
+}
+
+/// The self-pipe's write end, shared by an instance, its handler actions and
+/// its [`CloseHandle`](crate::CloseHandle)s, and closed by the instance's
+/// drop ([`close`](WakeEnd::close)) rather than by the last reference.
+///
+/// A close handle may outlive its instance. It must then neither keep the
+/// instance's descriptor open (a handle kept for the life of the program
+/// would hold it for good) nor write to the number once it is closed: the
+/// kernel may have handed that number to another file, which would get a
+/// stray `!` (I/O safety). So every write goes through
+/// [`wake`](WakeEnd::wake), which announces itself in `state` first and
+/// writes only while the end is not closing; `close` marks it closing, waits
+/// for the writes in flight (each is one non-blocking `write`), and only
+/// then closes the number. Sequentially consistent operations on the one
+/// word make the two sides agree: either the write sees the mark and skips,
+/// or `close` sees the write in flight and waits for it.
+pub(crate) struct WakeEnd {
+    /// Valid until `close` has seen no write in flight; never used after.
+    fd: RawFd,
+    /// [`CLOSING`], plus the number of [`wake`](WakeEnd::wake)s in flight.
+    state: AtomicU32,
+}
+
+/// [`WakeEnd::state`]'s bit: closing or closed, no new write may start.
+const CLOSING: u32 = 1 << 31;
+
+impl WakeEnd {
+    /// Own `write`, the self-pipe's non-blocking write end.
+    pub(crate) fn new(write: OwnedFd) -> WakeEnd {
+        WakeEnd {
+            fd: write.into_raw_fd(),
+            state: AtomicU32::new(0),
+        }
+    }
+
+    /// Write one wake-up byte, unless the end is closed; a full pipe is
+    /// fine (see [`wake`]). Returns whether the end was still open.
+    ///
+    /// Async-signal-safe (two atomic additions and one `write`); changes
+    /// `errno` (see [`ErrnoGuard`]).
+    pub(crate) fn wake(&self) -> bool {
+        let open = self.state.fetch_add(1, Ordering::SeqCst) & CLOSING == 0;
+        if open {
+            wake(self.fd);
+        }
+        self.state.fetch_sub(1, Ordering::SeqCst);
+        open
+    }
+
+    /// The number, for the one caller that needs it while the instance is
+    /// alive (a fork child's detach in `async_recv.rs`): it names the write
+    /// end only until [`close`](WakeEnd::close). Async-signal-safe.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Close the write end once: no write starts afterwards, and the ones
+    /// in flight finish first. Later calls do nothing.
+    ///
+    /// Not async-signal-safe: it waits (yielding) for writes in flight, so
+    /// a handler that interrupted one of them on the calling thread would
+    /// wait for itself.
+    pub(crate) fn close(&self) {
+        if self.state.fetch_or(CLOSING, Ordering::SeqCst) & CLOSING != 0 {
+            return;
+        }
+        while self.state.load(Ordering::SeqCst) & !CLOSING != 0 {
+            std::thread::yield_now();
+        }
+        // Nothing can be done about an error: the number is released anyway
+        // (see `sys::close`), and no write uses it from here on.
+        let _ = sys::close(self.fd);
+    }
+}
+
+impl Drop for WakeEnd {
+    fn drop(&mut self) {
+        // Done already by the instance's drop; this keeps the descriptor
+        // from leaking should a `WakeEnd` ever be dropped another way.
+        self.close();
     }
 }
 

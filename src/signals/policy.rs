@@ -41,6 +41,13 @@
 //! the process goes from no live instance (of any signal) to one, and when
 //! its last one leaves: a later instance never starts armed by an old
 //! delivery.
+//!
+//! The foreground scope depth is cleared when the process's last instance
+//! of all is dropped, those that handle no signal included (counted in
+//! [`INSTANCES`]): a scope borrows its instance, so once none is left the
+//! only scopes still counted are leaked ones (`mem::forget`), which would
+//! otherwise keep SIGINT and SIGQUIT from their default action, and a later
+//! instance from its second-signal kill, for the life of the process.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -69,6 +76,10 @@ static ARMED: AtomicI32 = AtomicI32::new(0);
 /// Open [`ForegroundChild`](crate::ForegroundChild) scopes: pid in the low
 /// 32 bits, depth in the high 32.
 static FOREGROUND: AtomicU64 = AtomicU64::new(0);
+/// Live `Interrupts` of a process, whether they handle a signal or not: pid
+/// in the low 32 bits, count in the high 32 (a word of another pid counts
+/// none). Changed under the setup lock only.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 /// The program turned the default after drop off for every instance
 /// ([`Interrupts::disable_default_after_drop_globally`]); never cleared.
 ///
@@ -245,15 +256,47 @@ fn leave_record(slot: &AtomicU64, signal: Signal, pid: libc::pid_t, kills: bool)
     Record::new(pid, live, opt_out, flags).store(slot);
 }
 
-/// In a fork child: forget the parent's records, its armed flag and its
-/// foreground scopes (none of them is the child's). Async-signal-safe
-/// (atomic stores only); runs in the `pthread_atfork` child handler.
+/// Count one more live instance of process `pid` (any instance, whether it
+/// handles a signal or not). Call with the setup lock held, once the
+/// install succeeded.
+pub(crate) fn instance_added(pid: libc::pid_t) {
+    let word = INSTANCES.load(Ordering::SeqCst);
+    let live = if word as u32 as libc::pid_t == pid {
+        word >> 32
+    } else {
+        0
+    };
+    INSTANCES.store(u64::from(pid as u32) | (live + 1) << 32, Ordering::SeqCst);
+}
+
+/// Count one live instance of process `pid` less; when it was the last,
+/// close every foreground scope still counted: they were leaked (see the
+/// module docs). Call with the setup lock held, for an instance that
+/// [`instance_added`] counted in this process, after it left its records.
+pub(crate) fn instance_removed(pid: libc::pid_t) {
+    let word = INSTANCES.load(Ordering::SeqCst);
+    if word as u32 as libc::pid_t != pid || word >> 32 == 0 {
+        debug_assert!(false, "instance_removed without instance_added");
+        return;
+    }
+    let live = (word >> 32) - 1;
+    INSTANCES.store(u64::from(pid as u32) | live << 32, Ordering::SeqCst);
+    if live == 0 {
+        FOREGROUND.store(0, Ordering::SeqCst);
+    }
+}
+
+/// In a fork child: forget the parent's records, its armed flag, its
+/// instance count and its foreground scopes (none of them is the child's).
+/// Async-signal-safe (atomic stores only); runs in the `pthread_atfork`
+/// child handler.
 pub(crate) fn forget_parent() {
     // Pid 0 is no process's: the child finds every record empty.
     for slot in &RECORDS {
         slot.store(0, Ordering::SeqCst);
     }
     ARMED.store(0, Ordering::SeqCst);
+    INSTANCES.store(0, Ordering::SeqCst);
     FOREGROUND.store(0, Ordering::SeqCst);
 }
 

@@ -1,12 +1,14 @@
 //! Blocking receives: [`Interrupts::recv`], [`Interrupts::recv_timeout`] and
 //! [`Interrupts::wait_readable`], one `poll(2)` loop behind all three.
 
+use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
@@ -47,6 +49,11 @@ impl Interrupts {
     /// - in a fork child, for an instance inherited from the parent (see
     ///   [Fork children](Interrupts#fork-children)).
     ///
+    /// An error of kind [`BrokenPipe`](io::ErrorKind::BrokenPipe) once a
+    /// [`CloseHandle`](crate::CloseHandle) of this instance was closed: at
+    /// once when it blocks then, and at once afterwards
+    /// ([`is_closed`](Interrupts::is_closed) tells it apart).
+    ///
     /// Otherwise the OS error of `poll(2)` other than `EINTR`.
     ///
     /// # Examples
@@ -66,7 +73,7 @@ impl Interrupts {
     pub fn recv(&self) -> io::Result<Received> {
         loop {
             // Without a descriptor or a deadline only a signal ends the wait.
-            if let WaitOutcome::Signal(received) = self.wait(None, None)? {
+            if let WaitOutcome::Signal(received) = self.wait("Interrupts::recv", None, None)? {
                 return Ok(received);
             }
         }
@@ -78,9 +85,10 @@ impl Interrupts {
     /// `Instant` waits forever.
     ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv), except that an instance that handles
-    /// no signal waits out the timeout and returns `Ok(None)` (unless the
-    /// timeout is too large for `Instant`: then it fails as `recv` does).
+    /// As [`recv`](Interrupts::recv) (a closed instance included: an error,
+    /// not `Ok(None)`), except that an instance that handles no signal waits
+    /// out the timeout and returns `Ok(None)` (unless the timeout is too
+    /// large for `Instant`: then it fails as `recv` does).
     ///
     /// # Examples
     /// ```
@@ -95,7 +103,7 @@ impl Interrupts {
     /// Not async-signal-safe.
     pub fn recv_timeout(&self, timeout: Duration) -> io::Result<Option<Received>> {
         let deadline = Instant::now().checked_add(timeout);
-        match self.wait(None, deadline)? {
+        match self.wait("Interrupts::recv_timeout", None, deadline)? {
             WaitOutcome::Signal(received) => Ok(Some(received)),
             WaitOutcome::Readable | WaitOutcome::TimedOut => Ok(None),
         }
@@ -110,11 +118,88 @@ impl Interrupts {
     /// [A thread blocked in `read`](Interrupts#a-thread-blocked-in-read-does-not-see-ctrl-c)):
     /// wait here, then read once (it will not block).
     ///
+    /// # Read unbuffered after the wait (standard input)
+    /// "Readable" is about the kernel's side of `fd`: data a reader has
+    /// already pulled into a buffer of its own does not count. std's
+    /// [`Stdin`](std::io::Stdin) buffers: `stdin().read_line` after a
+    /// `Readable` may read two lines from the kernel, return the first and
+    /// keep the second in its buffer. The next wait then sees nothing
+    /// readable (the kernel's side is empty) and blocks with a whole line
+    /// already typed, until the user types another. Two correct patterns:
+    /// - Read from a descriptor of your own, unbuffered: a
+    ///   [`File`](std::fs::File) made from a duplicate of standard input,
+    ///   `File::from(stdin().as_fd().try_clone_to_owned()?)`, and one `read`
+    ///   per `Readable` (below; `examples/read_lines.rs` is a full program).
+    ///   Do not mix it with reads through `Stdin`, whose buffer would keep
+    ///   what it took.
+    /// - Or keep one [`StdinLock`](std::io::StdinLock) and make its buffer
+    ///   empty before every wait: after `Readable`, call
+    ///   [`fill_buf`](std::io::BufRead::fill_buf) once (with the buffer
+    ///   empty it makes one `read`, which does not block), take *all* the
+    ///   bytes it returns (split the lines yourself, keep a partial last
+    ///   line) and [`consume`](std::io::BufRead::consume) them all.
+    ///   `read_line` and `lines` do not do that: they stop at the first
+    ///   newline and leave the rest in the buffer.
+    ///
+    /// ```no_run
+    /// use fdtable::{Interrupts, WaitOutcome};
+    /// use std::fs::File;
+    /// use std::io::{stdin, Read};
+    /// use std::os::fd::AsFd;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// // Unbuffered: after `Readable`, one `read` gets what the kernel has.
+    /// let mut input = File::from(stdin().as_fd().try_clone_to_owned()?);
+    /// let mut buf = [0u8; 4096];
+    /// loop {
+    ///     match interrupts.wait_readable(input.as_fd(), None)? {
+    ///         WaitOutcome::Signal(received) => break eprintln!("stopping after {received}"),
+    ///         WaitOutcome::Readable | WaitOutcome::TimedOut => {}
+    ///     }
+    ///     let n = input.read(&mut buf)?; // does not block
+    ///     if n == 0 {
+    ///         break; // end of input
+    ///     }
+    ///     // ... split `buf[..n]` into lines, keep a partial last line ...
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// The catch, and the buffered pattern, on a socket read through a
+    /// [`BufReader`](std::io::BufReader) (which is what `Stdin` holds):
+    /// ```
+    /// use fdtable::{Interrupts, WaitOutcome};
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::os::fd::AsFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let interrupts = Interrupts::install()?;
+    /// let (mut tx, rx) = UnixStream::pair()?;
+    /// let mut input = BufReader::new(&rx);
+    /// let wait = || interrupts.wait_readable(rx.as_fd(), Some(Duration::from_millis(10)));
+    /// tx.write_all(b"one\ntwo\n")?;
+    /// assert_eq!(wait()?, WaitOutcome::Readable);
+    /// let mut line = String::new();
+    /// input.read_line(&mut line)?; // "one\n", and "two\n" goes into the buffer:
+    /// assert_eq!(wait()?, WaitOutcome::TimedOut); // a wait now misses "two"
+    /// // The pattern: take all that one `fill_buf` gives, consume all of it.
+    /// let taken = input.fill_buf()?.to_vec(); // the buffer's, no `read`
+    /// input.consume(taken.len());
+    /// assert_eq!(taken, b"two\n");
+    /// tx.write_all(b"three\n")?;
+    /// assert_eq!(wait()?, WaitOutcome::Readable); // empty buffer: the wait is truthful
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Errors
-    /// As [`recv`](Interrupts::recv), except that an instance that handles
-    /// no signal still waits for `fd` (a program started under `nohup`
-    /// keeps reading its input); also `EBADF` when `poll(2)` reports `fd`
-    /// invalid (`POLLNVAL`).
+    /// As [`recv`](Interrupts::recv) (a closed instance included), except
+    /// that an instance that handles no signal still waits for `fd` (a
+    /// program started under `nohup` keeps reading its input). When
+    /// `poll(2)` reports `fd` invalid (`POLLNVAL`: not an open descriptor),
+    /// an error of kind [`InvalidInput`](io::ErrorKind::InvalidInput) whose
+    /// message names `wait_readable` and the number, with the `EBADF` as
+    /// its [`source`](std::error::Error::source).
     ///
     /// # Examples
     /// ```
@@ -140,14 +225,15 @@ impl Interrupts {
         timeout: Option<Duration>,
     ) -> io::Result<WaitOutcome> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.wait(Some(fd), deadline)
+        self.wait("Interrupts::wait_readable", Some(fd), deadline)
     }
 
     /// Whether a wait may start here: not in a fork child for an inherited
     /// instance (polling the pipe would steal the parent's wake-ups, and no
-    /// delivery in this process is ever counted for it), and not forever
+    /// delivery in this process is ever counted for it), not on a closed
+    /// instance (the error names `op`), and not forever
     /// (`only_a_signal_ends_it`) on an instance that handles no signal.
-    pub(super) fn check_can_wait(&self, only_a_signal_ends_it: bool) -> io::Result<()> {
+    pub(super) fn check_can_wait(&self, op: &str, only_a_signal_ends_it: bool) -> io::Result<()> {
         let installer = self.shared.installer;
         if !installer.is_current() {
             return Err(io::Error::other(format!(
@@ -155,6 +241,9 @@ impl Interrupts {
                  nothing in this process (install one here)",
                 installer.pid()
             )));
+        }
+        if self.shared.is_closed() {
+            return Err(closed_error(op));
         }
         if self.handled == 0 && only_a_signal_ends_it {
             let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
@@ -167,16 +256,22 @@ impl Interrupts {
         Ok(())
     }
 
-    /// The loop behind the three: whether anything can end the wait, then
-    /// pending signal first, then the reachability check, then `poll` on the
-    /// pipe (and `fd`) until the deadline.
+    /// The loop behind the three (`op` names the one called, for errors):
+    /// whether anything can end the wait, then pending signal first, then
+    /// the reachability check, then `poll` on the pipe (and `fd`) until the
+    /// deadline. A close ends it at any of these steps: the close's byte
+    /// wakes the `poll`, and the pipe stays readable.
     fn wait(
         &self,
+        op: &str,
         fd: Option<BorrowedFd<'_>>,
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome> {
-        self.check_can_wait(fd.is_none() && deadline.is_none())?;
+        self.check_can_wait(op, fd.is_none() && deadline.is_none())?;
         loop {
+            if self.shared.is_closed() {
+                return Err(closed_error(op));
+            }
             if let Some(received) = self.try_recv() {
                 return Ok(WaitOutcome::Signal(received));
             }
@@ -214,10 +309,13 @@ impl Interrupts {
                 }
                 return Err(error);
             }
+            if self.shared.is_closed() {
+                return Err(closed_error(op)); // before whatever `fd` says
+            }
             let theirs = pfds[1].revents;
             if fd.is_some() && theirs != 0 {
                 if theirs & libc::POLLNVAL != 0 {
-                    return Err(io::Error::from_raw_os_error(libc::EBADF));
+                    return Err(not_open(op, pfds[1].fd));
                 }
                 // A signal that came with the data still wins.
                 if let Some(received) = self.try_recv() {
@@ -226,5 +324,46 @@ impl Interrupts {
                 return Ok(WaitOutcome::Readable);
             }
         }
+    }
+}
+
+/// `wait_readable`'s error for a descriptor `poll(2)` reports invalid
+/// (`POLLNVAL`): kind `InvalidInput` (the argument is bad, as `track` says
+/// of such a number), naming the operation and the number, with `EBADF` as
+/// its source.
+#[cold]
+fn not_open(op: &str, fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotOpen {
+            op: op.to_owned(),
+            fd,
+            os: io::Error::from_raw_os_error(libc::EBADF),
+        },
+    )
+}
+
+/// See [`not_open`].
+#[derive(Debug)]
+struct NotOpen {
+    op: String,
+    fd: RawFd,
+    os: io::Error,
+}
+
+impl fmt::Display for NotOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NotOpen { op, fd, os } = self;
+        write!(
+            f,
+            "{op}: fd {fd} is not an open descriptor (poll(2) reported POLLNVAL: {os}); it was \
+             closed before or during the wait"
+        )
+    }
+}
+
+impl std::error::Error for NotOpen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
     }
 }
