@@ -136,6 +136,11 @@ M = {
         "close_published(table, |fd| fd <= 2 || plan.kept(fd));",
         "close_published(table, |fd| fd <= 2);",
         ["--test","child_setup","every_order_of_the_builder_calls_gives_the_same_child"]),
+ # Issue 18.7.1: a target freed before `child_fds` is reserved then.
+ "I2h": ("src/child/child_fds.rs",
+        "        passes.reserve_free_targets();",
+        "",
+        ["--test","child_fds","a_target_freed_before_child_fds_is_reserved_then"]),
  "I8c": ("src/child/run.rs",
         "    if raw::own_pid() == plan.configured_in {",
         "    if false {",

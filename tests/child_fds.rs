@@ -425,3 +425,54 @@ fn socket_activation_reports_a_missing_program_and_refuses_bad_names() {
     assert!(err.to_string().contains("listen_fd(fd"), "{err}");
     assert!(err.to_string().contains("child_fd 3"), "{err}");
 }
+
+/// A target that another descriptor held when `pass_fd` was called, freed
+/// before the value is handed to the command, is reserved then: std's
+/// exec-error channel cannot land on it at the spawn (every lower number
+/// taken), and the program gets its file there.
+#[test]
+fn a_target_freed_before_child_fds_is_reserved_then() {
+    let _serial = serial();
+    let target: RawFd = 350;
+    let passed = scratch_file("freed-before");
+    for round in 0..3 {
+        let holder = util::dup_at(scratch_file("holder").as_raw_fd(), target);
+        let fds = ChildFds::new().pass_fd(passed.as_fd(), target).unwrap();
+        drop(holder);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("test -e /proc/self/fd/{target}")])
+            .child_fds(fds);
+        assert_eq!(
+            identity(target),
+            Some(id(&passed)),
+            "round {round}: not reserved"
+        );
+        let fillers = util::fill_below(target, target - 1);
+        let status = cmd.status();
+        drop(fillers);
+        let status = status.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(status.success(), "round {round}: {status}");
+    }
+}
+
+/// Issue 18.7.2: a duplicate closed behind the value's back (an I/O-safety
+/// bug elsewhere) fails the spawn with `EBADF`, and dropping the command
+/// afterwards is no abort ("IO Safety violation"): the close error is
+/// counted in the global table's swallowed errors.
+#[test]
+fn a_duplicate_closed_behind_the_values_back_fails_the_spawn_and_drops_quietly() {
+    let _serial = serial();
+    let target: RawFd = 777;
+    let passed = scratch_file("behind-back");
+    let mut cmd = Command::new("true");
+    cmd.child_fds(ChildFds::new().pass_fd(passed.as_fd(), target).unwrap());
+    // SAFETY: deliberately closing the value's duplicate behind its back;
+    // nothing reuses 777 in this serialised test.
+    unsafe { libc::close(target) };
+    let err = cmd.status().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    let swallowed = FdTable::global().swallowed_close_errors();
+    drop(cmd);
+    assert_eq!(FdTable::global().swallowed_close_errors(), swallowed + 1);
+    assert!(!FdTable::global().contains(target));
+}

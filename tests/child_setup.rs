@@ -16,7 +16,7 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
@@ -24,17 +24,7 @@ use fdtable::{ChildFds, CommandExt, FdTable};
 use spawn_util::{
     fds_in_child, inheritable_here, make_inheritable, scratch_file, sleep_cmd, ChildFd,
 };
-use util::{identity, serial};
-
-/// A close-on-exec duplicate of `fd` at exactly `n`, which must be free.
-fn dup_at(fd: RawFd, n: RawFd) -> OwnedFd {
-    assert!(!util::is_open(n), "number {n} is busy");
-    // SAFETY: F_DUPFD_CLOEXEC makes a fresh descriptor that we own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n) };
-    assert_eq!(new, n, "could not place at {n}");
-    // SAFETY: just created; nobody else owns it.
-    unsafe { OwnedFd::from_raw_fd(new) }
-}
+use util::{dup_at, fill_below, identity, serial};
 
 fn id(fd: &impl AsRawFd) -> (u64, u64) {
     identity(fd.as_raw_fd()).expect("open")
@@ -550,19 +540,6 @@ fn commands_sharing_a_target_each_get_their_file_or_refuse_never_overwrite() {
     }
     drop(files);
     assert_eq!(util::open_fd_count(), baseline, "descriptors leaked");
-}
-
-/// Fill every free number below `below` with `/dev/null` except `spare`;
-/// the fillers close on drop.
-fn fill_below(below: RawFd, spare: RawFd) -> Vec<OwnedFd> {
-    let null = File::open("/dev/null").unwrap();
-    let mut fillers: Vec<OwnedFd> = (3..below)
-        .filter(|&n| n != spare && !util::is_open(n))
-        .map(|n| dup_at(null.as_raw_fd(), n))
-        .collect();
-    // Its own number is one of the filled ones.
-    fillers.push(null.into());
-    fillers
 }
 
 /// Review finding 3a: a reserved target (the value's own duplicate sits at

@@ -334,7 +334,9 @@ impl ChildFds {
         if self.close_other {
             let _ = cloexec_range_usable();
         }
-        let mut passes = self.passes.into_sorted();
+        let mut passes = self.passes;
+        passes.reserve_free_targets();
+        let mut passes = passes.into_sorted();
         // The child tells std's channel at a target apart from what held
         // the target now.
         super::pass::record_occupants(&mut passes);

@@ -117,6 +117,43 @@ impl Passes {
         self.by_target.into_values().collect()
     }
 
+    /// Reserve, now, every target that was busy when it was added and is
+    /// free by now (its occupant closed since): the duplicate moves onto
+    /// it, so std's exec-error channel cannot land there at the spawn.
+    /// Called when the value is handed to a command, the last moment the
+    /// parent sees before the spawn. Best effort: a number taken again in
+    /// between stays as it was.
+    ///
+    /// Not async-signal-safe (parent only).
+    pub(super) fn reserve_free_targets(&mut self) {
+        let waiting: Vec<RawFd> = self
+            .by_target
+            .values()
+            .filter(|p| p.source() != p.target && p.target > 2)
+            .map(|p| p.target)
+            .collect();
+        for target in waiting {
+            let Some(pass) = self.by_target.get_mut(&target) else {
+                continue;
+            };
+            let Ok(new) = raw::dup_at_least(pass.source(), target) else {
+                continue;
+            };
+            // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
+            let dup = unsafe { OwnedFd::from_raw_fd(new) };
+            if new != target {
+                continue; // busy: `dup` closes here
+            }
+            let Ok(moved) = FdTable::global().track_cloexec(Duplicate(dup)) else {
+                continue;
+            };
+            let old = std::mem::replace(&mut pass.duplicate, moved);
+            self.by_source.remove(&old.as_raw_fd());
+            self.by_source.insert(target, target);
+            let _ = old.close();
+        }
+    }
+
     /// How many mappings there are.
     pub(super) fn len(&self) -> usize {
         self.by_target.len()

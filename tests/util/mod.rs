@@ -95,6 +95,33 @@ pub fn placeholder_fd() -> RawFd {
     found[0]
 }
 
+/// A close-on-exec duplicate of `fd` at exactly `n`, which must be free.
+#[allow(dead_code)]
+pub fn dup_at(fd: RawFd, n: RawFd) -> OwnedFd {
+    assert!(!is_open(n), "number {n} is busy");
+    // SAFETY: F_DUPFD_CLOEXEC makes a fresh descriptor that we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n) };
+    assert_eq!(new, n, "could not place at {n}");
+    // SAFETY: just created; nobody else owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(new) }
+}
+
+/// Fill every free number from 3 below `below` with `/dev/null` except
+/// `spare` (so std's exec-error socket pair, made at the two lowest free
+/// numbers, lands on `spare` and the next free one); the fillers close on
+/// drop.
+#[allow(dead_code)]
+pub fn fill_below(below: RawFd, spare: RawFd) -> Vec<OwnedFd> {
+    let null = File::open("/dev/null").unwrap();
+    let mut fillers: Vec<OwnedFd> = (3..below)
+        .filter(|&n| n != spare && !is_open(n))
+        .map(|n| dup_at(std::os::fd::AsRawFd::as_raw_fd(&null), n))
+        .collect();
+    // Its own number is one of the filled ones.
+    fillers.push(null.into());
+    fillers
+}
+
 /// A descriptor number that is not open right now (from 3000 up, above
 /// what the tests place on purpose).
 #[allow(dead_code)]
