@@ -89,7 +89,13 @@ impl ChildFds {
     /// right after this call. When `child_fd` is free here, the duplicate
     /// is made *at* `child_fd`, which keeps the number reserved: std's
     /// exec-error channel, created at `spawn` at the lowest free numbers,
-    /// can then never land there. In the child, all mappings are placed
+    /// can then never land there. When it is not (another descriptor holds
+    /// it, another value's duplicate among them: values share nothing), the
+    /// duplicate is made elsewhere and the number is reserved when the
+    /// value is handed to a command, if it is free by then. A number
+    /// vacated after that may receive std's channel at the spawn, which
+    /// then fails with `EBUSY` rather than overwrite it (see [Errors at
+    /// spawn](CommandExt#errors-at-spawn)). In the child, all mappings are placed
     /// together, collision-safe (a descriptor at another mapping's number,
     /// cycles such as 3 -> 4 and 4 -> 3), with no allocation; whatever else
     /// the child has at `child_fd` (a descriptor inherited from here, or
