@@ -441,6 +441,10 @@ impl FdTable {
             }
             let next = if w.pins() == 0 {
                 Word::FREE
+            } else if w.state() == SlotState::Retired {
+                // The `close_all` that retired it counted it; a `close_all`
+                // still holding it must not count it again.
+                w.with_state(SlotState::Closing).with_counted()
             } else {
                 w.with_state(SlotState::Closing)
             };

@@ -657,3 +657,68 @@ fn a_saturated_entry_is_visited_and_retired_on_this_threads_own_pin() {
 
 /// The deepest walk any iteration of the model above reached.
 static SATURATED_DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The owner of an entry closes its handle the moment `close_all` has
+/// released the file (a thread woken by the release), possibly while
+/// `close_all` still pins the entry. The entry was released either way and
+/// the report says so: `released() == 1` in every interleaving.
+#[test]
+fn close_all_counts_an_entry_whose_handle_closes_under_its_pin() {
+    model(4, |table| {
+        let (a, pa) = pipe();
+        let ha = table.track(a).unwrap();
+        let fd = pa.fd;
+        let dead = placeholder_identity();
+
+        let owner = thread::spawn(move || {
+            // "Woken by the release": the number names the placeholder.
+            while identity(fd) != Some(dead) {
+                thread::yield_now();
+            }
+            drop(ha);
+        });
+        let report = table.close_all();
+
+        owner.join().unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors());
+        assert_eq!(report.released(), 1, "a released entry was not counted");
+        assert_eq!(table.len(), 0);
+        pa.assert_closed();
+        assert!(!table.contains(fd));
+    });
+}
+
+/// Two `close_all` calls hold the same entry while its owner closes it
+/// once the file is released: the entry counts in exactly one of the two
+/// reports.
+#[test]
+fn two_close_alls_count_an_entry_once_when_its_handle_closes_under_them() {
+    model(3, |table| {
+        let (a, pa) = pipe();
+        let ha = table.track(a).unwrap();
+        let fd = pa.fd;
+        let dead = placeholder_identity();
+
+        let owner = thread::spawn(move || {
+            while identity(fd) != Some(dead) {
+                thread::yield_now();
+            }
+            drop(ha);
+        });
+        let other = thread::spawn(move || table.close_all());
+        let mine = table.close_all();
+
+        let theirs = other.join().unwrap();
+        owner.join().unwrap();
+        assert!(mine.is_ok() && theirs.is_ok());
+        assert_eq!(
+            mine.released() + theirs.released(),
+            1,
+            "counted {} + {}",
+            mine.released(),
+            theirs.released()
+        );
+        assert_eq!(table.len(), 0);
+        pa.assert_closed();
+    });
+}
