@@ -90,7 +90,8 @@
 //! # Async-signal-safety
 //! Each function's documentation says whether it may be called from a signal
 //! handler or a fork child. In short: [`FdTable::contains`], [`FdTable::len`],
-//! [`FdTable::is_empty`], [`FdTable::swallowed_close_errors`],
+//! [`FdTable::is_empty`], [`FdTable::seal`], [`FdTable::is_sealed`],
+//! [`FdTable::swallowed_close_errors`],
 //! [`FdTable::close_all_in_child`], [`FdTable::retire_all_in_child`], the
 //! [`CommandExt`] hook, [`MaskGuard`], [`Interrupts::die_by_signal`],
 //! [`Interrupts::try_recv`], [`Interrupts::is_armed`], [`Interrupts::disarm`],

@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 
 use crate::pins::Settled;
 use crate::placeholder;
+use crate::sync::{fence, Ordering};
 use crate::sys;
 use crate::table::FdTable;
 use crate::trackable::FdKind;
@@ -98,6 +99,26 @@ impl FdTable {
     /// [`Tracked::into_inner`] waits meanwhile. [`len`](FdTable::len) still
     /// counts the entries retired so far until `close_all` returns.
     ///
+    /// # Threads that keep tracking, and why this does not seal
+    /// An entry tracked after this call has passed its number is not
+    /// released: a worker that opens and tracks a file just after the call
+    /// keeps it. To stop that, [`seal`](FdTable::seal) the table first:
+    /// `seal(); close_all()` releases every entry any `track` accepted.
+    ///
+    /// `close_all` does not seal by itself, because a seal is for good
+    /// (there is no unseal) and `close_all` has uses that go on afterwards:
+    /// a server that drops every connection on a reload and accepts new
+    /// ones, a test harness that cleans up between cases, a library that
+    /// empties its own table between jobs. A hidden seal would make every
+    /// later `track` on the table fail, for the rest of the process; on
+    /// [`FdTable::global`], shared with the libraries a program uses, that
+    /// would break code that never called `close_all`. A fork child that
+    /// goes on running has the same need: it releases what it inherited and
+    /// tracks its own descriptors afterwards (see
+    /// [`retire_all_in_child`](FdTable::retire_all_in_child)). So shutting
+    /// down is the two explicit steps, and a cleanup that must not be
+    /// outrun by late `track`s says so with `seal`.
+    ///
     /// Not async-signal-safe (the report allocates for errors). In a fork
     /// child use [`close_all_in_child`](FdTable::close_all_in_child) or
     /// [`retire_all_in_child`](FdTable::retire_all_in_child).
@@ -123,6 +144,10 @@ impl FdTable {
     /// fdtable::FdTable::global().close_all(); // error: unused `CloseAllReport`
     /// ```
     pub fn close_all(&self) -> CloseAllReport {
+        // Pairs with the fence `track` makes after publishing: every entry
+        // tracked by a `track` that did not see a seal happening before this
+        // call is visible to the walk below (the argument is in `seal`).
+        fence(Ordering::SeqCst);
         let mut report = CloseAllReport::default();
         let mut retired = 0;
         // Checked, not trusted: see `placeholder.rs`. At `EMFILE` a missing
