@@ -247,6 +247,7 @@ fn main() {
     // From here on a second SIGINT/SIGTERM kills the process at once.
     eprintln!("cleaning up after {received}");
     std::thread::sleep(options.slow_cleanup); // a cleanup that may get stuck
+
     // Seal first: a `track` from now on (another thread's, in a bigger
     // program) fails instead of slipping past `close_all`.
     FdTable::global().seal();
