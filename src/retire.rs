@@ -300,8 +300,9 @@ impl CloseAllReport {
     /// placeholder swapped over its number) or, for
     /// [`FdKind::RegisteredSocket`], whose connection it shut down. An entry
     /// whose handle was closed while the call held it counts too (a thread
-    /// woken by the `shutdown` that drops its handle at once, say: the
-    /// release came first). Not counted: entries whose handles were closed
+    /// woken by the `shutdown` that drops its handle at once, say): that
+    /// close waits for the call to let go of the entry, so the call released
+    /// the file all the same. Not counted: entries whose handles were closed
     /// or taken back before the call reached them (nothing left to release),
     /// entries tracked after it passed their numbers, and the entries in
     /// [`errors`](CloseAllReport::errors).
