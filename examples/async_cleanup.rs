@@ -26,9 +26,10 @@
 //! 1. **Cancel the tasks** and wait for them (bounded): their handles drop
 //!    with them, which closes the listener, the pipe and the sockets. `K`
 //!    counts the three blocked tasks that ended.
-//! 2. **`close_all` as the safety net** for what cancelling cannot reach:
-//!    the blocking-pool writer cannot be aborted, so its files are released
-//!    under it (its next write fails and it stops).
+//! 2. **`seal`, then `close_all` as the safety net** for what cancelling
+//!    cannot reach: the blocking-pool writer cannot be aborted, so its files
+//!    are released under it (its next write fails and it stops); the seal
+//!    makes sure nothing tracked after that point escapes.
 //! 3. Remove the temporary files, print `released <N>` (tracked entries
 //!    released by the cleanup: every one) and `tasks finished <K>`.
 //! 4. **Die by the signal**: status 130 for SIGINT, 143 for SIGTERM.
@@ -257,7 +258,9 @@ async fn main() {
         finished += usize::from(cancel(task).await);
     }
     cancel(running.peer).await;
-    // 2. The safety net, for what no cancel reaches (the blocking writer).
+    // 2. The safety net, for what no cancel reaches (the blocking writer);
+    //    sealed first, so that no `track` from now on slips past it.
+    table.seal();
     let report = table.close_all();
     for (fd, error) in report.errors() {
         eprintln!("close_all: fd {fd}: {error}");

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! then works in a `poll(2)` loop whose set includes the [`Interrupts`]
-//! descriptor. Press Ctrl-C (or `kill -INT <pid>`): it releases every
+//! descriptor. Press Ctrl-C (or `kill -INT <pid>`): it seals the table
+//! ([`FdTable::seal`]: no `track` succeeds any more), releases every
 //! tracked descriptor with [`FdTable::close_all`], removes its temporary
 //! files, prints `released <count>` and dies by SIGINT, so your shell shows
 //! status 130. SIGTERM is handled the same way (and it dies by SIGTERM).
@@ -246,6 +247,10 @@ fn main() {
     // From here on a second SIGINT/SIGTERM kills the process at once.
     eprintln!("cleaning up after {received}");
     std::thread::sleep(options.slow_cleanup); // a cleanup that may get stuck
+
+    // Seal first: a `track` from now on (another thread's, in a bigger
+    // program) fails instead of slipping past `close_all`.
+    FdTable::global().seal();
     let report = FdTable::global().close_all();
     let _ = std::fs::remove_dir_all(&resources.dir);
     writeln!(stdout, "released {}", report.released())

@@ -2,7 +2,7 @@
 //! all along.
 //!
 //! ```text
-//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet] [--unpaced]
+//! cargo run --release --example soak -- [--seconds N] [--spin N] [--quiet] [--unpaced] [--no-seal]
 //! FDTABLE_SOAK_SECONDS=N cargo run --release --example soak
 //! ```
 //!
@@ -10,7 +10,8 @@
 //! long the load runs; shutting down and the final checks take a moment more.
 //! `--spin` is the busy-wait between two signals of the storm (default 200).
 //! `--unpaced` turns the storm's pacing off (see below): the negative
-//! control for the watchdog, which must then fail the run.
+//! control for the watchdog, which must then fail the run. `--no-seal`
+//! leaves the sealer (below) out.
 //!
 //! What runs at the same time, on one `static` table:
 //! - **churners** (3 threads): track, `close`, drop, `into_inner`, and
@@ -33,7 +34,16 @@
 //!   the sentinels are intact (the exit code reports which check failed);
 //!   each child is waited for with a deadline: a hung child is a failure;
 //! - **spawns** through the [`CommandExt`] hook: a missing program must
-//!   fail with `NotFound`, `true` must succeed.
+//!   fail with `NotFound`, `true` must succeed;
+//! - a **sealer** (on unless `--no-seal`): rounds on tables of its own (the
+//!   churners' table is never sealed: a seal is for good), each with
+//!   [`SEAL_TRACKERS`] threads that open and track sockets and pipes until
+//!   the table refuses, while the sealer calls `seal(); close_all()` in the
+//!   middle of their tracking. Every entry a `track` accepted must end
+//!   released (its number names the placeholder, its peer sees end of file
+//!   or a broken pipe) and counted (`released()` is the number accepted,
+//!   `len()` is 0); every refused resource must come back open, itself and
+//!   untracked; nothing may be lost (tracks = accepted + refused).
 //!
 //! At the end: every churner number closed, `len() == 0`, sentinels intact
 //! (same `(st_dev, st_ino)`), `/proc/self/fd` back to its baseline, and at
@@ -101,12 +111,14 @@ mod util;
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst,
+};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -126,6 +138,17 @@ const MAX_LIVE: usize = 24;
 const MIN_CHECKS_PER_CHURNER: u64 = 100;
 /// How long a fork child or a spawned `true` may take before it is a hang.
 const CHILD_LIMIT: Duration = Duration::from_secs(20);
+/// Threads that track in each of the sealer's rounds.
+const SEAL_TRACKERS: usize = 3;
+/// Entries one of them holds at most in a round (far below `RANGE_BASE`
+/// in all: the sealer's descriptors come from `open`, lowest numbers first).
+const SEAL_MOST_PER_TRACKER: usize = 32;
+/// The sealer seals once fewer than this many entries were accepted: the
+/// trackers are still tracking when it does, far from their limit.
+const SEAL_AFTER_AT_MOST: usize = 24;
+/// How long a peer may wait for fork children's copies of a released file
+/// to go (well below [`STALL_LIMIT`]).
+const SEAL_PEER_LIMIT: Duration = Duration::from_secs(2);
 
 // --- what each churner publishes for its handler -------------------------
 
@@ -158,10 +181,12 @@ thread_local! {
 
 // --- progress, for the watchdog -------------------------------------------
 
-/// Watched workers: the churners, then the forker, then the closer.
-const WORKERS: usize = CHURNERS + 2;
+/// Watched workers: the churners, then the forker, the closer and the
+/// sealer.
+const WORKERS: usize = CHURNERS + 3;
 const FORKER: usize = CHURNERS;
 const CLOSER: usize = CHURNERS + 1;
+const SEALER: usize = CHURNERS + 2;
 /// A worker that makes no progress for this long fails the soak.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 
@@ -177,6 +202,7 @@ fn worker_name(i: usize) -> String {
     match i {
         FORKER => "forker".into(),
         CLOSER => "closer".into(),
+        SEALER => "sealer".into(),
         _ => format!("churn-{i}"),
     }
 }
@@ -199,10 +225,11 @@ enum Step {
     Spawn,
     Sleep,
     WindDown,
+    SealRound,
 }
 
 impl Step {
-    const ALL: [Step; 14] = [
+    const ALL: [Step; 15] = [
         Step::Starting,
         Step::Idle,
         Step::Track,
@@ -217,6 +244,7 @@ impl Step {
         Step::Spawn,
         Step::Sleep,
         Step::WindDown,
+        Step::SealRound,
     ];
 
     fn describe(raw: u8) -> &'static str {
@@ -235,6 +263,7 @@ impl Step {
             Some(Step::Spawn) => "spawning through CommandExt",
             Some(Step::Sleep) => "sleeping between rounds",
             Some(Step::WindDown) => "closing its handles at the end",
+            Some(Step::SealRound) => "in a sealing round (tracks, seal, close_all, checks)",
             None => "?",
         }
     }
@@ -300,6 +329,9 @@ counters! {
     RELEASED: "  entries released",
     FORKS: "forks",
     SPAWNS: "spawns",
+    SEAL_ROUNDS: "sealing rounds",
+    SEAL_ACCEPTED: "  tracks accepted, then released",
+    SEAL_REFUSED: "  tracks refused (sealed)",
     FAIL_CLOSE_ERRORS: "FAIL close errors",
     FAIL_TRACK_ERRORS: "FAIL track errors",
     FAIL_CLOSE_ALL: "FAIL close_all errors",
@@ -307,6 +339,7 @@ counters! {
     FAIL_CHILD: "FAIL fork child checks",
     FAIL_HUNG: "FAIL hung children",
     FAIL_SPAWN: "FAIL wrong spawn results",
+    FAIL_SEAL: "FAIL sealing-round checks",
 }
 
 fn count(counter: &AtomicU64) {
@@ -907,6 +940,206 @@ fn closer() {
     }
 }
 
+// --- the sealer -----------------------------------------------------------------
+
+/// The test's end of a resource a sealing round tracks.
+enum Peer {
+    /// The other end of a socket pair (non-blocking): reads end of file
+    /// once the tracked end is released.
+    Socket(UnixStream),
+    /// A pipe's write end: writes fail (`EPIPE`) once the read end is.
+    Pipe(File),
+}
+
+impl Peer {
+    /// Whether the tracked end is gone, as seen from here (never blocks).
+    fn sees_release(&mut self) -> bool {
+        match self {
+            Peer::Socket(peer) => matches!(peer.read(&mut [0u8; 8]), Ok(0)),
+            Peer::Pipe(w) => matches!(
+                w.write(b"x"),
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe
+            ),
+        }
+    }
+}
+
+/// Whether `peer` sees its tracked end released within [`SEAL_PEER_LIMIT`]. A
+/// fork child made (by the forker or a churner) before the release holds a
+/// copy of the file until it exits or execs, so the peer may have to wait
+/// for that: what `close_all` promises is to drop the table's reference.
+fn peer_sees_release(peer: &mut Peer) -> bool {
+    let end = Instant::now() + SEAL_PEER_LIMIT;
+    loop {
+        if peer.sees_release() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A fresh resource to track (socket pair ends and pipe read ends in turn)
+/// and the end the test keeps.
+fn seal_resource(i: usize) -> io::Result<(OwnedFd, Peer)> {
+    if i.is_multiple_of(2) {
+        let (mine, peer) = UnixStream::pair()?;
+        peer.set_nonblocking(true)?;
+        Ok((mine.into(), Peer::Socket(peer)))
+    } else {
+        let (r, w) = util::pipe();
+        Ok((r, Peer::Pipe(File::from(w))))
+    }
+}
+
+/// A refused `track` in a sealing round: the error, the resource given
+/// back, its peer, and the resource's `(st_dev, st_ino)` before `track` saw
+/// it.
+type Refused = (io::Error, OwnedFd, Peer, Option<(u64, u64)>);
+
+/// What one tracking thread of a sealing round ended with.
+#[derive(Default)]
+struct SealOutcome<'t> {
+    attempts: usize,
+    accepted: Vec<(Tracked<'t, OwnedFd>, Peer)>,
+    refused: Vec<Refused>,
+    failures: Vec<String>,
+}
+
+/// One sealing round on a table of its own: [`SEAL_TRACKERS`] threads
+/// track until refused; once `target` entries were accepted (or 1 s
+/// passed), `seal(); close_all()`. Then every promise of the seal is
+/// checked; a broken one is counted in `FAIL_SEAL` and printed.
+fn seal_round(target: usize, placeholder: (u64, u64)) {
+    let _doing = doing(Step::SealRound);
+    let table = FdTable::new();
+    let accepted_so_far = AtomicUsize::new(0);
+    let start = Barrier::new(SEAL_TRACKERS + 1);
+    let (report, mut outcomes) = thread::scope(|s| {
+        let trackers: Vec<_> = (0..SEAL_TRACKERS)
+            .map(|t| {
+                let (table, start, so_far) = (&table, &start, &accepted_so_far);
+                s.spawn(move || {
+                    let mut out = SealOutcome::default();
+                    start.wait();
+                    loop {
+                        if out.accepted.len() >= SEAL_MOST_PER_TRACKER {
+                            while !table.is_sealed() {
+                                thread::yield_now();
+                            }
+                        }
+                        let (fd, peer) = match seal_resource(t + out.attempts) {
+                            Ok(made) => made,
+                            Err(e) => {
+                                out.failures.push(format!("open a resource: {e}"));
+                                break;
+                            }
+                        };
+                        let id = util::identity(fd.as_raw_fd());
+                        out.attempts += 1;
+                        match table.track(fd) {
+                            Ok(handle) => {
+                                so_far.fetch_add(1, SeqCst);
+                                out.accepted.push((handle, peer));
+                            }
+                            Err(refused) => {
+                                let (error, fd) = refused.into_parts();
+                                out.refused.push((error, fd, peer, id));
+                                break; // the sealed table says: stop
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        start.wait();
+        let bound = Instant::now() + Duration::from_secs(1);
+        while accepted_so_far.load(SeqCst) < target && Instant::now() < bound {
+            std::hint::spin_loop();
+        }
+        table.seal();
+        let report = table.close_all();
+        let outcomes: Vec<SealOutcome<'_>> = trackers
+            .into_iter()
+            .map(|t| t.join().expect("seal tracker panicked"))
+            .collect();
+        (report, outcomes)
+    });
+    progress();
+
+    let mut failures: Vec<String> = outcomes
+        .iter_mut()
+        .flat_map(|o| std::mem::take(&mut o.failures))
+        .collect();
+    let attempts: usize = outcomes.iter().map(|o| o.attempts).sum();
+    let accepted: usize = outcomes.iter().map(|o| o.accepted.len()).sum();
+    let refused: usize = outcomes.iter().map(|o| o.refused.len()).sum();
+    if !report.is_ok() {
+        failures.push(format!("close_all errors: {:?}", report.errors()));
+    }
+    if attempts != accepted + refused || refused != SEAL_TRACKERS {
+        failures.push(format!(
+            "{attempts} tracks, {accepted} accepted, {refused} refused: a resource was lost"
+        ));
+    }
+    if report.released() != accepted || !table.is_empty() {
+        failures.push(format!(
+            "{accepted} accepted, released() {}, len() {} after seal(); close_all()",
+            report.released(),
+            table.len()
+        ));
+    }
+    for outcome in &mut outcomes {
+        for (handle, peer) in &mut outcome.accepted {
+            let fd = handle.as_raw_fd();
+            if util::identity(fd) != Some(placeholder) {
+                failures.push(format!(
+                    "accepted fd {fd} was left live (not the placeholder)"
+                ));
+            } else if !peer_sees_release(peer) {
+                failures.push(format!("accepted fd {fd}: its peer never saw it released"));
+            }
+        }
+        for (error, fd, _, id) in &outcome.refused {
+            let raw = fd.as_raw_fd();
+            if error.kind() != io::ErrorKind::Other
+                || util::identity(raw) != *id
+                || id.is_none()
+                || table.contains(raw)
+            {
+                failures.push(format!(
+                    "refused fd {raw} did not come back intact: {error}"
+                ));
+            }
+        }
+    }
+    count(&SEAL_ROUNDS);
+    SEAL_ACCEPTED.fetch_add(accepted as u64, SeqCst);
+    SEAL_REFUSED.fetch_add(refused as u64, SeqCst);
+    for failure in failures {
+        count(&FAIL_SEAL);
+        eprintln!("sealing round: {failure}");
+    }
+}
+
+fn sealer() {
+    let placeholder = util::placeholder_identity();
+    let mut rng = Rng(0x5ea1_5ea1_5ea1_5ea1);
+    while !STOP_WORK.load(SeqCst) {
+        // Seal at once in some rounds (the first tracks race it), after a
+        // few dozen entries in others.
+        let target = rng.below(SEAL_AFTER_AT_MOST as u64) as usize;
+        seal_round(target, placeholder);
+        // Rounds are bursts of four busy threads: spaced so that the
+        // churners (and the storm, paced by their progress) keep the CPU.
+        let _doing = doing(Step::Sleep);
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // --- the watchdog ----------------------------------------------------------------
 
 /// Fails the soak, at once, when a worker makes no progress for
@@ -994,6 +1227,7 @@ struct Options {
     spin: u32,
     quiet: bool,
     unpaced: bool,
+    seal: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -1002,6 +1236,7 @@ fn parse_options() -> Result<Options, String> {
         spin: 200,
         quiet: false,
         unpaced: false,
+        seal: true,
     };
     if let Ok(value) = std::env::var("FDTABLE_SOAK_SECONDS") {
         options.seconds = value
@@ -1021,8 +1256,11 @@ fn parse_options() -> Result<Options, String> {
             "--spin" => options.spin = number("--spin")? as u32,
             "--quiet" => options.quiet = true,
             "--unpaced" => options.unpaced = true,
+            "--no-seal" => options.seal = false,
             "-h" | "--help" => {
-                return Err("usage: soak [--seconds N] [--spin N] [--quiet] [--unpaced]".into());
+                return Err(
+                    "usage: soak [--seconds N] [--spin N] [--quiet] [--unpaced] [--no-seal]".into(),
+                );
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -1094,13 +1332,23 @@ fn main() {
         WORKER.with(|w| w.set(CLOSER));
         closer()
     });
+    let sealer = options.seal.then(|| {
+        thread::spawn(|| {
+            WORKER.with(|w| w.set(SEALER));
+            sealer()
+        })
+    });
     let mut workers: Vec<(usize, thread::JoinHandle<()>)> = churners
         .into_iter()
         .enumerate()
         .chain([(FORKER, forker), (CLOSER, closer)])
+        .chain(sealer.map(|t| (SEALER, t)))
         .collect();
 
     let mut watchdog = Watchdog::new();
+    if !options.seal {
+        watchdog.finished(SEALER);
+    }
     let run = Duration::from_secs(options.seconds);
     let mut next_report = Duration::from_secs(10);
     let mut ops_at_report = [0u64; CHURNERS];
@@ -1184,6 +1432,7 @@ fn main() {
         ("failed fork children", &FAIL_CHILD),
         ("hung children", &FAIL_HUNG),
         ("wrong spawn results", &FAIL_SPAWN),
+        ("failed sealing-round checks", &FAIL_SEAL),
     ] {
         let n = counter.load(SeqCst);
         if n > 0 {
@@ -1212,12 +1461,16 @@ fn main() {
             failures.push(format!("no {name} happened"));
         }
     }
+    if options.seal && SEAL_ROUNDS.load(SeqCst) == 0 {
+        failures.push("no sealing round happened".into());
+    }
 
     println!(
-        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}{}",
+        "fdtable soak: {:.1}s, {CHURNERS} churners, storm spin {}{}{}",
         elapsed.as_secs_f64(),
         options.spin,
-        if options.unpaced { ", UNPACED" } else { "" }
+        if options.unpaced { ", UNPACED" } else { "" },
+        if options.seal { "" } else { ", no sealer" }
     );
     print_totals();
     print_churners(run_time);

@@ -18,7 +18,8 @@ import sys
 # mutant -> (file, text to replace, broken text, the test that must catch it).
 # The name says which invariant it breaks (I1-I10: the README's
 # "Guarantees and their limits"; H7 and H11: DESIGN.md's hazards that no
-# invariant names; T1-T5: its mutant table).
+# invariant names; T1-T5: its mutant table; S1-S2: the shutdown promises
+# of issue 18).
 M = {
  "I1": ("src/tracked.rs",
         "        if close_resource(self.table, self.fd, self.gen, resource).is_err() {",
@@ -190,6 +191,16 @@ M = {
         "    if interrupts.shared.installer.is_current() {",
         "    if true {",
         ["--features","tokio","--test","async_recv","a_fork_child_dropping_its_inherited_instance_leaves_the_parent_receiving"]),
+ # Shutdown (issue 18): the seal holds against racing tracks, and the
+ # report counts what it released.
+ "S1": ("src/table.rs",
+        "        fence(Ordering::SeqCst);\n        if self.sealed.load(Ordering::Relaxed) {\n            return self.withdraw_sealed(slot, fd, gen, resource);\n        }",
+        "",
+        ["--test","seal","seal_then_close_all_releases_every_entry_that_racing_tracks_accepted"]),
+ "S2": ("src/retire.rs",
+        "                    Settled::ReleasedClosed => report.released += 1,",
+        "                    Settled::ReleasedClosed => {}",
+        ["--test","released_count","released_counts_sockets_whose_owners_drop_them_the_instant_shutdown_wakes_them"]),
  "I7": ("src/signals/policy.rs",
         "    // EINVAL for a number that is not a signal: `_exit` below handles it.",
         "    unsafe { libc::_exit(128 + sig) };\n    // EINVAL for a number that is not a signal: `_exit` below handles it.",

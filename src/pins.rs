@@ -161,15 +161,18 @@ impl FdTable {
         }
     }
 
-    /// Drop `close_all`'s pin on a live entry; if `release` succeeded (the
-    /// file is released) and the entry is still live, mark it `Retired` in
-    /// the same step. Any other case is a plain [`unpin`](Self::unpin), which
-    /// also performs a close deferred behind this pin. A borrowed pin (see
-    /// [`pin`](Self::pin)) is not in the slot: only the state changes, and
-    /// nothing is unpinned. Returns whether this call retired a live entry;
-    /// the caller then owes one
-    /// [`count_retired_live`](Self::count_retired_live) for
-    /// it (batched: one atomic operation per `close_all`, not per entry).
+    /// Drop `close_all`'s pin on an entry it tried to release, and settle
+    /// how the entry counts in its report.
+    ///
+    /// If `release` succeeded (the file is released) and the entry is still
+    /// `Live`, mark it `Retired` in the same step as the unpin. If its
+    /// handle was closed while the pin held it (`Closing`, its close
+    /// deferred behind the pin), the file was released all the same: mark
+    /// it counted (see `slot.rs`), unless another `close_all` already did,
+    /// then unpin, which performs the deferred close if this was the last
+    /// pin. Any other case is a plain [`unpin`](Self::unpin). A borrowed pin
+    /// (see [`pin`](Self::pin)) is not in the slot: only the state changes,
+    /// and nothing is unpinned.
     ///
     /// `pin.word` is the word as the pin left it: the likely current value,
     /// so the common case is one compare-and-swap and no extra load.
@@ -179,8 +182,9 @@ impl FdTable {
         fd: RawFd,
         pin: Pin,
         released: bool,
-    ) -> bool {
+    ) -> Settled {
         let pinned = pin.word;
+        let mut settled = Settled::NotCounted;
         if released {
             let mut w = pinned;
             loop {
@@ -189,13 +193,24 @@ impl FdTable {
                 // very call between its pin and here (`retire_all_in_child`
                 // documents that as unsupported): then leave the slot alone.
                 let ours = w.gen() == pinned.gen() && (w.pins() > 0 || !pin.counted);
-                if !ours || w.state() != SlotState::Live {
+                if !ours {
                     break;
                 }
-                let pins = if pin.counted { w.pins() - 1 } else { w.pins() };
-                let retired = w.with_state(SlotState::Retired).with_pins(pins);
-                match slot.cas(w, retired) {
-                    Ok(()) => return true,
+                let next = match w.state() {
+                    SlotState::Live => {
+                        let pins = if pin.counted { w.pins() - 1 } else { w.pins() };
+                        w.with_state(SlotState::Retired).with_pins(pins)
+                    }
+                    SlotState::Closing if !w.counted() => w.with_counted(),
+                    // Retired, or counted, by another `close_all`.
+                    _ => break,
+                };
+                match slot.cas(w, next) {
+                    Ok(()) if w.state() == SlotState::Live => return Settled::Retired,
+                    Ok(()) => {
+                        settled = Settled::ReleasedClosed;
+                        break;
+                    }
                     Err(now) => w = now,
                 }
             }
@@ -203,6 +218,23 @@ impl FdTable {
         if pin.counted {
             self.unpin(slot, fd, pinned.gen());
         }
-        false
+        settled
     }
+}
+
+/// How [`FdTable::retire_and_unpin`] settled an entry `close_all` held: what
+/// the entry adds to the report and to the live count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Released and retired by this call (`Live` to `Retired`): one more
+    /// released, and one the caller takes off the live count
+    /// ([`count_retired_live`](FdTable::count_retired_live), batched).
+    Retired,
+    /// Released by this call while its handle closed it under the call's
+    /// pin: one more released; the close already took it off the live
+    /// count.
+    ReleasedClosed,
+    /// Not this call's to count: its release failed, or another `close_all`
+    /// retired or counted it first.
+    NotCounted,
 }

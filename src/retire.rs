@@ -4,7 +4,9 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::pins::Settled;
 use crate::placeholder;
+use crate::sync::{fence, Ordering};
 use crate::sys;
 use crate::table::FdTable;
 use crate::trackable::FdKind;
@@ -97,6 +99,26 @@ impl FdTable {
     /// [`Tracked::into_inner`] waits meanwhile. [`len`](FdTable::len) still
     /// counts the entries retired so far until `close_all` returns.
     ///
+    /// # Threads that keep tracking, and why this does not seal
+    /// An entry tracked after this call has passed its number is not
+    /// released: a worker that opens and tracks a file just after the call
+    /// keeps it. To stop that, [`seal`](FdTable::seal) the table first:
+    /// `seal(); close_all()` releases every entry any `track` accepted.
+    ///
+    /// `close_all` does not seal by itself, because a seal is for good
+    /// (there is no unseal) and `close_all` has uses that go on afterwards:
+    /// a server that drops every connection on a reload and accepts new
+    /// ones, a test harness that cleans up between cases, a library that
+    /// empties its own table between jobs. A hidden seal would make every
+    /// later `track` on the table fail, for the rest of the process; on
+    /// [`FdTable::global`], shared with the libraries a program uses, that
+    /// would break code that never called `close_all`. A fork child that
+    /// goes on running has the same need: it releases what it inherited and
+    /// tracks its own descriptors afterwards (see
+    /// [`retire_all_in_child`](FdTable::retire_all_in_child)). So shutting
+    /// down is the two explicit steps, and a cleanup that must not be
+    /// outrun by late `track`s says so with `seal`.
+    ///
     /// Not async-signal-safe (the report allocates for errors). In a fork
     /// child use [`close_all_in_child`](FdTable::close_all_in_child) or
     /// [`retire_all_in_child`](FdTable::retire_all_in_child).
@@ -122,7 +144,12 @@ impl FdTable {
     /// fdtable::FdTable::global().close_all(); // error: unused `CloseAllReport`
     /// ```
     pub fn close_all(&self) -> CloseAllReport {
+        // Pairs with the fence `track` makes after publishing: every entry
+        // tracked by a `track` that did not see a seal happening before this
+        // call is visible to the walk below (the argument is in `seal`).
+        fence(Ordering::SeqCst);
         let mut report = CloseAllReport::default();
+        let mut retired = 0;
         // Checked, not trusted: see `placeholder.rs`. At `EMFILE` a missing
         // one cannot be replaced; then every entry that needs it reports why.
         let placeholder = placeholder::checked();
@@ -139,8 +166,15 @@ impl FdTable {
                 };
                 // The pin keeps the number ours while we release its file.
                 let outcome = release(fd, pin.word.kind(), &placeholder);
-                if self.retire_and_unpin(slot, fd, pin, outcome.is_ok()) {
-                    report.released += 1;
+                match self.retire_and_unpin(slot, fd, pin, outcome.is_ok()) {
+                    Settled::Retired => {
+                        report.released += 1;
+                        retired += 1;
+                    }
+                    // Its handle closed it while we held it (a thread woken
+                    // by the shutdown, say): released all the same.
+                    Settled::ReleasedClosed => report.released += 1,
+                    Settled::NotCounted => {}
                 }
                 if let Err(error) = outcome {
                     report.errors.push((fd, error));
@@ -149,7 +183,7 @@ impl FdTable {
         }
         // `len` counts the retired entries until here (documented on `len`):
         // one atomic operation per call instead of one per entry.
-        self.count_retired_live(report.released);
+        self.count_retired_live(retired);
         report
     }
 }
@@ -261,14 +295,23 @@ pub struct CloseAllReport {
 }
 
 impl CloseAllReport {
-    /// How many live entries were released: their files dropped and their
-    /// numbers reserved by the placeholder, or (for
-    /// [`FdKind::RegisteredSocket`]) their connections shut down.
+    /// How many entries this call released, exactly: each entry that was
+    /// live when the call reached it and whose file it released (the
+    /// placeholder swapped over its number) or, for
+    /// [`FdKind::RegisteredSocket`], whose connection it shut down. An entry
+    /// whose handle was closed while the call held it counts too (a thread
+    /// woken by the `shutdown` that drops its handle at once, say): that
+    /// close waits for the call to let go of the entry, so the call released
+    /// the file all the same. Not counted: entries whose handles were closed
+    /// or taken back before the call reached them (nothing left to release),
+    /// entries tracked after it passed their numbers, and the entries in
+    /// [`errors`](CloseAllReport::errors).
     ///
-    /// It can undercount: an entry whose handle is closed while `close_all`
-    /// holds it (a thread woken by its `shutdown` that drops the handle at
-    /// once, say) is released but not counted. Compare [`FdTable::len`]
-    /// before and after to count what a cleanup released.
+    /// Each entry counts in one report at most: when several `close_all`
+    /// calls on one table hold the same entry at once, the one that retires
+    /// it (or, if its handle closed meanwhile, the first to settle it)
+    /// counts it. With one call at a time, `released() + errors().len()` is
+    /// the number of live entries the call reached.
     ///
     /// Async-signal-safe.
     pub fn released(&self) -> usize {
@@ -284,7 +327,9 @@ impl CloseAllReport {
     /// number closed or replaced by code that does not own it) that cannot
     /// be opened again: then every entry that needed the swap gets the OS
     /// error of that open (`EMFILE` at the descriptor limit). Each such
-    /// entry stays live and tracked. Async-signal-safe.
+    /// entry stays live and tracked (unless its handle is closed meanwhile,
+    /// or another `close_all` at the same time releases it).
+    /// Async-signal-safe.
     pub fn errors(&self) -> &[(RawFd, io::Error)] {
         &self.errors
     }

@@ -22,14 +22,23 @@
 //! | `Closing` | handle gone while pinned by a walker      | the table: the last unpin closes it |
 //! | `Retired` | `close_all` swapped in a placeholder      | the handle (closes the placeholder) |
 //!
+//! A `Closing` entry has no use for its kind (nothing releases it any more), so
+//! its kind field says instead whether a `close_all` has counted it as released
+//! ([`Word::counted`]): set when a retired entry's handle closes under a pin
+//! (the `close_all` that retired it counted it), or by a `close_all` that
+//! released the entry while its handle closed under that call's own pin. So
+//! each entry counts in at most one [`CloseAllReport`](crate::CloseAllReport),
+//! however many `close_all` calls hold it at once.
+//!
 //! Transitions (every one a single compare-and-swap):
 //!
 //! ```text
 //!   Free ──track──▶ Live ──close, pins = 0──▶ Free          (then close(2))
 //!                   Live ──close, pins > 0──▶ Closing ──last unpin──▶ Free (then close(2))
-//!                   Live ──close_all────────▶ Retired ──drop──▶ Free / Closing
+//!                   Live ──close_all────────▶ Retired ──drop──▶ Free / Closing (counted)
 //!                         (its own pin dropped in the same step; a borrowed
 //!                          pin, on a saturated slot, leaves the count alone)
+//!                   Closing ──close_all released it under its pin──▶ Closing (counted)
 //!                   Live/Retired ──into_inner / try_into_inner, pins = 0──▶ Free (no close)
 //!   (fork child) any ──retire_all_in_child──▶ same state, pins = the forking
 //!                      thread's own; Closing with none left ──▶ Free (then close(2))
@@ -61,6 +70,9 @@ const GEN_SHIFT: u32 = PIN_SHIFT + PIN_BITS;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 const KIND_MASK: u64 = ((1 << KIND_BITS) - 1) << KIND_SHIFT;
 const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
+/// The kind bits of a `Closing` entry that a `close_all` counted as
+/// released: all set, which no [`FdKind`] encodes to.
+const COUNTED: u64 = KIND_MASK;
 /// Largest pin count a slot takes. The loom build saturates at 2, so that
 /// its models reach the saturated paths with a nested walk.
 #[cfg(not(fdtable_loom))]
@@ -121,6 +133,18 @@ impl Word {
         Word((self.0 & !STATE_MASK) | state as u64)
     }
 
+    /// Whether this `Closing` entry was counted as released by a
+    /// `close_all` (see the module docs). Meaningless in other states.
+    pub(crate) fn counted(self) -> bool {
+        self.0 & KIND_MASK == COUNTED
+    }
+
+    /// This `Closing` word, marked as counted by a `close_all`.
+    pub(crate) fn with_counted(self) -> Word {
+        debug_assert_eq!(self.state(), SlotState::Closing);
+        Word((self.0 & !KIND_MASK) | COUNTED)
+    }
+
     pub(crate) fn with_pins(self, pins: u64) -> Word {
         debug_assert!(pins <= MAX_PINS);
         Word((self.0 & !PIN_MASK) | (pins << PIN_SHIFT))
@@ -141,6 +165,14 @@ impl Word {
 
 impl std::fmt::Debug for Word {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.state() == SlotState::Closing && self.counted() {
+            return write!(
+                f,
+                "Closing(counted, pins={}, gen={})",
+                self.pins(),
+                self.gen()
+            );
+        }
         write!(
             f,
             "{:?}({:?}, pins={}, gen={})",
@@ -213,6 +245,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_counted_mark_is_no_kind_and_touches_nothing_else() {
+        for kind in FdKind::ALL {
+            let w = Word::new(SlotState::Closing, kind, 3, 77);
+            assert!(!w.counted(), "{kind:?} reads as counted");
+            let marked = w.with_counted();
+            assert!(marked.counted());
+            assert_eq!(
+                (marked.state(), marked.pins(), marked.gen()),
+                (SlotState::Closing, 3, 77)
+            );
+            assert!(marked.with_pins(2).counted());
         }
     }
 

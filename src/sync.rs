@@ -3,8 +3,11 @@
 //! Normal builds use `core::sync::atomic`; `RUSTFLAGS="--cfg fdtable_loom"` swaps in
 //! `loom`'s model-checked atomics so the slot state machine can be explored
 //! exhaustively (see `tests/loom.rs`). Every atomic the table's state
-//! machine is built from (slots, chunk pointers, the walk epoch, the live
-//! count, the swallowed-error count) comes from here. Process-wide flags
+//! machine is built from (slots, chunk pointers, the walk epoch, the seal,
+//! the live count, the swallowed-error count) comes from here, and so do the
+//! two `SeqCst` fences that order the seal against `track` (loom models
+//! `SeqCst` fences exactly, `SeqCst` loads and stores only as `AcqRel`: the
+//! seal's argument rests on the fences alone). Process-wide flags
 //! that no model needs to explore name `core`/`std` atomics directly: the
 //! placeholder's number (`placeholder.rs`), the counter's stripe assignment
 //! (`counter.rs`), the mask guard's count of threads seen with an open mask
@@ -15,10 +18,14 @@
 //! `signals/interrupts.rs`).
 
 #[cfg(fdtable_loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 #[cfg(not(fdtable_loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Back off while waiting for another thread to release a pin.
 ///

@@ -20,7 +20,7 @@ use crate::counter::StripedCount;
 use crate::mask::MaskGuard;
 use crate::placeholder;
 use crate::slot::{Slot, SlotState, Word, GEN_MASK};
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{backoff, fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sys;
 use crate::trackable::Trackable;
 use crate::tracked::{TrackError, Tracked};
@@ -47,9 +47,10 @@ use crate::visits::{self, PinNode};
 ///
 /// # What is async-signal-safe
 /// [`contains`](FdTable::contains), [`len`](FdTable::len),
-/// [`is_empty`](FdTable::is_empty) and
+/// [`is_empty`](FdTable::is_empty), [`is_sealed`](FdTable::is_sealed) and
 /// [`swallowed_close_errors`](FdTable::swallowed_close_errors) only read
-/// atomics; [`close_all_in_child`](FdTable::close_all_in_child) and
+/// atomics, and [`seal`](FdTable::seal) writes one;
+/// [`close_all_in_child`](FdTable::close_all_in_child) and
 /// [`retire_all_in_child`](FdTable::retire_all_in_child) also make
 /// async-signal-safe syscalls. `track` may allocate a chunk; `for_each` runs
 /// your code; `close_all` collects errors in a `Vec`: none of those belongs in
@@ -88,6 +89,8 @@ pub struct FdTable {
     /// current value (a read of a line that only walks write), so a walk
     /// that started at `e` (and made it `e + 1`) visits stamps `<= e`.
     walk_epoch: AtomicU64,
+    /// Set once by [`seal`](FdTable::seal), never cleared: `track` refuses.
+    sealed: AtomicBool,
     /// Entries in state `Live`.
     live: StripedCount,
     /// `close(2)` errors that no caller could be told about.
@@ -104,6 +107,7 @@ impl FdTable {
         FdTable {
             chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
             walk_epoch: AtomicU64::new(1),
+            sealed: AtomicBool::new(false),
             live: StripedCount::new(),
             swallowed: AtomicUsize::new(0),
         }
@@ -115,6 +119,7 @@ impl FdTable {
         FdTable {
             chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             walk_epoch: AtomicU64::new(1),
+            sealed: AtomicBool::new(false),
             live: StripedCount::new(),
             swallowed: AtomicUsize::new(0),
         }
@@ -203,11 +208,21 @@ impl FdTable {
     ///
     /// Not async-signal-safe (may allocate the chunk for a new range of
     /// numbers). Takes no signal mask: publishing is one atomic step, and the
-    /// number is open both before and after it.
+    /// number is open both before and after it. Never waits, except in one
+    /// narrow race: when the table is sealed between `track`'s first check
+    /// and its publishing step, `track` takes its entry back, and if another
+    /// thread's walk or `close_all` already pins it, waits for that pin to
+    /// go (as [`Tracked::into_inner`] does) before handing the resource back.
     ///
     /// # Errors
     /// Nothing is closed on failure: the resource comes back inside the
     /// [`TrackError`] (see [`TrackError::into_parts`]).
+    /// - The table is [sealed](FdTable::seal): `Other`, with a message that
+    ///   says so; checked first, so the descriptor is not touched. A `track`
+    ///   that runs while another thread seals either fails so or succeeds;
+    ///   if it succeeds, a `close_all` after the seal releases its entry
+    ///   (and may already have, before `track` returns: see
+    ///   [`seal`](FdTable::seal)).
     /// - The number is already tracked by this table: `AlreadyExists`, with
     ///   the number in the message.
     /// - The number is not an open descriptor: `InvalidInput`, with the
@@ -245,6 +260,12 @@ impl FdTable {
     /// ```
     pub fn track<T: Trackable>(&self, resource: T) -> Result<Tracked<'_, T>, TrackError<T>> {
         let fd = resource.as_fd().as_raw_fd();
+        // The fast refusal, before anything touches the descriptor. What
+        // makes the seal hold against a track that passes this check just
+        // before `seal` is the second check, after publishing (see `seal`).
+        if self.sealed.load(Ordering::Relaxed) {
+            return Err(TrackError::new(resource, crate::tracked::sealed(fd)));
+        }
         if let Err(error) = sys::set_cloexec(fd, true) {
             let error = if error.raw_os_error() == Some(libc::EBADF) {
                 crate::tracked::not_open(fd, error)
@@ -292,7 +313,205 @@ impl FdTable {
             return Err(TrackError::new(resource, error));
         }
         self.live.add();
+        // The check that counts: after publishing, behind the fence that
+        // pairs with the one `close_all` starts with. Either it sees the
+        // seal, or every `close_all` after the seal finds this entry (the
+        // argument is in `seal`).
+        fence(Ordering::SeqCst);
+        if self.sealed.load(Ordering::Relaxed) {
+            return self.withdraw_sealed(slot, fd, gen, resource);
+        }
         Ok(Tracked::new(self, fd, gen, resource))
+    }
+
+    /// `track` published `fd` (generation `gen`) and then found the table
+    /// sealed: a `close_all` after the seal may already have walked past the
+    /// slot. Take the entry back and hand the resource back open, as if
+    /// `track` had seen the seal first, unless such a `close_all` has
+    /// already retired it: then the entry was accepted and released, and
+    /// its (dead) handle is returned.
+    ///
+    /// Waits while other threads pin the entry (a `close_all` releasing it,
+    /// or a walk that started after the publishing step visiting it), for
+    /// the reason `into_inner` waits: the caller may close the resource as
+    /// soon as it is back. No walk of this thread can pin it: a walk under
+    /// way here began before this `track` read its stamp.
+    fn withdraw_sealed<T: Trackable>(
+        &self,
+        slot: &Slot,
+        fd: RawFd,
+        gen: u64,
+        resource: T,
+    ) -> Result<Tracked<'_, T>, TrackError<T>> {
+        let mut round = 0;
+        loop {
+            let w = slot.load();
+            if !w.is_handle_of(gen) {
+                // Cannot happen: only this call holds the entry. Whatever
+                // took it, the table no longer claims the number, and the
+                // resource is still the caller's.
+                return Err(TrackError::new(resource, crate::tracked::sealed(fd)));
+            }
+            if w.state() == SlotState::Retired {
+                return Ok(Tracked::new(self, fd, gen, resource));
+            }
+            if w.pins() == 0 {
+                if slot.cas(w, Word::FREE).is_ok() {
+                    self.count_unpublished_live();
+                    return Err(TrackError::new(resource, crate::tracked::sealed(fd)));
+                }
+                continue;
+            }
+            backoff(round);
+            round = round.saturating_add(1);
+        }
+    }
+
+    /// Refuse every later [`track`](FdTable::track) on this table: the first
+    /// step of a shutdown. Entries already in the table are untouched (live
+    /// and usable; [`close_all`](FdTable::close_all) is what releases them).
+    /// Sealing again does nothing; there is no way to unseal.
+    ///
+    /// Once `seal` has returned, `track` fails before it touches the
+    /// descriptor, and hands the resource back open (see
+    /// [`TrackError::into_parts`]). The error's kind is
+    /// [`io::ErrorKind::Other`] and its message says the table is sealed:
+    /// the refusal is not an OS error, and std never produces `Other`, so
+    /// that kind tells a sealed table apart from every other reason `track`
+    /// gives (`AlreadyExists`, `InvalidInput`, the OS errors of `fcntl`,
+    /// `pipe` and `mmap`).
+    ///
+    /// # Against threads that keep tracking
+    /// `seal()` then [`close_all()`](FdTable::close_all) releases every entry
+    /// that any `track` accepted, whatever other threads are doing: a `track`
+    /// that runs at the same time as the seal either fails as above, or
+    /// succeeds and its entry is in the table by the time `close_all` walks
+    /// it (released then, unless its handle was closed first). No accepted
+    /// entry escapes, and no resource is lost: each one is either in a
+    /// handle or given back in the error. A `track` that overlaps the seal
+    /// may return a handle that this `close_all` has already retired: I/O
+    /// through it fails, as through any retired handle. `close_all` may run
+    /// on another thread, as long as that thread knows the seal happened: it
+    /// called `seal` itself, saw [`is_sealed`](FdTable::is_sealed) return
+    /// `true`, or was told by the sealing thread through a channel, a join,
+    /// a lock. So threads that open and track in a loop need no stop flag
+    /// of their own: a refused `track` tells them to stop, and whatever they
+    /// got before is released by the `close_all`.
+    ///
+    /// `close_all` does not seal by itself (its docs say why): shutting down
+    /// is `seal(); close_all()`.
+    ///
+    /// # Fork children
+    /// The seal is part of the table's memory, so a child forked after
+    /// `seal` is sealed too, and stays so:
+    /// [`close_all_in_child`](FdTable::close_all_in_child) and
+    /// [`retire_all_in_child`](FdTable::retire_all_in_child) leave the seal
+    /// as it is (a child of a process that is shutting down is part of the
+    /// shutdown; one that goes on and must track again uses a table of its
+    /// own). A seal made in the parent after the fork does not reach the
+    /// child, nor the other way round.
+    ///
+    /// Async-signal-safe: one atomic store, no wait. A signal handler may
+    /// seal a table; the guarantee above then holds for a `close_all` on a
+    /// thread that saw `is_sealed()` return `true`.
+    ///
+    /// # Examples
+    /// Ctrl-C while four workers open and track files:
+    /// ```
+    /// use fdtable::{FdTable, Interrupts, Signal};
+    /// use std::fs::File;
+    /// use std::io::Read;
+    /// static TABLE: FdTable = FdTable::new();
+    ///
+    /// let interrupts = Interrupts::builder(Signal::Interrupt)
+    ///     .respect_ignored(false) // this doc test may run under `nohup`
+    ///     .install()?;
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..4 {
+    ///         s.spawn(|| loop {
+    ///             let Ok(file) = File::open("/dev/zero") else { break };
+    ///             // Refused once the table is sealed: time to stop.
+    ///             let Ok(mut file) = TABLE.track(file) else { break };
+    ///             // Fails once close_all has released the file.
+    ///             if file.read(&mut [0u8; 64]).is_err() {
+    ///                 break;
+    ///             }
+    ///         });
+    ///     }
+    ///     // SAFETY: raise has no preconditions. "Ctrl-C", delivered to ourselves:
+    ///     unsafe { libc::raise(libc::SIGINT) };
+    ///     let received = interrupts.recv()?;
+    ///     TABLE.seal(); // from here on, `track` refuses
+    ///     let report = TABLE.close_all(); // releases everything it accepted
+    ///     eprintln!("{received}: released {}", report.released());
+    ///     Ok::<(), std::io::Error>(())
+    /// })?; // the workers have stopped
+    /// assert!(TABLE.is_empty());
+    /// // A real program now dies by the signal: `Interrupts::die_by_signal`.
+    ///
+    /// let refused = TABLE.track(File::open("/dev/null")?).unwrap_err();
+    /// assert_eq!(refused.error().kind(), std::io::ErrorKind::Other);
+    /// assert!(refused.to_string().contains("sealed"));
+    /// let file: File = refused.into_inner(); // still open, still ours
+    /// # drop(file);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn seal(&self) {
+        // Why `seal(); close_all()` leaves no accepted entry behind, with no
+        // lock and no wait (the store-buffering pattern, closed by two
+        // `SeqCst` fences):
+        //
+        //   track:     publish (CAS on the slot); F1 = fence(SeqCst); R = load `sealed`
+        //   seal:      W = store `sealed` = true
+        //   close_all: F2 = fence(SeqCst); L = load each chunk pointer and slot
+        //
+        // and W happens before F2 (the documented precondition). Suppose R
+        // reads `false`: R is then coherence-ordered before W, F1 is
+        // sequenced before R and W happens before F2, so F1 precedes F2 in
+        // the single total order S of `SeqCst` operations (C++20
+        // [atomics.order] p4, the case of two fences; Rust uses that model).
+        // Had L read the slot as it was before the publishing CAS, or the
+        // chunk pointer before the chunk was installed (by this `track`, or
+        // by another thread before this `track` loaded it; either way it
+        // happens before F1), then by the same rule F2 would precede F1: a
+        // contradiction. So `close_all` sees the entry published and, if it
+        // is still live, releases it. If R reads `true`, `track` takes its
+        // entry back and fails (`withdraw_sealed`), unless a `close_all`
+        // has already retired it: then it returns the retired handle. Either
+        // way nothing `track` accepts escapes (the loom models
+        // `seal_then_close_all_...` and `seal_races_track_and_a_walk_...`
+        // check it, and fail without either fence or the second check).
+        //
+        // Why fences and not `SeqCst` accesses: the publishing CAS is the
+        // slot protocol's `AcqRel` one, outside S, so a `SeqCst` load of
+        // `sealed` after it orders nothing against `close_all`'s loads; and
+        // loom models `SeqCst` fences exactly but `SeqCst` accesses only as
+        // `AcqRel`. On x86 the CAS is already a full barrier; F1 costs a
+        // few nanoseconds next to `track`'s `fcntl`. The store below could
+        // be `Release` (it only has to happen before F2); `SeqCst` costs
+        // nothing that matters here.
+        self.sealed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`seal`](FdTable::seal) was called on this table (in this
+    /// process, or in the parent before this fork child was made). Once
+    /// `true`, it stays `true`.
+    ///
+    /// A thread that sees `true` may [`close_all`](FdTable::close_all) with
+    /// the guarantee `seal` describes: every entry a `track` accepted is
+    /// released.
+    ///
+    /// Async-signal-safe (one atomic load).
+    ///
+    /// ```
+    /// use fdtable::FdTable;
+    /// static TABLE: FdTable = FdTable::new();
+    /// assert!(!TABLE.is_sealed());
+    /// TABLE.seal();
+    /// assert!(TABLE.is_sealed());
+    /// ```
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::SeqCst)
     }
 
     /// Number of live entries: tracked, not closed, not retired by
@@ -451,6 +670,10 @@ impl FdTable {
             }
             let next = if w.pins() == 0 {
                 Word::FREE
+            } else if w.state() == SlotState::Retired {
+                // The `close_all` that retired it counted it; a `close_all`
+                // still holding it must not count it again.
+                w.with_state(SlotState::Closing).with_counted()
             } else {
                 w.with_state(SlotState::Closing)
             };
@@ -519,6 +742,7 @@ impl fmt::Debug for FdTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FdTable")
             .field("len", &self.len())
+            .field("sealed", &self.is_sealed())
             .field("swallowed_close_errors", &self.swallowed_close_errors())
             .finish_non_exhaustive()
     }

@@ -568,6 +568,15 @@ impl<T> From<TrackError<T>> for io::Error {
     }
 }
 
+/// The error `track` gives on a sealed table: `Other` (not an OS error;
+/// std never produces that kind, so it tells this refusal apart from the
+/// other track errors), naming the number and the seal.
+pub(crate) fn sealed(fd: RawFd) -> io::Error {
+    io::Error::other(format!(
+        "fd {fd} was not tracked: the table is sealed (FdTable::seal) and accepts no new entries"
+    ))
+}
+
 /// The error `track` gives for a number that is not an open descriptor:
 /// `InvalidInput`, naming the number, with the OS error (`EBADF`) as its
 /// source.

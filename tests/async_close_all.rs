@@ -131,12 +131,11 @@ fn close_all_wakes_tasks_awaiting_tracked_sockets_and_swaps_no_registered_number
             let start = Instant::now();
             let report = TABLE.close_all();
             assert!(report.is_ok(), "{:?}", report.errors());
-            // Every entry left the live count. Not `released() == 4`: a task
+            // Every entry left the live count, and each one counts: a task
             // woken by one shutdown may drop (close) its handle while
-            // close_all still pins that entry, and an entry closed by its
-            // owner under the pin is not counted as retired.
+            // close_all still pins that entry, released all the same.
             assert_eq!(TABLE.len(), 0);
-            assert!(report.released() >= 1);
+            assert_eq!(report.released(), 4);
             let mut latencies = Vec::new();
             for ((name, task), (fd, id_before)) in [
                 ("accept", accept),
@@ -326,4 +325,100 @@ fn close_all_reports_registered_others_leaves_them_alone_and_they_close_after_ca
                 .unwrap();
         });
     });
+}
+
+/// Issue 18, item 2: a tokio echo server with five clients printed
+/// `released 3` after `close_all` while `len()` went from 5 to 0. Each
+/// connection's task ends the moment its read sees the shutdown and drops
+/// its handle, often while `close_all` still holds that entry; every one of
+/// them was released, and `released()` must say so: exactly `CLIENTS`, round
+/// after round.
+#[test]
+fn released_counts_every_connection_of_an_echo_server_whose_tasks_end_at_once() {
+    const CLIENTS: usize = 5;
+    static TABLE: FdTable = FdTable::new();
+    let _serial = util::serial();
+    let baseline = util::open_fd_count();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rounds = util::within(PROMPTLY * 2, "echo server rounds", move || {
+        runtime.block_on(async {
+            let mut deadline = util::Deadline::new(Duration::from_secs(3), 100);
+            let mut rounds = 0;
+            while deadline.tick() {
+                echo_round(&TABLE, CLIENTS).await;
+                rounds += 1;
+            }
+            rounds
+        })
+    });
+    eprintln!("{rounds} rounds of {CLIENTS} connections");
+    assert!(rounds > 0);
+    assert!(TABLE.is_empty());
+    assert_eq!(util::open_fd_count(), baseline, "/proc/self/fd");
+}
+
+/// One round of the echo server: `clients` connections, each served by a
+/// task that echoes until end of file and then ends (dropping its tracked
+/// stream at once); then `close_all`, and the count.
+async fn echo_round(table: &'static FdTable, clients: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (serving_tx, mut serving) = tokio::sync::mpsc::channel(clients);
+    let mut tasks = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..clients {
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut stream = table.track(accepted.unwrap().0).unwrap();
+        let serving = serving_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            serving.send(()).await.unwrap();
+            let mut buf = [0u8; 256];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // `stream` drops here, the moment the shutdown is seen.
+        }));
+        let mut client = client.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+        peers.push(client);
+    }
+    for _ in 0..clients {
+        serving.recv().await.unwrap();
+    }
+    assert_eq!(table.len(), clients);
+
+    let report = table.close_all();
+    assert!(report.is_ok(), "{:?}", report.errors());
+    assert_eq!(
+        report.released(),
+        clients,
+        "every connection was live when close_all reached it and was released"
+    );
+    for task in tasks {
+        tokio::time::timeout(PROMPTLY, task)
+            .await
+            .expect("a task was not woken by close_all")
+            .unwrap();
+    }
+    assert!(table.is_empty(), "len {}", table.len());
+    for mut client in peers {
+        let n = tokio::time::timeout(PROMPTLY, client.read(&mut [0u8; 8]))
+            .await
+            .expect("the client saw no end of file");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
 }

@@ -657,3 +657,147 @@ fn a_saturated_entry_is_visited_and_retired_on_this_threads_own_pin() {
 
 /// The deepest walk any iteration of the model above reached.
 static SATURATED_DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Seal while another thread tracks: `seal(); close_all()` on the main
+/// thread against one `track` (the race behind `FdTable::seal`). Whatever
+/// the interleaving, the `track` either fails with the resource given back
+/// open and untracked, or succeeds with its file released by the
+/// `close_all` (never accepted and left live), and the report counts
+/// exactly what it released.
+#[test]
+fn seal_then_close_all_releases_every_entry_a_racing_track_accepted() {
+    model(4, |table| {
+        let (a, pa) = pipe();
+        let tracker = thread::spawn(move || table.track(a).map_err(|e| e.into_parts()));
+
+        table.seal();
+        let report = table.close_all();
+
+        let tracked = tracker.join().unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors());
+        match tracked {
+            Ok(handle) => {
+                assert!(!pa.reader_alive(), "accepted after the seal and left live");
+                assert_eq!(report.released(), 1, "accepted entry not counted");
+                assert!(table.contains(pa.fd), "retired number must stay reserved");
+                assert_eq!(identity(handle.as_raw_fd()), Some(placeholder_identity()));
+                drop(handle);
+            }
+            Err((error, reader)) => {
+                assert_eq!(error.kind(), std::io::ErrorKind::Other, "{error}");
+                assert!(error.to_string().contains("sealed"), "{error}");
+                assert_eq!(report.released(), 0);
+                assert!(!table.contains(pa.fd), "a refused number stays published");
+                assert!(pa.reader_alive(), "a refused resource came back released");
+                assert_eq!(identity(reader.0.as_raw_fd()), Some(pa.id));
+                drop(reader);
+            }
+        }
+        assert_eq!(table.len(), 0);
+        pa.assert_closed();
+        assert!(!table.contains(pa.fd));
+    });
+}
+
+/// The same race with a walk on a third thread, which may pin the entry
+/// between its publishing and `track`'s second look at the seal: `track`
+/// then waits for that pin before it hands the resource back (the walk's
+/// number never closes under its callback), or returns the handle a
+/// `close_all` retired meanwhile.
+#[test]
+fn seal_races_track_and_a_walk_that_visits_the_new_entry() {
+    model(3, |table| {
+        let (a, pa) = pipe();
+        let dead = placeholder_identity();
+        let ids = HashMap::from([(pa.fd, vec![pa.id, dead])]);
+        let walker = thread::spawn(move || checked_walk(table, &ids));
+        let tracker = thread::spawn(move || table.track(a).map_err(|e| e.into_parts()));
+
+        table.seal();
+        let report = table.close_all();
+
+        let tracked = tracker.join().unwrap();
+        let seen = walker.join().unwrap();
+        assert!(seen.len() <= 1);
+        assert!(report.is_ok(), "{:?}", report.errors());
+        match tracked {
+            Ok(handle) => {
+                assert!(!pa.reader_alive(), "accepted after the seal and left live");
+                assert_eq!(report.released(), 1);
+                drop(handle);
+            }
+            Err((_, reader)) => {
+                assert!(pa.reader_alive(), "a refused resource came back released");
+                assert_eq!(report.released(), 0);
+                drop(reader);
+            }
+        }
+        pa.assert_closed();
+        assert!(table.is_empty() && !table.contains(pa.fd));
+    });
+}
+
+/// The owner of an entry closes its handle the moment `close_all` has
+/// released the file (a thread woken by the release), possibly while
+/// `close_all` still pins the entry. The entry was released either way and
+/// the report says so: `released() == 1` in every interleaving.
+#[test]
+fn close_all_counts_an_entry_whose_handle_closes_under_its_pin() {
+    model(4, |table| {
+        let (a, pa) = pipe();
+        let ha = table.track(a).unwrap();
+        let fd = pa.fd;
+        let dead = placeholder_identity();
+
+        let owner = thread::spawn(move || {
+            // "Woken by the release": the number names the placeholder.
+            while identity(fd) != Some(dead) {
+                thread::yield_now();
+            }
+            drop(ha);
+        });
+        let report = table.close_all();
+
+        owner.join().unwrap();
+        assert!(report.is_ok(), "{:?}", report.errors());
+        assert_eq!(report.released(), 1, "a released entry was not counted");
+        assert_eq!(table.len(), 0);
+        pa.assert_closed();
+        assert!(!table.contains(fd));
+    });
+}
+
+/// Two `close_all` calls hold the same entry while its owner closes it
+/// once the file is released: the entry counts in exactly one of the two
+/// reports.
+#[test]
+fn two_close_alls_count_an_entry_once_when_its_handle_closes_under_them() {
+    model(3, |table| {
+        let (a, pa) = pipe();
+        let ha = table.track(a).unwrap();
+        let fd = pa.fd;
+        let dead = placeholder_identity();
+
+        let owner = thread::spawn(move || {
+            while identity(fd) != Some(dead) {
+                thread::yield_now();
+            }
+            drop(ha);
+        });
+        let other = thread::spawn(move || table.close_all());
+        let mine = table.close_all();
+
+        let theirs = other.join().unwrap();
+        owner.join().unwrap();
+        assert!(mine.is_ok() && theirs.is_ok());
+        assert_eq!(
+            mine.released() + theirs.released(),
+            1,
+            "counted {} + {}",
+            mine.released(),
+            theirs.released()
+        );
+        assert_eq!(table.len(), 0);
+        pa.assert_closed();
+    });
+}

@@ -95,7 +95,9 @@ impl FdTable {
     /// Release every file the table holds in a `fork(2)` child that does
     /// **not** exec (a prefork worker, a daemonised child), except the numbers
     /// in `keep`, and make the child's copy of the table work as if the child
-    /// had started fresh. Returns how many numbers were released.
+    /// had started fresh. Returns how many numbers were released. A
+    /// [seal](FdTable::seal) is kept: a table sealed before the fork stays
+    /// sealed in the child.
     ///
     /// Like [`close_all`](FdTable::close_all), but async-signal-safe: each
     /// published number not in `keep` gets the dead placeholder `dup3`-ed
