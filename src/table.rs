@@ -285,6 +285,9 @@ impl FdTable {
         resource: T,
     ) -> Result<Tracked<'_, T>, TrackError<T>> {
         let fd = resource.as_fd().as_raw_fd();
+        if self.sealed.load(Ordering::Relaxed) {
+            return Err(TrackError::new(resource, crate::tracked::sealed(fd)));
+        }
         // After the `fcntl` check: a placeholder opened first could take the
         // very number a bad `resource` names.
         if let Err(error) = placeholder::ensure() {

@@ -264,6 +264,19 @@ fn close_all_releases_duplicates_isolated() {
         }
         drop(cmd);
         assert_eq!(util::open_fd_count(), baseline, "numbers not given back");
+
+        // After a seal (the Ctrl-C pattern: seal, then close_all), no new
+        // duplicate is taken: `pass_fd` says why, and leaks nothing.
+        FdTable::global().seal();
+        let file = scratch_file("sealed");
+        let err = ChildFds::new().pass_fd(file.as_fd(), 9).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pass_fd(fd") && text.contains("sealed"),
+            "{text}"
+        );
+        drop(file);
+        assert_eq!(util::open_fd_count(), baseline, "a refused pass_fd leaked");
     });
 }
 
