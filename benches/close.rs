@@ -10,8 +10,6 @@
 //!   mask pair and `close(2)`;
 //! - `tracked_drop`: dropping a `Tracked`.
 //!
-//! Quarantine mode needs its own process: see `benches/quarantine.rs`.
-//!
 //! `cargo bench --bench close`; compare medians within one run.
 
 use std::collections::HashSet;

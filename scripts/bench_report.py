@@ -44,8 +44,6 @@ ROWS = [
     ("`Tracked` drop vs bare close (/dev/null)", "close_dev_null/tracked_drop", "close_dev_null/bare_close", None, ""),
     ("naive `Mutex<HashSet>` table vs close + mask pair", "close_dev_null/naive_table", "close_dev_null/close_plus_mask_pair", None, ""),
     ("`OwnedFd` drop vs bare close", "close_dev_null/owned_fd_drop", "close_dev_null/bare_close", None, ""),
-    ("quarantine: `Tracked` drop vs bare close (/dev/null)", "quarantine_close_dev_null/tracked_drop", "quarantine_close_dev_null/bare_close", "<= 1.20", ""),
-    ("quarantine: `Tracked` drop vs bare close (pipe end)", "quarantine_close_pipe/tracked_drop", "quarantine_close_pipe/bare_close", "<= 1.20", ""),
     ("`track` (FD_CLOEXEC set) vs bare `fcntl(F_GETFD)`", "track/track_cloexec_already_set", "track/bare_getfd", None, ""),
     ("`track` (FD_CLOEXEC missing) vs bare `fcntl(F_GETFD)`", "track/track_cloexec_missing", "track/bare_getfd", None, ""),
     ("`close_all` 10 000 `File`s vs `dup3(placeholder, fd)` loop", "retire/close_all_files/10000", "retire/dup3_loop/10000", "<= 1.10", ""),
@@ -101,10 +99,6 @@ def svg(m):
             v = m.get(f"{gid}/{vid}")
             if v is not None:
                 bars.append((f"{gname}: {vname}", v))
-    for gname, gid in [("/dev/null", "quarantine_close_dev_null"), ("pipe end", "quarantine_close_pipe")]:
-        q = m.get(f"{gid}/tracked_drop")
-        if q is not None:
-            bars.append((f"{gname}: Tracked drop, quarantine", q))
     if not bars:
         return None
     width, bar_h, gap, left = 760, 22, 8, 260

@@ -81,9 +81,6 @@
 //!   and allocation-free (`src/child/`, whose `mod.rs` maps its files: the
 //!   value `child_fds.rs`, the hook `run.rs` and its spawn proof
 //!   `proof.rs`, `pass_fd` placement `pass.rs`, ...).
-//! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
-//!   on one thread, so guards elsewhere cost one cheap syscall instead of a
-//!   pair (`src/quarantine.rs`).
 //! - Raw syscalls live in `src/sys.rs`; the slot state machine's atomics,
 //!   which `--cfg fdtable_loom` swaps for loom's model-checked ones, in
 //!   `src/sync.rs`.
@@ -138,7 +135,6 @@ mod counter;
 mod mask;
 mod pins;
 mod placeholder;
-pub mod quarantine;
 mod retire;
 mod signals;
 mod slot;

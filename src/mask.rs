@@ -14,11 +14,11 @@
 //! - `new`: read `DEPTH`; if 0, block and keep the old mask in the object;
 //!   then `DEPTH = depth + 1`. A handler that runs before the block finds
 //!   depth 0 and restores what it found; one that runs after it finds
-//!   depth 0 too, but everything already blocked, so its guard restores
-//!   nothing; either way the object still holds the right mask.
-//! - `drop`: `DEPTH = depth - 1`, then restore from the object if it says
-//!   so. A handler in between finds depth 0 and everything blocked: it
-//!   restores nothing.
+//!   depth 0 too, and everything already blocked, so its guard's restore
+//!   changes nothing; either way the object still holds the right mask.
+//! - `drop`: `DEPTH = depth - 1`, then restore from the object. A handler
+//!   in between finds depth 0 and everything blocked: its restore changes
+//!   nothing.
 //!
 //! Guards may be dropped in another order than they were made. When the
 //! outermost object drops while others live, it hands its restore over
@@ -40,22 +40,11 @@
 //! The thread-locals are `const`-initialised and have no destructor, so a
 //! guard works from a thread-local destructor, at exit, in a fork child and
 //! inside a signal handler.
-//!
-//! There is no per-thread cache of "this thread has everything blocked":
-//! the outermost guard always issues `pthread_sigmask(SIG_BLOCK)` and learns
-//! the old mask from it. When the old mask already blocked the whole set
-//! (quarantine mode's worker threads, or a thread that blocked everything
-//! itself) the block changed nothing, so the drop skips the restore, and
-//! the kernel's block returned early without taking the signal lock: a
-//! fully blocked thread pays one cheap syscall per guard, and a thread whose
-//! mask is open is always protected, however its mask changed since its
-//! last guard.
 
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sys;
 
@@ -69,15 +58,7 @@ thread_local! {
     /// The outermost guard was dropped while others lived and its restore
     /// of `SAVED` falls to the guard whose drop brings `DEPTH` to 0.
     static RESTORE_LATE: Cell<bool> = const { Cell::new(false) };
-    /// This thread was counted in [`OPEN_MASK_THREADS`].
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
-
-/// Whether to count threads whose outermost guard found their mask open
-/// (switched on by quarantine mode, which reports them).
-static COUNT_OPEN_MASK_THREADS: AtomicBool = AtomicBool::new(false);
-/// Threads counted since [`count_open_mask_threads`] was switched on.
-static OPEN_MASK_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Signals that are raised by the instruction being executed: blocking them
 /// would turn a crash into a hang or undefined behaviour.
@@ -91,12 +72,10 @@ const SYNCHRONOUS: [libc::c_int; 6] = [
 ];
 
 pub(crate) use kernel_mask::async_signal_set;
-use kernel_mask::blocks_all;
 
 /// The mask as the kernel sees it, on 64-bit Linux: 64 signals, the first
 /// 64 bits of the C library's 1024-bit `sigset_t`. Knowing the layout lets
-/// the guard's set be built at compile time and lets a fully blocked thread
-/// skip the restore. One module per layout: the target list appears only
+/// the guard's set be built at compile time. One module per layout: the target list appears only
 /// here and in the fallback's negation.
 #[cfg(all(
     target_os = "linux",
@@ -129,8 +108,7 @@ mod kernel_mask {
     /// every thread and wait for), passes the set to the kernel as it is,
     /// and clears all three from the old mask it reports. So on musl 34 must
     /// stay out of the set (a held guard would stall `setuid` in other
-    /// threads until it drops) and out of the "all blocked" comparison (the
-    /// reported old mask never has it, and every guard would restore). On
+    /// threads until it drops). On
     /// glibc, 34 is SIGRTMIN, the program's own, and is blocked like any
     /// other.
     ///
@@ -163,33 +141,6 @@ mod kernel_mask {
         // signals); any bit pattern is a valid value.
         unsafe { std::mem::transmute::<[u64; WORDS], libc::sigset_t>(words) }
     };
-
-    /// Signals 1-64 of a set: the part the kernel reads and writes; the
-    /// rest of the 1024-bit `sigset_t` is never read or written by it.
-    /// Async-signal-safe, no syscall.
-    pub(super) fn kernel_word(set: &libc::sigset_t) -> u64 {
-        // SAFETY: `sigset_t` is at least 8 bytes of plain, initialised data.
-        unsafe {
-            (set as *const libc::sigset_t)
-                .cast::<u64>()
-                .read_unaligned()
-        }
-    }
-
-    /// Whether `mask` already blocks every signal of `set` that the kernel
-    /// lets a thread block, so that `SIG_BLOCK` of `set` over `mask` changed
-    /// nothing: what lets a fully blocked thread skip the restore. Exact
-    /// here (64 signals). Async-signal-safe, no syscall.
-    pub(super) fn blocks_all(mask: &libc::sigset_t, set: &libc::sigset_t) -> bool {
-        // The kernel never blocks SIGKILL and SIGSTOP, and the C library's
-        // internal signals are never blocked by `set` (glibc also strips
-        // them from what it blocks, musl strips them from the old mask it
-        // reports).
-        const NEVER_BLOCKED: u64 =
-            1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1) | LIBC_INTERNAL;
-        let want = kernel_word(set) & !NEVER_BLOCKED;
-        kernel_word(mask) & want == want
-    }
 }
 
 /// Other targets: the mask's layout is not assumed.
@@ -222,30 +173,11 @@ mod kernel_mask {
             set.assume_init()
         }
     }
-
-    /// Whether `mask` already blocks all of `set`: not known without the
-    /// mask's layout, so always `false` (the guard always restores: two
-    /// syscalls, always sound). Async-signal-safe, no syscall.
-    pub(super) fn blocks_all(_mask: &libc::sigset_t, _set: &libc::sigset_t) -> bool {
-        false
-    }
-}
-
-/// Count threads whose outermost guard finds their mask open, from now on.
-pub(crate) fn count_open_mask_threads() {
-    COUNT_OPEN_MASK_THREADS.store(true, Ordering::SeqCst);
-}
-
-/// Threads counted since [`count_open_mask_threads`]. Async-signal-safe.
-pub(crate) fn open_mask_threads() -> usize {
-    OPEN_MASK_THREADS.load(Ordering::Relaxed)
 }
 
 /// The mask this thread had before its outermost live [`MaskGuard`], while
 /// one is alive (`SAVED`, see the module's internal details for its one
-/// harmless race). In quarantine mode that is the fully blocked mask; the
-/// exec hook asks for the pre-quarantine mask first. The exec hook gives it
-/// to the new program. Async-signal-safe: `const` thread-locals without a
+/// harmless race). The exec hook gives it to the new program. Async-signal-safe: `const` thread-locals without a
 /// destructor, read in a fork child by the thread that forked.
 pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
     if DEPTH.with(Cell::get) > 0 {
@@ -309,8 +241,7 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// guard; a plain `Command`, or one whose only call is a
 /// hook-free [`close_tracked_fds`](crate::CommandExt::close_tracked_fds)
 /// made with no guard alive, spawned under one starts its program with
-/// signals blocked. (The same holds for [quarantine
-/// mode](crate::quarantine), whose threads run with every signal blocked.)
+/// signals blocked.
 ///
 /// # Limitations
 /// `mem::forget` on a guard leaves the signals blocked on this thread for
@@ -333,10 +264,6 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// #![deny(unused_must_use)]
 /// fdtable::MaskGuard::new();
 /// ```
-/// ```compile_fail
-/// #![deny(unused_must_use)]
-/// fdtable::MaskGuard::default();
-/// ```
 #[must_use = "signals are unblocked again as soon as the guard is dropped"]
 pub struct MaskGuard {
     /// What the outermost guard found; `None` for a nested guard.
@@ -348,8 +275,6 @@ pub struct MaskGuard {
 struct Outermost {
     /// The mask in force before the guard.
     saved: libc::sigset_t,
-    /// The block changed the mask, so the drop must restore `saved`.
-    restore: bool,
 }
 
 impl MaskGuard {
@@ -360,22 +285,17 @@ impl MaskGuard {
     ///
     /// # References
     /// `pthread_sigmask(3)`
+    // No `Default`: making a value would block signals as a side effect.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> MaskGuard {
         let depth = DEPTH.with(Cell::get);
         let outermost = (depth == 0).then(|| {
             let block = async_signal_set();
             let saved = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
-            let restore = !blocks_all(&saved, &block);
             // For readers of the mask before this thread's guards; the
             // guard itself restores from the object.
             SAVED.with(|s| s.set(MaybeUninit::new(saved)));
-            if restore
-                && COUNT_OPEN_MASK_THREADS.load(Ordering::Relaxed)
-                && !COUNTED.with(|c| c.replace(true))
-            {
-                OPEN_MASK_THREADS.fetch_add(1, Ordering::Relaxed);
-            }
-            Outermost { saved, restore }
+            Outermost { saved }
         });
         // Only now does a handler's guard on this thread count as nested.
         DEPTH.with(|d| d.set(depth + 1));
@@ -391,13 +311,6 @@ impl MaskGuard {
     }
 }
 
-impl Default for MaskGuard {
-    /// The same as [`MaskGuard::new`]. Async-signal-safe.
-    fn default() -> Self {
-        MaskGuard::new()
-    }
-}
-
 impl Drop for MaskGuard {
     fn drop(&mut self) {
         let depth = DEPTH.with(Cell::get);
@@ -409,14 +322,12 @@ impl Drop for MaskGuard {
         // guard is nested and writes none of it.
         let handed_over;
         let restore: Option<&libc::sigset_t> = match &self.outermost {
-            Some(own) if left == 0 => own.restore.then_some(&own.saved),
+            Some(own) if left == 0 => Some(&own.saved),
             Some(own) => {
                 // Dropped before the guards made after it: the last of them
                 // restores what this one found.
-                if own.restore {
-                    SAVED.with(|s| s.set(MaybeUninit::new(own.saved)));
-                    RESTORE_LATE.with(|r| r.set(true));
-                }
+                SAVED.with(|s| s.set(MaybeUninit::new(own.saved)));
+                RESTORE_LATE.with(|r| r.set(true));
                 None
             }
             None if left == 0 && RESTORE_LATE.with(|r| r.replace(false)) => {
@@ -458,8 +369,9 @@ mod tests {
     ))]
     #[test]
     fn the_guard_set_leaves_the_c_librarys_internal_signals_alone() {
-        let word = kernel_mask::kernel_word(&async_signal_set());
-        let bit = |sig: u32| word & (1u64 << (sig - 1)) != 0;
+        let set = async_signal_set();
+        // SAFETY: a valid, initialised set; `sigismember` only reads it.
+        let bit = |sig: u32| unsafe { libc::sigismember(&set, sig as libc::c_int) } == 1;
         assert!(!bit(32) && !bit(33));
         if cfg!(target_env = "musl") {
             assert!(!bit(34), "musl's SIGSYNCCALL is in the guard's set");
@@ -467,34 +379,5 @@ mod tests {
             assert!(bit(34), "glibc's SIGRTMIN is not in the guard's set");
         }
         assert!(bit(64) && bit(libc::SIGINT as u32) && !bit(libc::SIGSEGV as u32));
-    }
-
-    fn current_mask() -> libc::sigset_t {
-        sys::change_sigmask(libc::SIG_BLOCK, None)
-    }
-
-    /// The mask a guard leaves in force must count as "blocks all": if the
-    /// never-blocked bits were wrong, a fully blocked thread would restore
-    /// on every drop (slow), and worse, a wrong "all blocked" would skip a
-    /// restore and leave signals blocked for good.
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    #[test]
-    fn the_mask_under_a_guard_blocks_all_and_an_open_mask_does_not() {
-        std::thread::spawn(|| {
-            let set = async_signal_set();
-            assert!(
-                !blocks_all(&current_mask(), &set),
-                "a fresh thread's mask is open"
-            );
-            let guard = MaskGuard::new();
-            assert!(blocks_all(&current_mask(), &set));
-            drop(guard);
-            assert!(!blocks_all(&current_mask(), &set));
-        })
-        .join()
-        .unwrap();
     }
 }

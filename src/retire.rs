@@ -148,7 +148,10 @@ impl FdTable {
         // tracked by a `track` that did not see a seal happening before this
         // call is visible to the walk below (the argument is in `seal`).
         fence(Ordering::SeqCst);
-        let mut report = CloseAllReport::default();
+        let mut report = CloseAllReport {
+            released: 0,
+            errors: Vec::new(),
+        };
         let mut retired = 0;
         // Checked, not trusted: see `placeholder.rs`. At `EMFILE` a missing
         // one cannot be replaced; then every entry that needs it reports why.
@@ -287,7 +290,7 @@ impl std::error::Error for AboveLimit {
 /// assert_eq!(report.released(), 0);
 /// assert!(report.is_ok());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "the report lists the descriptors close_all could not release"]
 pub struct CloseAllReport {
     released: usize,

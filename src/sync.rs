@@ -10,9 +10,8 @@
 //! seal's argument rests on the fences alone). Process-wide flags
 //! that no model needs to explore name `core`/`std` atomics directly: the
 //! placeholder's number (`placeholder.rs`), the counter's stripe assignment
-//! (`counter.rs`), the mask guard's count of threads seen with an open mask
-//! (`mask.rs`), the child path's probe caches (`child/close.rs`,
-//! `child/close_other.rs`), quarantine's state (`quarantine.rs`), and the
+//! (`counter.rs`), the child path's probe caches (`child/close.rs`,
+//! `child/close_other.rs`), and the
 //! signal side's records, counts and handler bookkeeping
 //! (`signals/policy.rs`, `signals/handler.rs`, `signals/owner.rs`,
 //! `signals/interrupts.rs`).

@@ -140,10 +140,6 @@ impl FdTable {
     /// default action for their signals, and the child may install its own
     /// `Interrupts` afterwards and receive signals as events (resetting the
     /// dispositions behind signal-hook's back would make those never run).
-    /// In the child of a process in [quarantine mode](crate::quarantine),
-    /// it leaves the mode: the child's thread gets the pre-quarantine mask
-    /// back (it has no signal thread, so nothing could be delivered to it
-    /// otherwise), and `quarantine::is_active()` is `false` there.
     ///
     /// Async-signal-safe, allocation-free, no lock.
     ///
@@ -242,11 +238,6 @@ impl FdTable {
     /// # References
     /// `fork(2)`, `signal-safety(7)`, `dup3(2)`
     pub unsafe fn retire_all_in_child(&self, keep: &[RawFd]) -> io::Result<usize> {
-        // A quarantined parent's child has no signal thread: give its only
-        // thread the pre-quarantine mask back, before any guard below saves
-        // the mask it will restore.
-        // SAFETY: the caller guarantees a fork child before any other thread.
-        unsafe { crate::quarantine::leave_in_child() };
         // No mask for the whole walk: a swap leaves the number published
         // and open, and a `dup3` that drops the child's last reference to a
         // lingering socket may block; the closes in `settle_in_child` take

@@ -59,12 +59,10 @@ use crate::table::FdTable;
 /// - [`child_fds`](CommandExt::child_fds) installs the hook, unless the
 ///   value asks for nothing;
 /// - [`close_tracked_fds`](CommandExt::close_tracked_fds) installs none,
-///   except while quarantine mode is on or a [`MaskGuard`] is alive on the
-///   calling thread: then a hook that only gives the program the signal
-///   mask from before the guard (or quarantine), since std's children
-///   inherit the spawning thread's mask. Configure commands outside guards
-///   and after [`quarantine::enter`](crate::quarantine::enter), or give
-///   them the hook.
+///   except while a [`MaskGuard`] is alive on the calling thread: then a
+///   hook that only gives the program the signal mask from before the
+///   guard, since std's children inherit the spawning thread's mask.
+///   Configure commands outside guards, or give them the hook.
 ///
 /// # What runs in the child
 /// The hook runs between `fork` and `execve`, where only async-signal-safe
@@ -90,10 +88,9 @@ use crate::table::FdTable;
 ///    `close_range(2)`), except 0-2 and the passed numbers;
 /// 5. with [`ChildFds::close_other_fds`], mark every other descriptor
 ///    close-on-exec;
-/// 6. restore a mask: the one from before quarantine mode when it is on,
-///    else the one from before this thread's outermost [`MaskGuard`] when
-///    the command is spawned under a guard, else exactly the mask found in
-///    step 1.
+/// 6. restore a mask: the one from before this thread's outermost
+///    [`MaskGuard`] when the command is spawned under a guard, else exactly
+///    the mask found in step 1.
 ///
 /// Descriptors 0-2 are never closed by the hook: std has already made them
 /// the new program's stdio (inherited, or `dup2`-ed from the `Stdio` you
@@ -233,7 +230,7 @@ pub trait CommandExt: sealed::Sealed {
     /// that, give the command [`ChildFds::close_tracked_fds`] instead: the
     /// hook closes the table's numbers in the child whatever their flags.
     ///
-    /// Under a [`MaskGuard`] or in quarantine mode it installs a hook that
+    /// Under a [`MaskGuard`] it installs a hook that
     /// only restores the mask (see [When a hook is
     /// installed](CommandExt#when-a-hook-is-installed-and-what-it-costs)).
     /// This crate's signal handlers are not inherited either way (`execve`
@@ -282,9 +279,9 @@ impl CommandExt for Command {
 }
 
 /// Whether a child spawned now would inherit a mask this crate set: the
-/// calling thread is inside a [`MaskGuard`], or quarantine mode is on.
+/// calling thread is inside a [`MaskGuard`].
 fn mask_needs_restoring() -> bool {
-    crate::quarantine::is_active() || MaskGuard::is_active()
+    MaskGuard::is_active()
 }
 
 mod sealed {

@@ -45,7 +45,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The hook `CommandExt::close_tracked_fds` installs under a
-    /// `MaskGuard` or in quarantine mode: only the mask (and this crate's
+    /// `MaskGuard`: only the mask (and this crate's
     /// handlers) for the new program; descriptors are left to `FD_CLOEXEC`.
     pub(super) fn mask_only() -> Plan {
         Plan {
@@ -104,19 +104,15 @@ fn run(plan: &mut Plan) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(SECOND_CHILD_FDS));
     }
     // A raw block, not a `MaskGuard`: the child inherits the forking
-    // thread's guard depth and quarantine mode, either of which would make a
-    // guard skip the syscall, and this hook must not depend on either.
+    // thread's guard depth, which would make a guard skip the syscall, and
+    // this hook must not depend on it.
     let block = crate::mask::async_signal_set();
     let old = sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     reset_handled_signals();
     let result = apply(plan);
-    // The new program gets the mask the program had before quarantine (the
-    // forking thread then runs with every asynchronous signal blocked), else
-    // the one from before this thread's outermost `MaskGuard` (spawned under
-    // a guard), else exactly the mask we found.
-    let restore = crate::quarantine::mask_before_quarantine()
-        .or_else(crate::mask::mask_before_guards)
-        .unwrap_or(old);
+    // The new program gets the mask from before this thread's outermost
+    // `MaskGuard` (spawned under a guard), else exactly the mask we found.
+    let restore = crate::mask::mask_before_guards().unwrap_or(old);
     sys::set_sigmask(&restore);
     result?;
     match &mut plan.exec {
@@ -135,7 +131,7 @@ fn exec_refused() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         "fdtable: Command::exec of a command with a child setup (child_fds, or \
-         close_tracked_fds under a MaskGuard or in quarantine mode) is refused: it runs the \
+         close_tracked_fds under a MaskGuard) is refused: it runs the \
          setup in this running process, without a fork, where it would close and replace \
          descriptors under their owners. Nothing of fdtable's changed, but std had already \
          applied the command's stdio (dup2 onto 0-2), groups, user and group ids, working \
