@@ -653,7 +653,7 @@ impl FdTable {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(owned);
         if raw != fd {
             // `into_owned_fd` gave back another descriptor than the one
-            // registered (a breach of `Trackable`'s or `get_mut`'s safety
+            // registered (a breach of `Trackable`'s or `get_unchecked_mut`'s safety
             // contract): the registered number is not ours to close. Forget
             // it once no other thread visits it, close what we hold.
             self.forget_entry_leniently(fd, gen);

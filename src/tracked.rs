@@ -35,7 +35,7 @@ use crate::trackable::Trackable;
 /// table still publishes; the next `open` would reuse it and `close_all` or
 /// a fork child would then act on somebody else's file. Methods that need
 /// `&mut T` are reached through the forwarded `Read`/`Write`/`Seek`, through
-/// [`get_mut`](Tracked::get_mut) (`unsafe`: promise not to replace the
+/// [`get_unchecked_mut`](Tracked::get_unchecked_mut) (`unsafe`: promise not to replace the
 /// resource) or after [`into_inner`](Tracked::into_inner). The table trusts
 /// `T`'s own methods not to close or replace the descriptor: that is part of
 /// [`Trackable`]'s safety contract.
@@ -67,7 +67,7 @@ use crate::trackable::Trackable;
 /// `Tracked`'s inherent methods ([`close`](Tracked::close),
 /// [`into_inner`](Tracked::into_inner),
 /// [`try_into_inner`](Tracked::try_into_inner),
-/// [`get_mut`](Tracked::get_mut), [`table`](Tracked::table)) shadow methods
+/// [`get_unchecked_mut`](Tracked::get_unchecked_mut), [`table`](Tracked::table)) shadow methods
 /// of `T` with the same names that `Deref` would otherwise reach: `t.close()`
 /// always closes the tracked handle. To call `T`'s method of that name,
 /// dereference first, `(*t).close()`, or name the type,
@@ -269,15 +269,17 @@ impl<'t, T: Trackable> Tracked<'t, T> {
         Ok(self.dismantle().3)
     }
 
-    /// Mutable access to the resource, for methods that need `&mut T`.
-    /// Async-signal-safe.
+    /// Mutable access to the resource, for methods that need `&mut T`
+    /// (named after [`Pin::get_unchecked_mut`](std::pin::Pin::get_unchecked_mut):
+    /// safe code could otherwise swap the descriptor out from under the
+    /// table). Async-signal-safe.
     ///
     /// # Safety
     /// The caller must not replace or take the resource (`mem::replace`,
     /// `mem::swap`, `Option::take` on a field holding the descriptor, ...)
     /// and must not close its descriptor: the table keeps acting on the
     /// number it registered until this handle is closed.
-    pub unsafe fn get_mut(&mut self) -> &mut T {
+    pub unsafe fn get_unchecked_mut(&mut self) -> &mut T {
         &mut self.resource
     }
 

@@ -159,7 +159,7 @@ fn tracked_tokio_streams_forward_async_read_and_write() {
 }
 
 #[test]
-fn tracked_child_stdio_and_pipes_read_and_write_without_get_mut() {
+fn tracked_child_stdio_and_pipes_read_and_write_without_get_unchecked_mut() {
     multi_thread(async {
         let mut child = Command::new("cat")
             .stdin(Stdio::piped())
