@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turn criterion's output into the README's results table and close-cost plot.
+"""Turn criterion's output into benches/README.md's results table and close-cost plot.
 
     cargo bench                      # writes target/criterion/**/new/estimates.json
     python3 scripts/bench_report.py  # prints a Markdown table, writes docs/close_cost.svg

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Break each invariant on purpose and check that its test fails.
-(The invariants I1-I10 are the README's "Guarantees and their limits"; the
-T* mutants break the `tokio` feature's promises.)
+(The invariants I1-I10 are those of docs/guarantees.md; the T* mutants
+break the `tokio` feature's promises. tests/README.md tables them all.)
 
     python3 scripts/invariant_mutants.py          # all mutants (a few minutes)
     python3 scripts/invariant_mutants.py I3 I4b   # some
@@ -16,10 +16,10 @@ import subprocess
 import sys
 
 # mutant -> (file, text to replace, broken text, the test that must catch it).
-# The name says which invariant it breaks (I1-I10: the README's
-# "Guarantees and their limits"; H7 and H11: DESIGN.md's hazards that no
-# invariant names; T1-T5: its mutant table; S1-S2: the shutdown promises
-# of issue 18).
+# The name says which invariant it breaks (I1-I10: docs/guarantees.md;
+# H7 and H11: DESIGN.md's hazards that no invariant names; T1-T5: the
+# `tokio` feature's promises; S1-S2: the shutdown promises of issue 18).
+# Each has a row in tests/README.md's mutant table.
 M = {
  "I1": ("src/tracked.rs",
         "        if close_resource(self.table, self.fd, self.gen, resource).is_err() {",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print the README's spawn-cost table from `cargo bench --bench spawn`.
+"""Print benches/README.md's spawn-cost table from `cargo bench --bench spawn`.
 
     cargo bench --bench spawn        # writes target/criterion/spawn_*/**/estimates.json
     python3 scripts/spawn_report.py  # prints the Markdown table
