@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! cargo bench --bench spawn
-//! python3 scripts/spawn_report.py     # the README's spawn table
+//! python3 scripts/spawn_report.py     # the spawn table of benches/README.md
 //! ```
 //!
 //! Each group is measured twice: in wall-clock time (`spawn_*`), and in CPU

@@ -21,7 +21,7 @@
 //!
 //! the first once everything is set up, the other two after cleanup.
 //! Press Ctrl-C (or `kill -INT`/`-TERM <pid>`) and it cleans up in the
-//! order the README's "Async (tokio)" section recommends:
+//! order `docs/guide.md` ("Async programs (tokio)") recommends:
 //!
 //! 1. **Cancel the tasks** and wait for them (bounded): their handles drop
 //!    with them, which closes the listener, the pipe and the sockets. `K`

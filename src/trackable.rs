@@ -143,9 +143,9 @@ impl FdKind {
 /// while `recv`/`accept` keep failing with `EAGAIN`, and tokio's receive
 /// loop would spin at 100 % CPU. `tokio::fs::File` is not trackable (an
 /// operation in flight on the blocking pool holds its own reference to the
-/// file): track a [`File`] and do its I/O in `spawn_blocking`. The README's
-/// "Async (tokio)" section gives the pattern: cancel the tasks, then
-/// `close_all` as the safety net, then die by the signal.
+/// file): track a [`File`] and do its I/O in `spawn_blocking`. The guide's
+/// "Async programs (tokio)" (`docs/guide.md`) gives the pattern: cancel the
+/// tasks, then `close_all` as the safety net, then die by the signal.
 ///
 /// # Safety
 /// The table acts on the number [`as_fd`](AsFd::as_fd) names: it sets
