@@ -48,7 +48,7 @@ impl FdTable {
                 return None;
             }
             if w.pins() == MAX_PINS {
-                if visits::pins_held_here(self, fd, w.gen()) > 0 {
+                if visits::pins_held_here(self.id(), fd, w.gen()) > 0 {
                     return Some(Pin {
                         word: w,
                         counted: false,
@@ -100,7 +100,7 @@ impl FdTable {
     /// How many visits of `fd` (generation `gen`) the calling thread's walks
     /// have in progress. Async-signal-safe.
     pub(crate) fn visits_here(&self, fd: RawFd, gen: u64) -> u64 {
-        visits::pins_held_here(self, fd, gen)
+        visits::pins_held_here(self.id(), fd, gen)
     }
 
     /// Unregister `fd` without closing it once no walk visits it: the path
@@ -119,7 +119,7 @@ impl FdTable {
     /// open under this thread's callback or be closed under it: either way
     /// the table no longer acts on it.
     pub(crate) fn forget_entry_leniently(&self, fd: RawFd, gen: u64) {
-        let own = visits::pins_held_here(self, fd, gen);
+        let own = visits::pins_held_here(self.id(), fd, gen);
         self.forget_when_pins_at_most(fd, gen, own);
     }
 

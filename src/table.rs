@@ -143,6 +143,11 @@ impl FdTable {
         &GLOBAL
     }
 
+    /// This table's identity for the visit list (`visits.rs`).
+    pub(crate) fn id(&self) -> visits::TableId {
+        (self as *const FdTable).cast()
+    }
+
     /// The slot for `fd`, if its chunk exists. Async-signal-safe.
     pub(crate) fn slot(&self, fd: RawFd) -> Option<&Slot> {
         let fd = usize::try_from(fd).ok()?;
@@ -627,7 +632,7 @@ impl FdTable {
                     continue;
                 }
                 let gen = pin.word.gen();
-                let node = PinNode::new(self, fd, gen);
+                let node = PinNode::new(self.id(), fd, gen);
                 // SAFETY: `node` outlives `visit`, whose drop unlinks it (on
                 // return or unwind), before any node linked after it is
                 // gone: inner walks unlink theirs first.

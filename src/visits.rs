@@ -12,11 +12,13 @@ use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::ptr;
 
-use crate::table::FdTable;
+/// Which table a visit is of: its address, compared and never followed (so
+/// this module needs nothing of the table's).
+pub(crate) type TableId = *const ();
 
 /// One visit in progress: `table`'s entry `fd` of generation `gen`.
 pub(crate) struct PinNode {
-    table: *const FdTable,
+    table: TableId,
     fd: RawFd,
     gen: u64,
     prev: *const PinNode,
@@ -24,7 +26,7 @@ pub(crate) struct PinNode {
 
 impl PinNode {
     /// A node to [`link`] next: it remembers the current head.
-    pub(crate) fn new(table: &FdTable, fd: RawFd, gen: u64) -> PinNode {
+    pub(crate) fn new(table: TableId, fd: RawFd, gen: u64) -> PinNode {
         PinNode {
             table,
             fd,
@@ -74,7 +76,7 @@ pub(crate) unsafe fn unlink(node: *const PinNode) {
 /// visits of `fd` in progress in this thread's `for_each` frames.
 /// Async-signal-safe (reads a `const` thread-local and stack memory); in a
 /// fork child it reads the forking thread's list, which the child inherits.
-pub(crate) fn pins_held_here(table: *const FdTable, fd: RawFd, gen: u64) -> u64 {
+pub(crate) fn pins_held_here(table: TableId, fd: RawFd, gen: u64) -> u64 {
     let mut count = 0;
     let mut node = PINS_HELD.with(Cell::get);
     while !node.is_null() {

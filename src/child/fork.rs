@@ -303,7 +303,7 @@ impl FdTable {
                     if !w.is_published() {
                         break;
                     }
-                    let own = visits::pins_held_here(self, fd, w.gen()).min(w.pins());
+                    let own = visits::pins_held_here(self.id(), fd, w.gen()).min(w.pins());
                     if w.state() == SlotState::Closing && own == 0 {
                         let _mask = MaskGuard::new();
                         if slot.cas(w, Word::FREE).is_err() {
