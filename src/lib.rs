@@ -84,9 +84,13 @@
 //! - [`quarantine`]: opt-in mode that runs every asynchronous signal handler
 //!   on one thread, so guards elsewhere cost one cheap syscall instead of a
 //!   pair (`src/quarantine.rs`).
-//! - Raw syscalls live in `src/sys.rs`; the slot state machine's atomics,
-//!   which `--cfg fdtable_loom` swaps for loom's model-checked ones, in
-//!   `src/sync.rs`.
+//! - Every raw syscall, and every difference between operating systems,
+//!   lives in `src/sys/` (whose `mod.rs` maps its files: one module per
+//!   platform family, `linux/`, `apple.rs`, `bsd.rs`, `solarish.rs`,
+//!   `other.rs`, chosen at compile time, plus the calls every Unix shares);
+//!   what holds on which system is in `docs/platforms.md`. The slot state
+//!   machine's atomics, which `--cfg fdtable_loom` swaps for loom's
+//!   model-checked ones, are in `src/sync.rs`.
 //!
 //! # Async-signal-safety
 //! Each function's documentation says whether it may be called from a signal

@@ -133,9 +133,11 @@ impl QuarantineReport {
         self.preexisting_threads
     }
 
-    /// The kernel thread id (`gettid`) of the thread that runs every
-    /// asynchronous signal handler from now on, `None` where there is no
-    /// such id (outside Linux). Async-signal-safe.
+    /// The kernel thread id of the thread that runs every asynchronous
+    /// signal handler from now on: `gettid` on Linux,
+    /// `pthread_threadid_np` on Apple systems, `pthread_getthreadid_np` on
+    /// FreeBSD, `_lwp_self` on NetBSD, `getthrid` on OpenBSD; `None`
+    /// elsewhere. Async-signal-safe.
     pub fn signal_thread_tid(&self) -> Option<i64> {
         self.signal_thread_tid
     }
@@ -173,7 +175,7 @@ pub fn enter() -> io::Result<QuarantineReport> {
             "signal quarantine is already active",
         ));
     }
-    let preexisting_threads = count_threads().map(|n| n.saturating_sub(1));
+    let preexisting_threads = crate::sys::thread_count().map(|n| n.saturating_sub(1));
     let block = async_signal_set();
     let original = crate::sys::change_sigmask(libc::SIG_BLOCK, Some(&block));
     // SAFETY: we won OFF -> ENTERING, so no one else writes ORIGINAL_MASK,
@@ -186,10 +188,10 @@ pub fn enter() -> io::Result<QuarantineReport> {
         .stack_size(64 * 1024)
         .spawn(move || {
             set_thread_mask(&original);
-            let _ = tid_tx.send(current_tid());
+            let _ = tid_tx.send(crate::sys::current_tid());
             loop {
-                // SAFETY: pause(2) has no preconditions; handlers run here.
-                unsafe { libc::pause() };
+                // Handlers run here.
+                crate::sys::pause();
             }
         });
     if let Err(error) = spawned {
@@ -275,32 +277,6 @@ pub(crate) unsafe fn leave_in_child() {
 /// wherever quarantine is undone or does not apply). Async-signal-safe.
 fn set_thread_mask(mask: &libc::sigset_t) {
     crate::sys::set_sigmask(mask);
-}
-
-/// Threads in this process, where the system says.
-fn count_threads() -> Option<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        std::fs::read_dir("/proc/self/task")
-            .ok()
-            .map(|dir| dir.count())
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        None
-    }
-}
-
-fn current_tid() -> Option<i64> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        // SAFETY: gettid has no preconditions.
-        Some(i64::from(unsafe { libc::gettid() }))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        None
-    }
 }
 
 impl fmt::Display for QuarantineReport {

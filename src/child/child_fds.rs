@@ -11,8 +11,8 @@ use super::activation::{self, Exec};
 use super::close::close_range_usable;
 use super::close_other::cloexec_range_usable;
 use super::pass::Passes;
-use super::raw;
 use super::run::Plan;
+use crate::sys;
 use crate::table::FdTable;
 #[cfg(doc)]
 use crate::CommandExt;
@@ -352,7 +352,7 @@ impl ChildFds {
             targets,
             tables: self.tables,
             close_other: self.close_other,
-            configured_in: raw::own_pid(),
+            configured_in: sys::getpid(),
             is_child_fds: true,
             exec,
         })
