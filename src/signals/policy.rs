@@ -396,7 +396,7 @@ pub(super) fn on_delivery(signal: Signal) {
 /// it; `_exit(128 + sig)` if the process is somehow still alive.
 /// Async-signal-safe.
 pub(crate) fn die_by_default(sig: c_int) -> ! {
-    // EINVAL for a number that is not a signal: `exit_now` below handles it.
+    // EINVAL for a number that is not a signal: `_exit` below handles it.
     let _ = sys::set_default_disposition(sig);
     sys::unblock(sig);
     // With the default action and the signal unblocked on this thread,

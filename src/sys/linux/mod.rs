@@ -85,6 +85,8 @@ pub(crate) fn deaden(read: OwnedFd) -> OwnedFd {
             // SAFETY: `open` just returned this descriptor; nothing else
             // owns it.
             let opened = unsafe { OwnedFd::from_raw_fd(fd) };
+            // The same pipe, or code that does not own our read end's
+            // number closed and reused it: then keep the read end.
             if same_inode(opened.as_raw_fd(), read.as_raw_fd()) {
                 // `read` closes here: the pipe keeps no end open.
                 opened
