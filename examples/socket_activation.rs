@@ -63,7 +63,14 @@ fn serve() -> io::Result<()> {
     // SAFETY: socket activation hands this process descriptor 3, a
     // listening socket it now owns (checked above: the variables are ours).
     let listener = unsafe { TcpListener::from_raw_fd(3) };
-    let open: Vec<String> = std::fs::read_dir("/proc/self/fd")
+    // Linux lists a process's descriptors in /proc/self/fd; macOS (and
+    // FreeBSD with fdescfs mounted) in /dev/fd.
+    let fd_dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let open: Vec<String> = std::fs::read_dir(fd_dir)
         .map(|dir| {
             dir.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
                 .collect()
