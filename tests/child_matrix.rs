@@ -210,9 +210,13 @@ fn check_every_way(situation: &str, tracked: &[RawFd], probes: &[RawFd], sentine
 /// `/dev/null` moved to exactly `fd` (close-on-exec), which must be closed.
 fn null_at(fd: RawFd) -> OwnedFd {
     assert!(!util::is_open(fd), "{fd} is free");
+    let null = util::dev_null();
     // `fd` is closed (checked above; tests that place numbers hold the
-    // serial lock), so the duplicate lands exactly there.
-    util::dup_at(util::dev_null().as_raw_fd(), fd)
+    // serial lock), so dup3 only allocates it.
+    let rc = util::dup_cloexec_at(null.as_raw_fd(), fd);
+    assert_eq!(rc, fd, "dup3 to {fd}: {}", std::io::Error::last_os_error());
+    // SAFETY: dup3 just made `fd` ours.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// Track and place: runs `base..base+3` and `base+4..base+6` tracked, the
