@@ -108,9 +108,15 @@
 //! that runs your code, blocks, allocates or awaits may not.
 //!
 //! # Limitations
-//! - Unix only; Linux first. Elsewhere (and on Linux without a usable
-//!   `/proc`) `close_all` uses a pipe's read end, write end closed, as its
-//!   placeholder: reads through a retired handle then see end-of-file.
+//! - Unix only; Linux first: CI builds and runs everything on Linux, and
+//!   only type-checks macOS, FreeBSD, NetBSD and illumos. What holds where
+//!   (and which fallback each system takes) is in `docs/platforms.md`; in
+//!   short: elsewhere (and on Linux without a usable `/proc`) `close_all`
+//!   uses a pipe's read end, write end closed, as its placeholder (reads
+//!   through a retired handle see end-of-file); on Apple systems (no
+//!   `pipe2`, no `dup3`) the self-pipe and the swap each have a short
+//!   close-on-exec window against another thread's `fork` + `exec`;
+//!   [`Received::sender_pid`] is `None` off Linux and Android.
 //! - `close_all` cannot release a tracked number at or above a lowered soft
 //!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked

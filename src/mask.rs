@@ -132,6 +132,15 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// internal signals stay deliverable (glibc's 32 and 33; musl's 32, 33 and
 /// 34).
 ///
+/// "Every blockable signal" is whatever the system has: on Linux the
+/// real-time signals too (`SIGRTMIN`..`SIGRTMAX`), on macOS the 31
+/// standard ones (it has no real-time signals), on the BSDs and illumos
+/// their own sets, `SIGINFO` (Ctrl-T) included where it exists. On 64-bit
+/// Linux the set is built at compile time and a thread that already blocks
+/// all of it skips the restore; elsewhere the set is filled at run time
+/// (`sigfillset`) and the drop always restores (two syscalls per outermost
+/// guard instead of one on such a thread).
+///
 /// # Where it may be used
 /// Async-signal-safe: creating and dropping a guard may be done inside a
 /// signal handler, in a fork child, in a thread-local destructor and at

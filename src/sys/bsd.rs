@@ -1,8 +1,8 @@
 //! FreeBSD, DragonFly, NetBSD and OpenBSD: `pipe2` and `dup3` (so no
-//! close-on-exec windows), no `/proc/self/fd`, no real-time signals the
-//! crate uses. FreeBSD adds `close_range(2)` (12.2+; its
-//! `CLOSE_RANGE_CLOEXEC` flag 13.1+) and a count of open descriptors
-//! (`kern.proc.nfds`); NetBSD the highest open number (`F_MAXFD`).
+//! close-on-exec windows), no `/proc/self/fd`. FreeBSD adds `close_range(2)`
+//! (12.2+; its `CLOSE_RANGE_CLOEXEC` flag 13.1+) and a count of open
+//! descriptors (`kern.proc.nfds`); NetBSD the highest open number
+//! (`F_MAXFD`).
 //!
 //! Type-checked by CI for `x86_64-unknown-freebsd` and
 //! `x86_64-unknown-netbsd`, never run there: see `docs/platforms.md`.
@@ -155,9 +155,10 @@ fn descriptor_ceiling() -> RawFd {
 /// Call `f` on every open descriptor number, ascending, until it breaks.
 ///
 /// - FreeBSD: the kernel says how many are open (`sysctl`
-///   `kern.proc.nfds`, FreeBSD 13+), and the sweep checks numbers from 0
-///   up (`fcntl(F_GETFD)`) until it has seen that many: one syscall per
-///   number up to the highest open one, and `f` only on open numbers.
+///   `kern.proc.nfds`, where the kernel has it), and the sweep checks
+///   numbers from 0 up (`fcntl(F_GETFD)`) until it has seen that many: one
+///   syscall per number up to the highest open one, and `f` only on open
+///   numbers.
 /// - NetBSD: the kernel says which number is the highest open one
 ///   (`fcntl(F_MAXFD)`), and every number up to it is swept.
 /// - Otherwise (those calls refused, DragonFly, OpenBSD): every number
