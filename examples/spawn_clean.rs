@@ -42,7 +42,11 @@ fn listing(cmd: &mut Command) -> io::Result<Listing> {
         .filter_map(|line| {
             // "lr-x------ 1 user group 64 Jan  1 00:00 3 -> /dev/null"
             let Some(arrow) = line.find(" -> ") else {
-                // "crw--w---- 1 user tty 16, 1 Jan  1 00:00 3": numbers only.
+                // "crw--w---- 1 user tty 16, 1 Jan  1 00:00 3": numbers only
+                // (and "total 0", which is not an entry).
+                if line.starts_with("total") {
+                    return None;
+                }
                 let number: i32 = line.rsplit(' ').next()?.parse().ok()?;
                 return Some((number, number.to_string()));
             };
