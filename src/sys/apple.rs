@@ -106,6 +106,10 @@ mod proc_info {
 
     /// The size of this process's descriptor table (`pbi_nfiles`): every
     /// open number is below it. `None` when the kernel will not say.
+    /// Async-signal-safe (one `proc_info` system call into a local).
+    ///
+    /// # References
+    /// `proc_pidinfo` (`<libproc.h>`, `PROC_PIDTBSDINFO`)
     pub(super) fn table_size() -> Option<RawFd> {
         // SAFETY: `proc_bsdinfo` is plain integers and byte arrays:
         // all-zero is a valid value.
@@ -130,7 +134,11 @@ mod proc_info {
     /// Call `f` on each open number the kernel lists, when the table has
     /// at most [`LISTED`] slots (so the list cannot have been cut short)
     /// and the list is strictly ascending. `None` (nothing called) when
-    /// the list cannot be had or trusted.
+    /// the list cannot be had or trusted. Async-signal-safe and
+    /// allocation-free when `f` is (the list is a stack buffer).
+    ///
+    /// # References
+    /// `proc_pidinfo` (`<libproc.h>`, `PROC_PIDLISTFDS`)
     pub(super) fn listed(
         slots: RawFd,
         f: &mut impl FnMut(RawFd) -> ControlFlow<()>,

@@ -185,7 +185,9 @@ pub(crate) fn for_each_open_fd(mut f: impl FnMut(RawFd) -> ControlFlow<()>) -> C
     sweep::sweep(0, descriptor_ceiling(), &mut f)
 }
 
-/// How many descriptors this process has open (`kern.proc.nfds`).
+/// How many descriptors this process has open (`kern.proc.nfds`); `None`
+/// where the kernel does not know the name. Async-signal-safe: `sysctl(3)`
+/// with a numeric name is one system call, into a local.
 ///
 /// # References
 /// `sysctl(3)` (`KERN_PROC_NFDS`)

@@ -12,7 +12,7 @@ use super::os;
 /// `EIO`; retrying would close a number the kernel may already have handed to
 /// another thread. (POSIX leaves the state after `EINTR` unspecified; the
 /// BSDs, macOS and illumos release the number too, so no system is retried.)
-/// The error is reported so explicit closers can see it.
+/// The error is reported so explicit closers can see it. Async-signal-safe.
 ///
 /// # References
 /// `close(2)`
@@ -249,6 +249,7 @@ pub(crate) fn shutdown(fd: RawFd) -> io::Result<()> {
 
 /// `poll(2)` on `fds` for up to `timeout_ms` milliseconds (-1: no limit):
 /// how many have events. Blocks; `EINTR` is the caller's to retry.
+/// Async-signal-safe (POSIX lists `poll`), though a handler should not block.
 ///
 /// # References
 /// `poll(2)`

@@ -48,6 +48,7 @@ pub(crate) fn pipe(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
 /// The placeholder as [`open_placeholder`](super::open_placeholder) made
 /// it: the read end of a pipe whose write end is closed (no `O_PATH`
 /// here). Reads see end-of-file, writes fail with `EBADF`.
+/// Async-signal-safe (no syscall).
 pub(crate) fn deaden(read: OwnedFd) -> OwnedFd {
     read
 }
@@ -74,21 +75,24 @@ pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Res
 
 /// No `close_range(2)`: fails with `ENOSYS` (callers ask
 /// [`probe_close_range`] first and close one number at a time).
+/// Async-signal-safe (no syscall).
 pub(crate) fn close_range(_first: RawFd, _last: RawFd) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
-/// No `close_range(2)`: `false`, without a syscall.
+/// No `close_range(2)`: `false`, without a syscall. Async-signal-safe.
 pub(crate) fn probe_close_range() -> bool {
     false
 }
 
 /// No `close_range(.., CLOSE_RANGE_CLOEXEC)`: fails with `ENOSYS`.
+/// Async-signal-safe (no syscall).
 pub(crate) fn close_range_cloexec(_first: libc::c_uint, _last: libc::c_uint) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// No `close_range(.., CLOSE_RANGE_CLOEXEC)`: `false`, without a syscall.
+/// Async-signal-safe.
 pub(crate) fn probe_cloexec_range() -> bool {
     false
 }
@@ -124,16 +128,18 @@ pub(crate) fn is_exec_channel(fd: RawFd, _spawner: libc::pid_t) -> Result<bool, 
 /// No sender: `siginfo_t`'s `si_code` values (`SI_USER`, `SI_QUEUE`)
 /// differ between these systems and the `libc` crate does not define them
 /// for them, so the crate does not decode them. Always `None`.
+/// Async-signal-safe.
 pub(crate) fn sender_pid(_info: &libc::siginfo_t) -> Option<u32> {
     None
 }
 
-/// No thread id the crate knows how to ask for: `None`.
+/// No thread id the crate knows how to ask for: `None`. Async-signal-safe.
 pub(crate) fn current_tid() -> Option<i64> {
     None
 }
 
 /// No thread count the crate knows how to ask for: `None`.
+/// Async-signal-safe.
 pub(crate) fn thread_count() -> Option<usize> {
     None
 }

@@ -59,7 +59,8 @@ pub(crate) fn map_zeroed(bytes: usize) -> io::Result<*mut u8> {
     Ok(ptr.cast())
 }
 
-/// Undo [`map_zeroed`].
+/// Undo [`map_zeroed`]. Async-signal-safe in practice (one syscall), though
+/// `munmap` is not on POSIX's list.
 ///
 /// # Safety
 /// `ptr` and `bytes` must be exactly a mapping returned by [`map_zeroed`],
@@ -104,8 +105,12 @@ pub(crate) unsafe fn exec_with_environ(
     }
 }
 
-/// Where the C library keeps the environment pointer (`environ(7)`): the
-/// POSIX `environ` variable. Apple's module has its own (`_NSGetEnviron`).
+/// Where the C library keeps the environment pointer: the POSIX `environ`
+/// variable. Apple's module has its own (`_NSGetEnviron`).
+/// Async-signal-safe (takes an address).
+///
+/// # References
+/// `environ(7)`
 #[cfg_attr(target_vendor = "apple", allow(dead_code))]
 pub(crate) fn portable_environ() -> *mut *const *const libc::c_char {
     extern "C" {

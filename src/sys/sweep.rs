@@ -10,7 +10,7 @@ use super::fd::is_open;
 
 /// Where a sweep without a better bound stops: the soft `RLIMIT_NOFILE`,
 /// or 2^20 when it is unlimited or unknown (a descriptor at or above 2^20
-/// is then not seen). At least 3.
+/// is then not seen). At least 3. Async-signal-safe (arithmetic only).
 pub(crate) fn sweep_limit(soft: Option<u64>) -> RawFd {
     soft.map_or(1 << 20, |limit| {
         RawFd::try_from(limit).unwrap_or(RawFd::MAX)
@@ -20,6 +20,7 @@ pub(crate) fn sweep_limit(soft: Option<u64>) -> RawFd {
 
 /// Call `f` on every number in `from..to`, ascending, open or not, until
 /// it breaks: `f` gets candidates and must tolerate `EBADF`.
+/// Async-signal-safe and allocation-free when `f` is.
 pub(crate) fn sweep(
     from: RawFd,
     to: RawFd,
@@ -38,7 +39,11 @@ pub(crate) fn sweep(
 ///
 /// Exact in a process with one thread (a fork child) when `f` opens no
 /// descriptor; with other threads opening and closing meanwhile, numbers
-/// opened above the sweep may stop it early.
+/// opened above the sweep may stop it early. Async-signal-safe and
+/// allocation-free when `f` is.
+///
+/// # References
+/// `fcntl(2)` (`F_GETFD`)
 // FreeBSD's walk; compiled, and unit-tested, everywhere.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn sweep_counted(

@@ -9,6 +9,8 @@ use crate::sys::fd;
 
 /// `/proc/self/fd/<n>` as a NUL-terminated C string on the stack, built
 /// without allocating (for the placeholder, which a fork child may open).
+/// Building and reading it is async-signal-safe (no syscall, no
+/// allocation).
 pub(super) struct ProcFdPath {
     buf: [u8; 32],
 }
@@ -72,6 +74,9 @@ fn getdents64(dir: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
 /// on each number but the directory's own. `Err` (and the caller sweeps
 /// instead) when the directory cannot be opened or read, or a record makes
 /// no sense. Async-signal-safe and allocation-free when `f` is.
+///
+/// # References
+/// `proc(5)` (`/proc/pid/fd`), `open(2)`, `getdents64(2)`
 pub(super) fn listed_in_proc(
     f: &mut impl FnMut(RawFd) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>, ()> {
