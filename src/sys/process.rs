@@ -40,6 +40,8 @@ pub(crate) fn exit_now(code: libc::c_int) -> ! {
 ///
 /// # References
 /// `mmap(2)` (`MAP_PRIVATE | MAP_ANON`)
+// The model-checking build (`--cfg fdtable_loom`) takes chunks from the heap.
+#[cfg_attr(fdtable_loom, allow(dead_code))]
 pub(crate) fn map_zeroed(bytes: usize) -> io::Result<*mut u8> {
     // SAFETY: a fresh private anonymous mapping; no existing memory is
     // touched.
@@ -68,6 +70,7 @@ pub(crate) fn map_zeroed(bytes: usize) -> io::Result<*mut u8> {
 ///
 /// # References
 /// `munmap(2)`
+#[cfg_attr(fdtable_loom, allow(dead_code))]
 pub(crate) unsafe fn unmap(ptr: *mut u8, bytes: usize) {
     // SAFETY: guaranteed by the caller: the mapping of exactly this size.
     unsafe { libc::munmap(ptr.cast(), bytes) };
