@@ -38,10 +38,10 @@ fn open_set(n: usize, scattered: bool) -> Vec<OwnedFd> {
             target += 1;
             continue;
         }
-        // SAFETY: `target` is above every number this process uses, so
-        // dup3 takes a free number; the result is new and ours.
-        let fd = unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) };
-        assert!(fd >= 0, "dup3: {}", std::io::Error::last_os_error());
+        // `target` is above every number this process uses, so dup3 takes
+        // a free number; the result is new and ours.
+        let fd = util::dup_cloexec_at(null.as_raw_fd(), target);
+        assert_eq!(fd, target, "dup3: {}", std::io::Error::last_os_error());
         // SAFETY: as above.
         fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
         target += 1;
@@ -125,6 +125,24 @@ fn open_placeholder() -> OwnedFd {
     read
 }
 
+/// What `close_all` does per descriptor at the least: `dup3` of the
+/// placeholder over it, or on Apple systems (no `dup3`) `dup2` and
+/// `fcntl(F_SETFD)`, as the crate does there.
+#[inline(always)]
+fn swap_in(placeholder: RawFd, fd: RawFd) -> libc::c_int {
+    // SAFETY: `fd` is ours and stays open (now naming the placeholder's
+    // file); the call only replaces what it refers to.
+    #[cfg(not(target_vendor = "apple"))]
+    let rc = unsafe { libc::dup3(placeholder, fd, libc::O_CLOEXEC) };
+    // SAFETY: as above, in two steps.
+    #[cfg(target_vendor = "apple")]
+    let rc = unsafe {
+        libc::dup2(placeholder, fd);
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC)
+    };
+    rc
+}
+
 fn time_dup3_loop(iters: u64, n: usize) -> Duration {
     let placeholder = open_placeholder();
     let mut total = Duration::ZERO;
@@ -132,11 +150,7 @@ fn time_dup3_loop(iters: u64, n: usize) -> Duration {
         let fds = open_set(n, false);
         let start = Instant::now();
         for fd in &fds {
-            // SAFETY: `fd` is ours and stays open (now naming the
-            // placeholder's file); dup3 only replaces what it refers to.
-            let rc =
-                unsafe { libc::dup3(placeholder.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) };
-            black_box(rc);
+            black_box(swap_in(placeholder.as_raw_fd(), fd.as_raw_fd()));
         }
         total += start.elapsed();
         drop(fds);

@@ -61,9 +61,9 @@ fn populate() -> Vec<Tracked<'static, OwnedFd>> {
     let null = std::fs::File::open("/dev/null").expect("open /dev/null");
     numbers()
         .map(|n| {
-            // SAFETY: `n` is free (above everything else we open); dup3 makes
-            // a fresh close-on-exec descriptor there, which we own.
-            let fd = unsafe { libc::dup3(null.as_raw_fd(), n, libc::O_CLOEXEC) };
+            // `n` is free (above everything else we open); dup3 makes a
+            // fresh close-on-exec descriptor there, which we own.
+            let fd = test_util::dup_cloexec_at(null.as_raw_fd(), n);
             assert_eq!(fd, n, "descriptor {n}: {}", std::io::Error::last_os_error());
             // SAFETY: just created; we own it.
             TABLE
@@ -86,8 +86,7 @@ fn now_ns() -> u64 {
 /// With `fallback`, `close_range(2)` is refused in the child first.
 fn time_in_child(work: fn(), fallback: bool) -> Duration {
     let mut fds = [0; 2];
-    // SAFETY: valid out array of two ints.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    assert!(test_util::raw_pipe(&mut fds), "pipe");
     // Keep the pipe ends clear of the measured block.
     assert!(fds[1] < BASE, "pipe landed in the block");
     // SAFETY: the child only calls async-signal-safe functions and `_exit`s.
@@ -136,6 +135,8 @@ fn close_loop() {
     }
 }
 
+/// Linux's raw `close_range(2)`: the floor where the kernel has it.
+#[cfg(target_os = "linux")]
 fn raw_close_range() {
     let last = BASE + COUNT.load(Ordering::Relaxed) - 1;
     // SAFETY: the child owns (copies of) exactly these descriptors.
@@ -169,6 +170,7 @@ fn bench(c: &mut Criterion) {
         };
         run("close_all_in_child", false, table_close_all_in_child);
         run("close_loop", false, close_loop);
+        #[cfg(target_os = "linux")]
         if !scattered {
             run("raw_close_range", false, raw_close_range);
         }

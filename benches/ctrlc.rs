@@ -52,9 +52,23 @@ fn poll_readable(fd: RawFd) {
 
 fn bare_pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [-1; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    assert_eq!(rc, 0, "pipe2");
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: pipe2 writes two descriptors into the array.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0, "pipe2");
+    }
+    // No `pipe2` on Apple systems: `pipe`, then the flags.
+    #[cfg(target_vendor = "apple")]
+    // SAFETY: pipe writes two descriptors into the array; fcntl sets flags
+    // on them.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+        for fd in fds {
+            assert_eq!(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK), 0);
+        }
+    }
     // SAFETY: fresh descriptors that we own.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
@@ -187,11 +201,23 @@ fn interleaved(
 }
 
 /// The calling thread's CPU affinity narrowed to the CPU it runs on, until
-/// dropped (threads it creates meanwhile keep the narrow one).
-#[cfg(feature = "tokio")]
+/// dropped (threads it creates meanwhile keep the narrow one). Linux only
+/// (`sched_setaffinity`); elsewhere it pins nothing.
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 struct PinnedToOneCpu(libc::cpu_set_t);
 
-#[cfg(feature = "tokio")]
+/// See the Linux version: nothing is pinned here.
+#[cfg(all(feature = "tokio", not(target_os = "linux")))]
+struct PinnedToOneCpu;
+
+#[cfg(all(feature = "tokio", not(target_os = "linux")))]
+impl PinnedToOneCpu {
+    fn new() -> PinnedToOneCpu {
+        PinnedToOneCpu
+    }
+}
+
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 impl PinnedToOneCpu {
     fn new() -> PinnedToOneCpu {
         let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -218,7 +244,7 @@ impl PinnedToOneCpu {
     }
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 impl Drop for PinnedToOneCpu {
     fn drop(&mut self) {
         // SAFETY: restores the set saved in `new` for the calling thread.

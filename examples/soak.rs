@@ -651,9 +651,9 @@ impl Churner {
             if self.in_use[off as usize] || util::is_open(n) {
                 continue;
             }
-            // SAFETY: `n` is closed and in our private range, so no one else
-            // can be handed it; dup3 makes it a copy of `fd`, which we own.
-            let rc = unsafe { libc::dup3(fd.as_raw_fd(), n, libc::O_CLOEXEC) };
+            // `n` is closed and in our private range, so no one else can be
+            // handed it; dup3 makes it a copy of `fd`, which we own.
+            let rc = util::dup_cloexec_at(fd.as_raw_fd(), n);
             if rc != n {
                 eprintln!("dup3 -> {n}: {}", io::Error::last_os_error());
                 return None;

@@ -42,7 +42,13 @@ fn serve() -> io::Result<()> {
     // SAFETY: socket activation handed this process descriptor 3, a
     // listening socket it now owns (the variables above say so).
     let listener = unsafe { TcpListener::from_raw_fd(3) };
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count());
+    // Linux lists a process's descriptors in /proc/self/fd, macOS in /dev/fd.
+    let fd_dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let open = std::fs::read_dir(fd_dir).map_or(0, |dir| dir.count());
     let (mut client, _) = listener.accept()?;
     let names = var("LISTEN_FDNAMES");
     writeln!(

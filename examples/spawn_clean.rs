@@ -22,16 +22,34 @@ use std::process::Command;
 
 use fdtable::{ChildFds, CommandExt, FdTable};
 
-/// `ls -l /proc/self/fd` in a child; one "N -> target" entry per descriptor,
-/// ordered by number. Targets that change from run to run (the stdout pipe,
-/// `ls`'s own directory) are normalised so the runs compare.
+/// Where a process lists its own descriptors: `/proc/self/fd` on Linux,
+/// whose `ls -l` shows each one's target; `/dev/fd` elsewhere (macOS, and
+/// FreeBSD with `fdescfs` mounted), where `ls -l` shows numbers only.
+const FD_DIR: &str = if cfg!(target_os = "linux") {
+    "/proc/self/fd"
+} else {
+    "/dev/fd"
+};
+
+/// `ls -l` of [`FD_DIR`] in a child; one "N -> target" entry per descriptor
+/// (just "N" where the listing shows no targets), ordered by number.
+/// Targets that change from run to run (the stdout pipe, `ls`'s own
+/// directory) are normalised so the runs compare.
 fn listing(cmd: &mut Command) -> io::Result<Listing> {
-    let out = cmd.arg("-l").arg("/proc/self/fd").output()?;
+    let out = cmd.arg("-l").arg(FD_DIR).output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
             // "lr-x------ 1 user group 64 Jan  1 00:00 3 -> /dev/null"
-            let arrow = line.find(" -> ")?;
+            let Some(arrow) = line.find(" -> ") else {
+                // "crw--w---- 1 user tty 16, 1 Jan  1 00:00 3": numbers only
+                // (and "total 0", which is not an entry).
+                if line.starts_with("total") {
+                    return None;
+                }
+                let number: i32 = line.rsplit(' ').next()?.parse().ok()?;
+                return Some((number, number.to_string()));
+            };
             let number: i32 = line[..arrow].rsplit(' ').next()?.parse().ok()?;
             let target = &line[arrow + 4..];
             let target = if target.starts_with("pipe:") {

@@ -9,8 +9,16 @@ use std::os::unix::net::UnixStream;
 use fdtable::FdTable;
 use nix::fcntl::{fcntl, FcntlArg};
 
+/// Linux lists this process's descriptors in `/proc/self/fd`; macOS (and
+/// FreeBSD with `fdescfs` mounted) in `/dev/fd`.
+const FD_DIR: &str = if cfg!(target_os = "linux") {
+    "/proc/self/fd"
+} else {
+    "/dev/fd"
+};
+
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+    std::fs::read_dir(FD_DIR).map_or(0, |dir| dir.count())
 }
 
 fn main() -> std::io::Result<()> {

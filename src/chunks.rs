@@ -6,9 +6,12 @@
 //! in its range is tracked and is never freed while the table lives.
 
 use std::io;
+#[cfg(fdtable_loom)]
 use std::ptr;
 
 use crate::slot::Slot;
+#[cfg(not(fdtable_loom))]
+use crate::sys;
 
 #[cfg(not(fdtable_loom))]
 pub(crate) const BASE_SHIFT: u32 = 10;
@@ -55,22 +58,9 @@ pub(crate) fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
     let bytes = len
         .checked_mul(std::mem::size_of::<Slot>())
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-    // SAFETY: a fresh private anonymous mapping; no existing memory is
-    // touched. All-zero bytes are valid `Slot`s holding `Word::FREE`.
-    let ptr = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANON,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ptr.cast::<Slot>())
+    // All-zero bytes are valid `Slot`s holding `Word::FREE`, and the
+    // mapping is aligned to a page, more than a `Slot` needs.
+    Ok(sys::map_zeroed(bytes)?.cast::<Slot>())
 }
 
 /// # Safety
@@ -78,7 +68,7 @@ pub(crate) fn alloc_chunk(len: usize) -> io::Result<*mut Slot> {
 #[cfg(not(fdtable_loom))]
 pub(crate) unsafe fn free_chunk(ptr: *mut Slot, len: usize) {
     // SAFETY: guaranteed by the caller: the mapping of exactly this size.
-    unsafe { libc::munmap(ptr.cast(), len * std::mem::size_of::<Slot>()) };
+    unsafe { sys::unmap(ptr.cast(), len * std::mem::size_of::<Slot>()) };
 }
 
 #[cfg(fdtable_loom)]

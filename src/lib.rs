@@ -1,89 +1,69 @@
-//! A signal-safe table of owned file descriptors with masked critical
-//! sections.
+//! A signal-safe table of owned file descriptors.
 //!
-//! A program that owns file descriptors and wants all of them closed no
-//! matter what (on Ctrl-C, before it execs another program, in a fork child)
-//! usually keeps a global set of them. That set has three hidden
-//! concurrencies, and each one is a bug:
+//! A program that owns file descriptors wants all of them closed no matter
+//! what: on Ctrl-C, before it runs another program, in a fork child. The
+//! obvious global set of descriptors has three hidden concurrencies, each a
+//! bug: threads close descriptors while another walks the set; a signal
+//! handler runs between `close(2)` and "remove from set"; a handle dropped
+//! inside a walk changes the set being walked. Plus the kernel recycles
+//! numbers, `close(2)` can fail, and a fork child of a threaded program may
+//! take no lock and allocate nothing. This crate makes each of those
+//! impossible by construction.
 //!
-//! 1. **Threads** close their descriptors while another thread walks the set.
-//! 2. **Signals**: a handler runs between `close(2)` and "remove from set",
-//!    and sees a dead descriptor still registered (or, in the other order, a
-//!    live one missing).
-//! 3. **Destructors**: a handle dropped inside a walk's callback mutates the
-//!    set being walked.
+//! # What to use
+//! - **Owning descriptors:** [`FdTable::global`] (or a `static` of your
+//!   own, [`FdTable::new`] is `const`) and [`FdTable::track`], which takes
+//!   any [`Trackable`] (std's `File`, sockets, pipes, child stdio; tokio's
+//!   with the `tokio` feature) and gives back a [`Tracked`] handle:
+//!   `Deref`, `Read`/`Write`, closed on drop. On shutdown,
+//!   [`FdTable::seal`] then [`FdTable::close_all`]: every descriptor any
+//!   thread tracked is released at once, even under threads still using
+//!   it, and the [`CloseAllReport`] says exactly what was.
+//! - **Ctrl-C:** [`Interrupts::install`] turns SIGINT (or, through
+//!   [`Interrupts::builder`], SIGTERM and others: [`Signal`]) into events
+//!   on a pipe: [`try_recv`](Interrupts::try_recv),
+//!   [`recv`](Interrupts::recv), [`wait_readable`](Interrupts::wait_readable)
+//!   (this descriptor, or a signal), then [`Interrupts::die_by_signal`] so
+//!   the shell sees the real cause. A second Ctrl-C kills a stuck cleanup.
+//!   With the `tokio` feature, `AsyncInterrupts` awaits the same events.
+//! - **Spawning programs:** a [`ChildFds`] says what a program gets
+//!   (descriptors at chosen numbers, none of a table's, nothing else, or
+//!   systemd-style socket activation), handed over with
+//!   [`CommandExt::child_fds`]; [`CommandExt::close_tracked_fds`] keeps a
+//!   table's descriptors out of a spawn at no cost. In a child you fork
+//!   yourself: [`FdTable::close_all_in_child`],
+//!   [`FdTable::retire_all_in_child`].
+//! - **Masking signals yourself:** [`MaskGuard`].
 //!
-//! Plus fd-number recycling (a stale entry must never close a number someone
-//! else now owns), `close(2)` errors, and fork in a threaded program.
-//!
-//! [`FdTable`] makes each of those impossible: it is a lock-free array of
-//! atomic slots indexed by fd number; every close-and-unregister runs inside a
-//! [`MaskGuard`] that blocks asynchronous signals on the calling thread; walks
-//! pin the slot they visit so a close from anywhere is deferred until the
-//! callback returns; and [`FdTable::close_all`] retires descriptors without
-//! giving their numbers back while handles still exist.
-//!
-//! # Quick start
+//! # Example
+//! A handle kept in a struct lives as long as the table, here the global
+//! one: `Tracked<'static, File>`.
 //! ```
-//! use fdtable::FdTable;
+//! use fdtable::{FdTable, Tracked};
 //! use std::fs::File;
+//! use std::io::Write;
 //!
+//! struct Logger {
+//!     file: Tracked<'static, File>,
+//! }
+//!
+//! let path = std::env::temp_dir().join(format!("fdtable-doc-{}.log", std::process::id()));
 //! let table = FdTable::global();
-//! let log = table.track(File::create(std::env::temp_dir().join("fdtable-doc.log"))?)?;
-//! let null = table.track(File::open("/dev/null")?)?;
+//! let mut logger = Logger { file: table.track(File::create(&path)?)? };
+//! writeln!(logger.file, "started")?;          // through the handle
 //!
-//! let mut open = 0;
-//! table.for_each(|_fd| open += 1);
-//! assert!(open >= 2);
-//!
-//! null.close()?;                     // masked close + unregister
-//! let report = table.close_all();    // e.g. on Ctrl-C: release everything now
-//! assert_eq!(report.released(), 1);  // `log`: exactly what it released
-//! drop(log);                         // the reserved number goes back to the kernel
-//! # std::fs::remove_file(std::env::temp_dir().join("fdtable-doc.log"))?;
+//! // On Ctrl-C, say: nothing tracked after this escapes, everything now released.
+//! table.seal();
+//! let report = table.close_all();
+//! assert!(report.released() >= 1);
+//! assert!(writeln!(logger.file, "too late").is_err()); // the file is gone
+//! drop(logger);                                  // the number goes back to the kernel
+//! # std::fs::remove_file(&path)?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
-//!
-//! # Map of the crate
-//! - [`table`](FdTable): the slot array, `track`, `for_each`
-//!   (`src/table.rs`; the slot state machine is `src/slot.rs`, the chunk
-//!   geometry `src/chunks.rs`, pins and what waits for them
-//!   `src/pins.rs`, the walks' per-thread visit list `src/visits.rs`, the
-//!   striped live count behind `len` `src/counter.rs`);
-//!   `close_all` and its [`CloseAllReport`]
-//!   (`src/retire.rs`) with the process-wide dead placeholder
-//!   (`src/placeholder.rs`).
-//! - [`Trackable`] and [`FdKind`]: what `track` accepts (std's descriptor
-//!   types, or your own by an `unsafe impl`) and what `close_all` may do to
-//!   it (`src/trackable.rs`).
-//! - [`Tracked`] and [`TrackError`]: the owning handle (`src/tracked.rs`).
-//! - [`MaskGuard`]: the signal mask (`src/mask.rs`).
-//! - [`Interrupts`], [`InterruptsBuilder`], [`Received`], [`Signal`] (and
-//!   [`UnsupportedSignal`], the error for any other number),
-//!   [`WaitOutcome`], [`ForegroundChild`], [`CloseHandle`]: Ctrl-C (and
-//!   other termination signals) as events on a pollable self-pipe, with one
-//!   process-wide "second Ctrl-C kills" policy, "die by the signal", a wait
-//!   for "this descriptor or an interrupt", a scope that leaves Ctrl-C to an
-//!   interactive child, and a handle that releases a thread blocked in a
-//!   receive (`src/signals/`, whose `mod.rs` maps its files;
-//!   `examples/ctrlc_cleanup.rs`,
-//!   `examples/read_lines.rs` and `examples/foreground_child.rs` show the
-//!   patterns).
-//! - With the `tokio` feature: `AsyncInterrupts`, the receives as futures
-//!   (`src/signals/async_recv.rs`); [`Trackable`] for tokio's descriptor
-//!   types, each with the [`FdKind`] that keeps tokio's registration intact
-//!   (`src/tokio_types.rs`); `AsyncRead`/`AsyncWrite` on [`Tracked`]
-//!   (`src/tracked.rs`); [`CommandExt`] on `tokio::process::Command`
-//!   (`src/child/tokio_command.rs`). See the README's "Async (tokio)" for the
-//!   pattern; `examples/async_cleanup.rs` shows it.
-//! - [`ChildFds`] and [`CommandExt`], [`FdTable::close_all_in_child`] and
-//!   [`FdTable::retire_all_in_child`]: the fork/exec child path, lock-free
-//!   and allocation-free (`src/child/`, whose `mod.rs` maps its files: the
-//!   value `child_fds.rs`, the hook `run.rs` and its spawn proof
-//!   `proof.rs`, `pass_fd` placement `pass.rs`, ...).
-//! - Raw syscalls live in `src/sys.rs`; the slot state machine's atomics,
-//!   which `--cfg fdtable_loom` swaps for loom's model-checked ones, in
-//!   `src/sync.rs`.
+//! The README has three complete programs (a Ctrl-C cleanup CLI, a tokio
+//! server, a socket-activation supervisor); `docs/guide.md` walks through
+//! the API and its conventions.
 //!
 //! # Async-signal-safety
 //! Each function's documentation says whether it may be called from a signal
@@ -101,9 +81,15 @@
 //! that runs your code, blocks, allocates or awaits may not.
 //!
 //! # Limitations
-//! - Unix only; Linux first. Elsewhere (and on Linux without a usable
-//!   `/proc`) `close_all` uses a pipe's read end, write end closed, as its
-//!   placeholder: reads through a retired handle then see end-of-file.
+//! - Unix only; Linux first: CI builds and runs everything on Linux, and
+//!   only type-checks macOS, FreeBSD, NetBSD and illumos. What holds where
+//!   (and which fallback each system takes) is in `docs/platforms.md`; in
+//!   short: elsewhere (and on Linux without a usable `/proc`) `close_all`
+//!   uses a pipe's read end, write end closed, as its placeholder (reads
+//!   through a retired handle see end-of-file); on Apple systems (no
+//!   `pipe2`, no `dup3`) the self-pipe and the swap each have a short
+//!   close-on-exec window against another thread's `fork` + `exec`;
+//!   [`Received::sender_pid`] is `None` off Linux and Android.
 //! - `close_all` cannot release a tracked number at or above a lowered soft
 //!   `RLIMIT_NOFILE` (`dup3` refuses it); it reports it by number and limit.
 //! - A descriptor closed behind the table's back (raw `close` on a tracked

@@ -60,120 +60,10 @@ thread_local! {
     static RESTORE_LATE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Signals that are raised by the instruction being executed: blocking them
-/// would turn a crash into a hang or undefined behaviour.
-const SYNCHRONOUS: [libc::c_int; 6] = [
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGFPE,
-    libc::SIGILL,
-    libc::SIGTRAP,
-    libc::SIGSYS,
-];
-
-pub(crate) use kernel_mask::async_signal_set;
-
-/// The mask as the kernel sees it, on 64-bit Linux: 64 signals, the first
-/// 64 bits of the C library's 1024-bit `sigset_t`. Knowing the layout lets
-/// the guard's set be built at compile time. One module per layout: the target list appears only
-/// here and in the fallback's negation.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64",
-        target_arch = "s390x"
-    )
-))]
-mod kernel_mask {
-    use super::SYNCHRONOUS;
-
-    /// The set of signals a [`MaskGuard`](super::MaskGuard) blocks.
-    /// Async-signal-safe.
-    pub(crate) fn async_signal_set() -> libc::sigset_t {
-        // Built at compile time: the guard's hot path pays no sigfillset
-        // and no sigdelset calls.
-        ASYNC_SET
-    }
-
-    /// The C library's internal signals, as bits of the kernel's mask
-    /// (signal `n` at bit `n - 1`): never blocked by a guard.
-    ///
-    /// glibc keeps 32 (SIGCANCEL) and 33 (SIGSETXID) and strips them from a
-    /// copy of every set passed to `pthread_sigmask`. musl keeps 32, 33 and
-    /// 34 (SIGSYNCCALL, which `setuid`, `setgroups` and friends send to
-    /// every thread and wait for), passes the set to the kernel as it is,
-    /// and clears all three from the old mask it reports. So on musl 34 must
-    /// stay out of the set (a held guard would stall `setuid` in other
-    /// threads until it drops). On
-    /// glibc, 34 is SIGRTMIN, the program's own, and is blocked like any
-    /// other.
-    ///
-    /// Only the glibc value is built and tested on this project's CI (no
-    /// musl target there); the musl value follows musl's `pthread_sigmask`
-    /// and `sigfillset` sources.
-    const LIBC_INTERNAL: u64 = if cfg!(target_env = "musl") {
-        1 << 31 | 1 << 32 | 1 << 33
-    } else {
-        1 << 31 | 1 << 32
-    };
-
-    /// Signals 1-64 (the kernel's whole mask, the first 64 bits of the set)
-    /// minus the synchronous ones and the C library's internal ones
-    /// ([`LIBC_INTERNAL`]), which glibc's `pthread_sigmask` would otherwise
-    /// strip from a copy of the set on every call.
-    const ASYNC_SET: libc::sigset_t = {
-        const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
-        let mut synchronous = 0u64;
-        let mut i = 0;
-        while i < SYNCHRONOUS.len() {
-            synchronous |= 1 << (SYNCHRONOUS[i] - 1);
-            i += 1;
-        }
-        let mut words = [0u64; WORDS];
-        words[0] = !synchronous & !LIBC_INTERNAL;
-        // SAFETY: `sigset_t` is plain data, exactly `WORDS` 64-bit words on
-        // these 64-bit Linux targets (glibc and musl: 1024 bits), with
-        // signal `n` at bit `n - 1` of the first word (their kernels have 64
-        // signals); any bit pattern is a valid value.
-        unsafe { std::mem::transmute::<[u64; WORDS], libc::sigset_t>(words) }
-    };
-}
-
-/// Other targets: the mask's layout is not assumed.
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64",
-        target_arch = "s390x"
-    )
-)))]
-mod kernel_mask {
-    use super::SYNCHRONOUS;
-    use std::mem::MaybeUninit;
-
-    /// The set of signals a [`MaskGuard`](super::MaskGuard) blocks.
-    /// Async-signal-safe.
-    pub(crate) fn async_signal_set() -> libc::sigset_t {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigfillset initialises the whole set; sigdelset only edits
-        // it. Both are async-signal-safe and cannot fail for valid numbers.
-        unsafe {
-            libc::sigfillset(set.as_mut_ptr());
-            for sig in SYNCHRONOUS {
-                libc::sigdelset(set.as_mut_ptr(), sig);
-            }
-            set.assume_init()
-        }
-    }
-}
+/// The set a guard blocks (every signal but the synchronous ones and the
+/// C library's internal ones): the platform's, from `sys` (built at compile
+/// time on 64-bit Linux, whose layout is known; at run time elsewhere).
+pub(crate) use crate::sys::async_signal_set;
 
 /// The mask this thread had before its outermost live [`MaskGuard`], while
 /// one is alive (`SAVED`, see the module's internal details for its one
@@ -207,6 +97,14 @@ pub(crate) fn mask_before_guards() -> Option<libc::sigset_t> {
 /// `SIGKILL` and `SIGSTOP` cannot be blocked at all, and the C library's
 /// internal signals stay deliverable (glibc's 32 and 33; musl's 32, 33 and
 /// 34).
+///
+/// "Every blockable signal" is whatever the system has: on Linux the
+/// real-time signals too (`SIGRTMIN`..`SIGRTMAX`), on macOS the 31
+/// standard ones (it has no real-time signals), on the BSDs and illumos
+/// their own sets, `SIGINFO` (Ctrl-T) included where it exists. On 64-bit
+/// Linux the set is built at compile time; elsewhere it is filled at run
+/// time (`sigfillset`). The outermost guard costs two syscalls (block,
+/// restore), nested ones none.
 ///
 /// # Where it may be used
 /// Async-signal-safe: creating and dropping a guard may be done inside a
@@ -351,33 +249,5 @@ impl fmt::Debug for MaskGuard {
         f.debug_struct("MaskGuard")
             .field("depth", &DEPTH.with(Cell::get))
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A guard must never block the C library's own signals: glibc's 32 and
-    /// 33, and on musl also 34 (SIGSYNCCALL: a guard held on one thread
-    /// would stall `setuid` on every other). On glibc, 34 is SIGRTMIN, an
-    /// application signal, and is blocked. (The musl branch is compiled
-    /// only for a musl target, which this project's CI does not build.)
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    #[test]
-    fn the_guard_set_leaves_the_c_librarys_internal_signals_alone() {
-        let set = async_signal_set();
-        // SAFETY: a valid, initialised set; `sigismember` only reads it.
-        let bit = |sig: u32| unsafe { libc::sigismember(&set, sig as libc::c_int) } == 1;
-        assert!(!bit(32) && !bit(33));
-        if cfg!(target_env = "musl") {
-            assert!(!bit(34), "musl's SIGSYNCCALL is in the guard's set");
-        } else {
-            assert!(bit(34), "glibc's SIGRTMIN is not in the guard's set");
-        }
-        assert!(bit(64) && bit(libc::SIGINT as u32) && !bit(libc::SIGSEGV as u32));
     }
 }

@@ -22,8 +22,9 @@ impl FdTable {
     /// a kind that allows it (see below) is atomically replaced by a dead
     /// placeholder (`dup3`): the descriptor's reference to its file is
     /// dropped at once and the number stays reserved; any later I/O through
-    /// the handle fails with `EBADF`, and path lookups through it (`openat`
-    /// and friends) fail with `ENOTDIR`.
+    /// the handle fails with `EBADF` (reads see end-of-file instead where
+    /// the placeholder is a pipe's read end: every system but Linux), and
+    /// path lookups through it (`openat` and friends) fail with `ENOTDIR`.
     /// The placeholder copy is closed when the handle drops. Retired entries
     /// no longer count in [`len`](FdTable::len) but
     /// [`contains`](FdTable::contains) reports them until their handles drop.
@@ -81,6 +82,12 @@ impl FdTable {
     ///   socket is still shut down first (kinds `Socket` and `Unknown`), but
     ///   the entry stays live with its file, and the report names the number
     ///   and the limit. The limit is not raised behind the program's back.
+    /// - Apple systems have no `dup3` (nor `F_DUP2FD_CLOEXEC`): the swap is
+    ///   `dup2` and then `fcntl(F_SETFD)`. A `fork` + `exec` by another
+    ///   thread between the two passes the *placeholder* (a dead pipe end)
+    ///   to that program at the retired number; the retired file itself
+    ///   never leaks (the `dup2` released it, and it was close-on-exec
+    ///   before). Linux, the BSDs and illumos use `dup3`: no window.
     /// - No signal mask is held: every step leaves the number published and
     ///   open, so a handler sees the entry either live or retired. A release
     ///   can block in the kernel (the last close of a socket with `SO_LINGER`

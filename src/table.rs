@@ -143,6 +143,16 @@ impl FdTable {
         &GLOBAL
     }
 
+    /// No process-wide table in the model-checking build
+    /// (`--cfg fdtable_loom`): a table of loom atomics lives inside one model
+    /// run, never in a `static`. The child setup, which tracks its
+    /// duplicates in the global table, is not model-checked there; this
+    /// panics if it is called.
+    #[cfg(fdtable_loom)]
+    pub fn global() -> &'static FdTable {
+        panic!("fdtable: there is no global table under --cfg fdtable_loom")
+    }
+
     /// This table's identity for the visit list (`visits.rs`).
     pub(crate) fn id(&self) -> visits::TableId {
         (self as *const FdTable).cast()

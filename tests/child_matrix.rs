@@ -29,16 +29,22 @@
 //!
 //! Code after `fork` makes only async-signal-safe calls into memory
 //! allocated before the fork, and leaves with `_exit`.
+//!
+//! The seccomp ways and the `close_other_fds` matrix are Linux's; on other
+//! systems (type-checked only) the `close_all_in_child` situations run the
+//! one way the system offers.
 
 mod spawn_util;
 mod util;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use fdtable::{ChildFds, CommandExt, FdTable, Tracked};
+#[cfg(target_os = "linux")]
+use fdtable::{ChildFds, CommandExt};
+use fdtable::{FdTable, Tracked};
 use util::{ChildEnd, Sentinels};
 
 static TABLE: FdTable = FdTable::new();
@@ -53,17 +59,22 @@ const STDIO_REPORT_ENV: &str = "FDTABLE_MATRIX_REPORT";
 /// How the child gets to close its numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// `close_range(2)` for runs of consecutive numbers.
+    /// `close_range(2)` for runs of consecutive numbers (where the system
+    /// has no `close_range`: what it offers instead).
     CloseRange,
     /// A seccomp filter makes `close_range` fail with this errno.
+    #[cfg(target_os = "linux")]
     KernelRefuses(libc::c_int),
 }
 
+#[cfg(target_os = "linux")]
 const WAYS: [Way; 3] = [
     Way::CloseRange,
     Way::KernelRefuses(libc::ENOSYS),
     Way::KernelRefuses(libc::EPERM),
 ];
+#[cfg(not(target_os = "linux"))]
+const WAYS: [Way; 1] = [Way::CloseRange];
 
 /// What a child saw after `close_all_in_child`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +104,7 @@ fn close_in_child(way: Way, probes: &[RawFd], sentinels: &Sentinels) -> (Seen, V
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        #[cfg(target_os = "linux")]
         if let Way::KernelRefuses(errno) = way {
             if !util::refuse_close_range(errno) {
                 // SAFETY: ends the child at once.
@@ -199,12 +211,12 @@ fn check_every_way(situation: &str, tracked: &[RawFd], probes: &[RawFd], sentine
 fn null_at(fd: RawFd) -> OwnedFd {
     assert!(!util::is_open(fd), "{fd} is free");
     let null = util::dev_null();
-    // SAFETY: `fd` is closed (checked above; tests that place numbers hold
-    // the serial lock), so dup3 only allocates it.
-    let rc = unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) };
+    // `fd` is closed (checked above; tests that place numbers hold the
+    // serial lock), so dup3 only allocates it.
+    let rc = util::dup_cloexec_at(null.as_raw_fd(), fd);
     assert_eq!(rc, fd, "dup3 to {fd}: {}", std::io::Error::last_os_error());
     // SAFETY: dup3 just made `fd` ours.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// Track and place: runs `base..base+3` and `base+4..base+6` tracked, the
@@ -224,6 +236,7 @@ fn track_runs(base: RawFd) -> (Vec<Tracked<'static, OwnedFd>>, Vec<RawFd>, Owned
 /// The seccomp filter really makes the kernel refuse `close_range` (so the
 /// `KernelRefuses` runs do take the runtime fallback), in a child.
 #[test]
+#[cfg(target_os = "linux")]
 fn seccomp_filter_refuses_close_range() {
     let _serial = util::serial();
     for errno in [libc::ENOSYS, libc::EPERM] {
@@ -420,6 +433,7 @@ fn stdio_closed_child() {
 }
 
 /// Ways `close_other_fds` may find the kernel, as seccomp rules.
+#[cfg(target_os = "linux")]
 const CLOSE_OTHER_WAYS: [(&str, &[spawn_util::Refuse]); 6] = {
     use spawn_util::Refuse;
     const NR: libc::c_long = libc::SYS_close_range;
@@ -458,6 +472,7 @@ const CLOSE_OTHER_WAYS: [(&str, &[spawn_util::Refuse]); 6] = {
 
 /// The seccomp rules really refuse what they say, in a fork child.
 #[test]
+#[cfg(target_os = "linux")]
 fn close_other_fds_filters_refuse_what_they_claim() {
     let _serial = util::serial();
     for (way, rules) in CLOSE_OTHER_WAYS {
@@ -499,6 +514,7 @@ fn close_other_fds_filters_refuse_what_they_claim() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
     let _serial = util::serial();
     let sentinels = Sentinels::open(1);
@@ -583,6 +599,7 @@ fn close_other_fds_leaves_exactly_stdio_and_passed_descriptors_every_way() {
 /// caps its CPU time (`RLIMIT_CPU`, soft = hard: `SIGKILL` when it runs
 /// out), so a runaway sweep ends as a killed child, not a hung test.
 #[test]
+#[cfg(target_os = "linux")]
 fn close_other_fds_sweep_stops_at_the_soft_limit() {
     use spawn_util::Refuse;
     use std::os::unix::process::CommandExt as _;

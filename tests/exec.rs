@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fdtable::{ChildFds, CommandExt, FdTable, Tracked};
-use spawn_util::{make_inheritable, scratch_file, seqpacket_end};
+use spawn_util::{channel_like_end, make_inheritable, scratch_file};
 use util::{identity, is_open, serial};
 
 /// Descriptors the child checks: everything below this.
@@ -289,7 +289,7 @@ fn churn_resource(i: usize) -> OwnedFd {
     match i % 4 {
         0 => File::open("/dev/null").unwrap().into(),
         1 => util::pipe().0,
-        2 => seqpacket_end(),
+        2 => channel_like_end(),
         _ => scratch_file("exec").into(),
     }
 }

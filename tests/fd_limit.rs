@@ -28,17 +28,7 @@ static TABLE: FdTable = FdTable::new();
 fn pipe_and_socket() -> Option<((OwnedFd, OwnedFd), (OwnedFd, OwnedFd))> {
     let mut p = [-1; 2];
     let mut s = [-1; 2];
-    // SAFETY: valid two-element out-arrays.
-    let ok = unsafe {
-        libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) == 0
-            && libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                s.as_mut_ptr(),
-            ) == 0
-    };
-    if !ok {
+    if !(util::raw_pipe(&mut p) && util::raw_socketpair(libc::SOCK_STREAM, &mut s)) {
         return None;
     }
     // SAFETY: just created, owned by nobody else.
@@ -156,8 +146,7 @@ fn retire_all_in_child_at_the_descriptor_limit_releases_every_entry() {
             return 1;
         };
         let mut go = [-1; 2];
-        // SAFETY: a valid two-element out-array.
-        if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        if !util::raw_pipe(&mut go) {
             return 1;
         }
         let highest = [&reader, &writer, &socket, &peer]

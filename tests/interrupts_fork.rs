@@ -167,7 +167,10 @@ fn in_c(p: libc::pid_t, inherited: Interrupts) -> i32 {
     }
 }
 
-fn helper_pid_reuse() {
+/// Put this process's next children in a pid namespace of their own;
+/// whether that worked (it says SKIPPED when not).
+#[cfg(target_os = "linux")]
+fn new_pid_namespace() -> bool {
     // SAFETY: unshare only changes which pid namespace this process's
     // next children are created in.
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
@@ -175,6 +178,20 @@ fn helper_pid_reuse() {
             "SKIPPED: unshare(CLONE_NEWPID): {} (needs CAP_SYS_ADMIN)",
             std::io::Error::last_os_error()
         ));
+        return false;
+    }
+    true
+}
+
+/// Pid namespaces are Linux's: SKIPPED.
+#[cfg(not(target_os = "linux"))]
+fn new_pid_namespace() -> bool {
+    say("SKIPPED: pid namespaces (unshare(CLONE_NEWPID)) are Linux's");
+    false
+}
+
+fn helper_pid_reuse() {
+    if !new_pid_namespace() {
         return;
     }
     let end = util::fork_child(PROMPTLY, pid_namespace_init);

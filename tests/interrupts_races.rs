@@ -17,7 +17,7 @@
 mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use fdtable::{Interrupts, Signal};
@@ -33,16 +33,15 @@ struct RaisingAllocator;
 
 /// Allocator calls left before the raise; 0: off.
 static COUNTDOWN: AtomicU32 = AtomicU32::new(0);
-/// The thread whose calls count (`gettid`).
-static TARGET: AtomicI32 = AtomicI32::new(0);
+/// The thread whose calls count (`util::thread_id`: `gettid` on Linux).
+static TARGET: AtomicI64 = AtomicI64::new(0);
 static FIRED: AtomicBool = AtomicBool::new(false);
 
 fn tick() {
     if COUNTDOWN.load(Ordering::SeqCst) == 0 {
         return;
     }
-    // SAFETY: gettid has no preconditions.
-    if unsafe { libc::gettid() } != TARGET.load(Ordering::SeqCst) {
+    if util::thread_id() != TARGET.load(Ordering::SeqCst) {
         return;
     }
     if COUNTDOWN.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -87,8 +86,7 @@ static ALLOCATOR: RaisingAllocator = RaisingAllocator;
 
 /// Raise SIGUSR1 at the `k`-th allocator call of this thread from now on.
 fn raise_at(k: u32) {
-    // SAFETY: gettid has no preconditions.
-    TARGET.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    TARGET.store(util::thread_id(), Ordering::SeqCst);
     FIRED.store(false, Ordering::SeqCst);
     COUNTDOWN.store(k, Ordering::SeqCst);
 }

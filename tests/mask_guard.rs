@@ -75,17 +75,29 @@ fn a_guard_made_in_a_handler_never_leaves_the_interrupted_guard_unrestored() {
         assert_eq!(libc::sigaction(libc::SIGTRAP, &new, &mut old), 0);
         old
     };
+    // Linux: `tgkill` to this thread's id; elsewhere `pthread_kill`.
+    #[cfg(target_os = "linux")]
     // SAFETY: getpid and gettid have no preconditions.
     let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+    #[cfg(not(target_os = "linux"))]
+    let this = util::pthread_self() as usize;
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut sent = 0u64;
             while !stop.load(SeqCst) {
+                #[cfg(target_os = "linux")]
                 // SAFETY: tgkill to a thread of this process, which has a
                 // handler for SIGTRAP until this thread is joined.
-                unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTRAP) };
+                unsafe {
+                    libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTRAP)
+                };
+                #[cfg(not(target_os = "linux"))]
+                // SAFETY: as above, by its pthread id.
+                unsafe {
+                    libc::pthread_kill(this as libc::pthread_t, libc::SIGTRAP)
+                };
                 sent += 1;
                 // A varying gap, so deliveries land all over the guard's code.
                 for _ in 0..sent % 500 {

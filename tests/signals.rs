@@ -432,9 +432,10 @@ fn mask_guard_blocks_async_signals_but_never_synchronous_faults() {
         libc::SIGCHLD,
         libc::SIGPIPE,
         libc::SIGWINCH,
-        libc::SIGRTMIN(),
-        libc::SIGRTMAX(),
-    ] {
+    ]
+    .into_iter()
+    .chain(util::realtime_signals())
+    {
         assert!(
             util::has(&inside, sig),
             "signal {sig} not blocked under the guard"
@@ -458,7 +459,11 @@ fn nested_mask_guard_restores_exactly_the_previous_mask() {
     let _restore = util::RestoreMask::save();
     // A distinctive starting mask: some signals already blocked by the caller.
     util::block_by_hand(&[SIGUSR1, libc::SIGINT], libc::SIG_UNBLOCK);
-    util::block_by_hand(&[SIGUSR2, libc::SIGRTMIN() + 3], libc::SIG_BLOCK);
+    // A real-time signal where there are any (Linux), else SIGWINCH.
+    let distinctive = util::realtime_signals()
+        .first()
+        .map_or(libc::SIGWINCH, |&rtmin| rtmin + 3);
+    util::block_by_hand(&[SIGUSR2, distinctive], libc::SIG_BLOCK);
     let before = util::members(&util::current_mask());
     assert!(before.contains(&SIGUSR2) && !before.contains(&SIGUSR1));
 
@@ -622,6 +627,7 @@ fn the_close_syscall_runs_with_async_signals_blocked() {
 
 /// How long the kernel keeps a `dup3` over the lingering socket waiting:
 /// far longer than the test waits for the child to die.
+#[cfg(target_os = "linux")]
 const LINGER_SECONDS: libc::c_int = 120;
 
 /// A single-threaded program stuck in `close_all` (the last close of a

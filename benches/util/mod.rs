@@ -82,7 +82,29 @@ pub fn raise_nofile() -> u64 {
     if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
-    getrlimit(Resource::RLIMIT_NOFILE).map_or(hard, |(soft, _)| soft)
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(hard, |(soft, _)| soft);
+    // `rlim_t` is `i64` on FreeBSD (never negative), `u64` elsewhere.
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(soft).unwrap_or(u64::MAX)
+}
+
+/// Place a close-on-exec duplicate of `fd` at exactly `n`, which the
+/// caller knows is free: `dup3(fd, n, O_CLOEXEC)`, or on Apple systems (no
+/// `dup3`) `fcntl(fd, F_DUPFD_CLOEXEC, n)`, which lands at `n` because it
+/// is free. Returns what the call returned (`n`, or -1 with `errno`).
+/// Async-signal-safe.
+pub fn dup_cloexec_at(fd: RawFd, n: RawFd) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: duplicates a descriptor the caller owns onto a number it
+        // knows is free.
+        unsafe { libc::dup3(fd, n, libc::O_CLOEXEC) }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: as above; never replaces an open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n) }
+    }
 }
 
 /// A fresh `/dev/null` descriptor (setup).

@@ -144,38 +144,16 @@ impl Exec {
     /// `execvp` searches `PATH` on the stack).
     pub(super) fn exec(&mut self) -> io::Error {
         let digits = &mut self.pid_entry["LISTEN_PID=".len()..];
-        write_decimal(digits, super::raw::own_pid());
-        let environ = environ();
-        // SAFETY: in the child, one thread; `environ` is read by `execvp`
-        // for `PATH` and handed to the program; `envp` is NULL-terminated
-        // and outlives the call (owned by `self`).
+        write_decimal(digits, crate::sys::getpid());
+        // SAFETY: in the child, one thread; `program`, `argv` and `envp` are
+        // NUL-terminated and outlive the call (owned by `self`).
         unsafe {
-            let saved = *environ;
-            *environ = self.envp.as_ptr();
-            libc::execvp(self.program.as_ptr(), self.argv.as_ptr());
-            let error = io::Error::last_os_error();
-            *environ = saved;
-            error
+            crate::sys::exec_with_environ(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
         }
-    }
-}
-
-/// Where the C library keeps the environment pointer (`environ(7)`); on
-/// Apple platforms through `_NSGetEnviron`, as std reaches it there.
-fn environ() -> *mut *const *const libc::c_char {
-    #[cfg(target_vendor = "apple")]
-    {
-        // SAFETY: no preconditions; returns the address of the process's
-        // environment pointer.
-        unsafe { libc::_NSGetEnviron().cast() }
-    }
-    #[cfg(not(target_vendor = "apple"))]
-    {
-        extern "C" {
-            static mut environ: *const *const libc::c_char;
-        }
-        // Only the address is taken; no reference is made.
-        std::ptr::addr_of_mut!(environ)
     }
 }
 

@@ -11,8 +11,8 @@ use super::activation::{self, Exec};
 use super::close::close_range_usable;
 use super::close_other::cloexec_range_usable;
 use super::pass::Passes;
-use super::raw;
 use super::run::Plan;
+use crate::sys;
 use crate::table::FdTable;
 #[cfg(doc)]
 use crate::CommandExt;
@@ -218,11 +218,25 @@ impl ChildFds {
     /// exec-error channel stays open until `execve`, so a missing program
     /// still fails with `NotFound`. In the child: one `close_range(first,
     /// last, CLOSE_RANGE_CLOEXEC)` per gap between kept numbers (Linux
-    /// 5.11+); where that is refused (older kernels, seccomp) or missing, an
-    /// `fcntl` on every open number, listed from `/proc/self/fd` with
-    /// `getdents64`, or, where that cannot be read, on every number below
-    /// the soft `RLIMIT_NOFILE` (a descriptor above it, opened before the
-    /// limit was lowered, is then missed).
+    /// 5.11+, FreeBSD 13.1+); where that is refused (older kernels, seccomp)
+    /// or missing, an `fcntl` on every open number, found without
+    /// allocating:
+    /// - Linux: listed from `/proc/self/fd` with `getdents64`; where that
+    ///   cannot be read, every number below the soft `RLIMIT_NOFILE`.
+    /// - macOS: the descriptor table's size from `proc_pidinfo` (every open
+    ///   number is below it), and the open numbers listed from it when the
+    ///   table is small; otherwise every number below that size.
+    /// - FreeBSD: numbers from 0 up until as many open ones were seen as the
+    ///   kernel counts (`kern.proc.nfds`). NetBSD: every number up to the
+    ///   highest open one (`F_MAXFD`).
+    /// - Elsewhere (and when those calls are refused): every number below
+    ///   `getdtablesize()` on the BSDs and macOS (finite even with an
+    ///   unlimited soft limit), below the soft `RLIMIT_NOFILE` on illumos
+    ///   and other systems (2^20 when it is unlimited).
+    ///
+    /// A descriptor at or above a sweep's bound (opened before the limit was
+    /// lowered) is then missed. Only Linux runs this in CI; the other ways
+    /// are type-checked (see `docs/platforms.md`).
     ///
     /// Async-signal-safe (sets a flag).
     ///
@@ -352,7 +366,7 @@ impl ChildFds {
             targets,
             tables: self.tables,
             close_other: self.close_other,
-            configured_in: raw::own_pid(),
+            configured_in: sys::getpid(),
             is_child_fds: true,
             exec,
         })

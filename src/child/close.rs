@@ -1,28 +1,21 @@
 //! Closing runs of published numbers in a child: `close_range(2)` where the
-//! kernel allows it, `close(2)` one number at a time otherwise.
+//! kernel allows it (Linux 5.9+, FreeBSD 12.2+), `close(2)` one number at a
+//! time otherwise.
 
 use std::os::fd::RawFd;
 
-#[cfg(target_os = "linux")]
 use super::probe::Probed;
 use crate::sys;
 use crate::table::FdTable;
 
-/// What this process knows about `close_range(2)`.
-#[cfg(target_os = "linux")]
+/// What this process knows about `close_range(2)` (on systems without it
+/// the probe says no without a syscall).
 static CLOSE_RANGE: Probed = Probed::new(sys::probe_close_range);
 
 /// Whether `close_range(2)` may be tried. Asks the kernel once (a probe that
 /// closes nothing) and caches the answer. Async-signal-safe.
 pub(super) fn close_range_usable() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        CLOSE_RANGE.usable()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
+    CLOSE_RANGE.usable()
 }
 
 /// Close the numbers `first..=last`, all held by the table; return how many
@@ -33,7 +26,6 @@ pub(super) fn close_range_usable() -> bool {
 fn close_run(first: RawFd, last: RawFd) -> usize {
     debug_assert!(first <= last);
     let count = (last - first) as usize + 1;
-    #[cfg(target_os = "linux")]
     if first < last && close_range_usable() {
         match sys::close_range(first, last) {
             // With flags == 0 the kernel closes all of the range or nothing.
@@ -80,32 +72,4 @@ pub(super) fn close_published(table: &FdTable, mut keep: impl FnMut(RawFd) -> bo
         closed += close_run(first, last);
     }
     closed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn close_range_probe_closes_nothing_and_agrees_with_the_kernel() {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
-        let supported = sys::probe_close_range();
-        assert!(sys::is_open(r.as_raw_fd()), "the probe closed something");
-        assert!(sys::is_open(w.as_raw_fd()), "the probe closed something");
-        // Ask the kernel for real, on a scratch descriptor of our own.
-        let scratch = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
-        match sys::close_range(scratch, scratch) {
-            Ok(()) => {
-                assert!(supported, "close_range works but the probe said no");
-                assert!(!sys::is_open(scratch));
-            }
-            Err(e) => {
-                assert!(!supported, "the probe said yes but close_range failed: {e}");
-                eprintln!("close_range unavailable here ({e}); the fallback is in use");
-                sys::close(scratch).unwrap();
-            }
-        }
-    }
 }

@@ -6,44 +6,34 @@
 //! open until `execve` succeeds (the kernel closes it then) or fails (the
 //! child writes the error to it).
 //!
-//! Linux 5.11+: one `close_range(first, last, CLOSE_RANGE_CLOEXEC)` per gap
-//! between kept numbers: a handful of syscalls whatever the number of open
-//! descriptors. Where the flag or the syscall is refused (`EINVAL` on 5.9
-//! and 5.10, `ENOSYS` before, `EPERM` under seccomp), and on other systems:
-//! an `fcntl` on every open number, found as `open_fds.rs` lists them.
-//! All allocation-free and async-signal-safe.
+//! Linux 5.11+ and FreeBSD 13.1+: one `close_range(first, last,
+//! CLOSE_RANGE_CLOEXEC)` per gap between kept numbers: a handful of
+//! syscalls whatever the number of open descriptors. Where the flag or the
+//! syscall is refused (`EINVAL` on Linux 5.9 and 5.10 and older FreeBSD,
+//! `ENOSYS` before, `EPERM` under seccomp), and on other systems: an
+//! `fcntl` on every open number, found by `sys::for_each_open_fd` (see
+//! there, per system, how that walk is bounded). All allocation-free and
+//! async-signal-safe.
 
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 
-use super::open_fds::for_each_number;
-#[cfg(target_os = "linux")]
 use super::probe::Probed;
-#[cfg(target_os = "linux")]
-use super::raw;
 use crate::sys;
 
-/// What this process knows about `CLOSE_RANGE_CLOEXEC`.
-#[cfg(target_os = "linux")]
-static CLOEXEC_RANGE: Probed = Probed::new(raw::probe_cloexec_range);
+/// What this process knows about `CLOSE_RANGE_CLOEXEC` (on systems without
+/// it the probe says no without a syscall).
+static CLOEXEC_RANGE: Probed = Probed::new(sys::probe_cloexec_range);
 
 /// Whether `close_range(.., CLOSE_RANGE_CLOEXEC)` may be tried: asked once
 /// (a probe that marks nothing), cached. Async-signal-safe.
 pub(super) fn cloexec_range_usable() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        CLOEXEC_RANGE.usable()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
+    CLOEXEC_RANGE.usable()
 }
 
 /// Call `f(first, last)` for every maximal run of numbers `>= 3` that is not
 /// in `kept` (sorted ascending), the last run ending at `c_uint::MAX`; stop
 /// at the first error. Numbers 0-2 are never in a run.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn for_each_gap<E>(
     kept: &[RawFd],
     mut f: impl FnMut(libc::c_uint, libc::c_uint) -> Result<(), E>,
@@ -71,16 +61,15 @@ fn for_each_gap<E>(
 /// `kept` (sorted ascending). Async-signal-safe and allocation-free; never
 /// fails (the last fallback cannot).
 pub(super) fn mark_cloexec_except(kept: &[RawFd]) {
-    #[cfg(target_os = "linux")]
     if cloexec_range_usable() {
-        match for_each_gap(kept, raw::close_range_cloexec) {
+        match for_each_gap(kept, sys::close_range_cloexec) {
             Ok(()) => return,
             // Marking more than once is harmless: whatever gap was done is
             // done again below.
             Err(_) => CLOEXEC_RANGE.refuse(),
         }
     }
-    let _ = for_each_number(|fd| {
+    let _ = sys::for_each_open_fd(|fd| {
         // EBADF for a number that is not open: it reaches no program.
         if fd > 2 && kept.binary_search(&fd).is_err() {
             let _ = sys::set_cloexec(fd, true);

@@ -21,8 +21,11 @@ impl FdTable {
     /// Async-signal-safe, lock-free and allocation-free: it reads the slot
     /// array with atomic loads only, takes the signal mask once for the
     /// whole walk ([`MaskGuard`]), and closes each run of consecutive numbers
-    /// with one `close_range(2)` (Linux 5.9+), or with `close(2)` per number
-    /// where the kernel says `ENOSYS` or `EPERM` (the answer is cached).
+    /// with one `close_range(2)` (Linux 5.9+, FreeBSD 12.2+), or with
+    /// `close(2)` per number where the kernel says `ENOSYS` or `EPERM` (the
+    /// answer is cached) and on systems without the call. Bounded by the
+    /// numbers the table holds, on every system: it never sweeps a range of
+    /// numbers it does not hold.
     ///
     /// Closes every *published* number: live entries, entries whose close
     /// was deferred behind a `for_each` visit, and entries retired by
@@ -103,7 +106,10 @@ impl FdTable {
     /// published number not in `keep` gets the dead placeholder `dup3`-ed
     /// over it (on Linux an `O_PATH` descriptor of a private pipe: I/O
     /// through it fails with `EBADF`, path lookups with `ENOTDIR`, and it
-    /// shares no inode with anything; see [Resources](FdTable#resources)).
+    /// shares no inode with anything; see [Resources](FdTable#resources);
+    /// `dup2` then `fcntl` on Apple systems, which have no `dup3`: harmless
+    /// here, since a fork child has one thread and no fork can come in
+    /// between).
     /// The child's
     /// reference to the parent's file is dropped at once (a pipe's writer
     /// count falls, a listening socket is no longer held by the worker) while

@@ -27,12 +27,15 @@
 //!   `close(2)`).
 //! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
 //!   an `fcntl` on every open number).
-//! - `open_fds.rs`: every open descriptor number, ascending, without
-//!   allocating (a `getdents64` walk of `/proc/self/fd`, or a sweep).
 //! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
 //! - `probe.rs`: the cached answer to whether a kernel feature
 //!   (`close_range(2)`, its `CLOSE_RANGE_CLOEXEC` flag) may be tried.
-//! - `raw.rs`: the syscalls only this path needs.
+//!
+//! The syscalls themselves, and every difference between systems (which
+//! has `close_range`, how the open descriptors are walked without
+//! allocating, what std's exec-error channel looks like), are in
+//! `src/sys/`: the walk of open descriptor numbers that `close_other.rs`
+//! and `proof.rs` use is `sys::for_each_open_fd`.
 //! - `tokio_command.rs`: [`CommandExt`] on `tokio::process::Command`
 //!   (feature `tokio`), through the std `Command` inside it.
 //!
@@ -96,12 +99,9 @@ mod close;
 mod close_other;
 mod fork;
 mod hook;
-mod open_fds;
 mod pass;
-#[cfg(target_os = "linux")]
 mod probe;
 mod proof;
-mod raw;
 mod run;
 #[cfg(feature = "tokio")]
 mod tokio_command;

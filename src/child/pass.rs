@@ -34,7 +34,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{proof, raw};
+use super::proof;
 use crate::sys;
 use crate::table::FdTable;
 use crate::trackable::{FdKind, Trackable};
@@ -136,7 +136,7 @@ impl Passes {
             let Some(pass) = self.by_target.get_mut(&target) else {
                 continue;
             };
-            let Ok(new) = raw::dup_at_least(pass.source(), target) else {
+            let Ok(new) = sys::dup_at_least(pass.source(), target) else {
                 continue;
             };
             // SAFETY: F_DUPFD_CLOEXEC just created `new`; nothing else owns it.
@@ -196,7 +196,7 @@ impl Passes {
                 other.given
             )));
         }
-        let Some(file) = raw::identity(given) else {
+        let Some(file) = sys::identity(given) else {
             return Err(refuse(format!("fd {given} is not an open descriptor")));
         };
         // A duplicate of ours on the new target moves off it first, so the
@@ -250,7 +250,7 @@ impl Passes {
         let mut min = want.max(3);
         let mut from_the_bottom = min == 3;
         loop {
-            let new = match raw::dup_at_least(fd, min) {
+            let new = match sys::dup_at_least(fd, min) {
                 Ok(new) => new,
                 Err(e) if min == want && e.raw_os_error() == Some(libc::EINVAL) => {
                     return Err(Refused::AboveLimit)
@@ -333,7 +333,7 @@ pub(super) fn record_occupants(passes: &mut [Pass]) {
         pass.occupant = if pass.source() == pass.target {
             None
         } else {
-            raw::identity(pass.target)
+            sys::identity(pass.target)
         };
     }
 }
@@ -359,7 +359,7 @@ pub(super) fn check_sources(passes: &[Pass]) -> io::Result<()> {
         if pass.duplicate.is_retired() {
             return Err(io::Error::from_raw_os_error(refusal::RELEASED));
         }
-        if raw::identity(pass.source()) != Some(pass.file) {
+        if sys::identity(pass.source()) != Some(pass.file) {
             return Err(io::Error::from_raw_os_error(refusal::DUPLICATE_GONE));
         }
     }
@@ -378,7 +378,7 @@ pub(super) fn check_targets(passes: &[Pass]) -> io::Result<()> {
             continue; // our own duplicate, checked by `check_sources`
         }
         if proof::may_be_channel(pass.target) {
-            let now = raw::identity(pass.target);
+            let now = sys::identity(pass.target);
             if now != Some(pass.file) && now != pass.occupant {
                 return Err(io::Error::from_raw_os_error(refusal::CHANNEL_AT_TARGET));
             }
@@ -397,7 +397,7 @@ pub(super) fn place(passes: &[Pass]) -> io::Result<()> {
             // stays close-on-exec.
             sys::set_cloexec(source, false)?;
         } else {
-            raw::dup_onto(source, pass.target)?;
+            sys::dup_onto(source, pass.target)?;
         }
     }
     Ok(())

@@ -34,13 +34,10 @@
 //! it forked) is taken for a spawn child. Numbers the crate's tables hold
 //! (the value's own duplicates among them) are never taken for the channel.
 
-#[cfg(target_os = "linux")]
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 
-#[cfg(target_os = "linux")]
-use super::open_fds::for_each_number;
-use super::raw;
+use crate::sys;
 
 /// Where the hook finds itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +53,6 @@ pub(super) enum Proof {
 }
 
 /// How many numbers above the lowest free one the quick look checks.
-#[cfg(target_os = "linux")]
 const NEAR_THE_HOLE: RawFd = 64;
 
 /// Look for the proof, in a process that is not the one that configured
@@ -64,6 +60,10 @@ const NEAR_THE_HOLE: RawFd = 64;
 /// the crate's tables hold: never the channel (std creates it at spawn, at
 /// numbers nothing owned a moment before), so they are skipped without a
 /// syscall.
+///
+/// Where the channel names nobody (a pipe: every system but Linux, see
+/// `sys::EXEC_CHANNEL_NAMES_SPAWNER`), there is nothing to look for:
+/// [`Proof::Spawned`] at once.
 ///
 /// Where to look first: `spawn` makes the pair at the two lowest free
 /// numbers and the child closes the first (the parent's end) before the
@@ -75,81 +75,54 @@ const NEAR_THE_HOLE: RawFd = 64;
 /// instant) does it walk every open descriptor.
 ///
 /// Async-signal-safe, allocation-free: `getppid`, `fcntl`, `close`, one
-/// `getsockopt` per number looked at; the walk of `open_fds.rs` at worst.
+/// `getsockopt` per number looked at; the walk of `sys::for_each_open_fd`
+/// at worst.
 pub(super) fn look(published: impl Fn(RawFd) -> bool) -> Proof {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = raw::parent_pid();
-        if let Some(hole) = raw::lowest_free_number() {
-            for fd in hole.saturating_add(1)..hole.saturating_add(1 + NEAR_THE_HOLE) {
-                if published(fd) {
-                    continue;
-                }
-                match is_channel_of(fd, parent) {
-                    Ok(false) => {}
-                    Ok(true) => return Proof::Spawned,
-                    Err(errno) => return Proof::Unknown(errno),
-                }
+    if !sys::EXEC_CHANNEL_NAMES_SPAWNER {
+        return Proof::Spawned;
+    }
+    let parent = sys::getppid();
+    if let Some(hole) = sys::lowest_free_number() {
+        for fd in hole.saturating_add(1)..hole.saturating_add(1 + NEAR_THE_HOLE) {
+            if published(fd) {
+                continue;
+            }
+            match sys::is_exec_channel(fd, parent) {
+                Ok(false) => {}
+                Ok(true) => return Proof::Spawned,
+                Err(errno) => return Proof::Unknown(errno),
             }
         }
-        let mut found = Proof::Exec;
-        let _ = for_each_number(|fd| {
-            if published(fd) {
-                return ControlFlow::Continue(());
-            }
-            match is_channel_of(fd, parent) {
-                Ok(false) => ControlFlow::Continue(()),
-                Ok(true) => {
-                    found = Proof::Spawned;
-                    ControlFlow::Break(())
-                }
-                Err(errno) => {
-                    found = Proof::Unknown(errno);
-                    ControlFlow::Break(())
-                }
-            }
-        });
-        found
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = published;
-        Proof::Spawned
-    }
+    let mut found = Proof::Exec;
+    let _ = sys::for_each_open_fd(|fd| {
+        if published(fd) {
+            return ControlFlow::Continue(());
+        }
+        match sys::is_exec_channel(fd, parent) {
+            Ok(false) => ControlFlow::Continue(()),
+            Ok(true) => {
+                found = Proof::Spawned;
+                ControlFlow::Break(())
+            }
+            Err(errno) => {
+                found = Proof::Unknown(errno);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    found
 }
 
 /// Whether `fd` may be std's exec-error channel in this spawn child: on
 /// Linux a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket whose pair our
 /// parent created; elsewhere a close-on-exec pipe. A socket pair or pipe of
-/// the same kind that the parent made for itself looks the same.
+/// the same kind that the parent made for itself looks the same; a number
+/// the kernel will not describe is taken for it.
 ///
 /// Async-signal-safe, allocation-free.
 pub(super) fn may_be_channel(fd: RawFd) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        is_channel_of(fd, raw::parent_pid()).unwrap_or(true)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        raw::is_cloexec(fd) == Some(true) && raw::is_fifo(fd)
-    }
-}
-
-/// Whether `fd` is a close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket whose
-/// pair `parent` created. `Err(errno)` when `getsockopt` itself is refused
-/// (`EPERM`, `ENOSYS`, `EACCES`: a filter), not for `EBADF`/`ENOTSOCK`.
-#[cfg(target_os = "linux")]
-fn is_channel_of(fd: RawFd, parent: libc::pid_t) -> Result<bool, i32> {
-    match raw::socket_type(fd) {
-        Ok(Some(libc::SOCK_SEQPACKET)) => {}
-        Ok(_) => return Ok(false),
-        Err(errno) => return Err(errno),
-    }
-    Ok(
-        raw::socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
-            && raw::peer_pid(fd) == Some(parent)
-            && raw::is_cloexec(fd) == Some(true),
-    )
+    sys::is_exec_channel(fd, sys::getppid()).unwrap_or(true)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -210,7 +183,7 @@ mod tests {
         // SAFETY: our child; valid out pointer.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         for fd in pair {
-            crate::sys::close(fd).unwrap();
+            sys::close(fd).unwrap();
         }
         assert_eq!(libc::WEXITSTATUS(status), 0, "status {status:#x}");
     }

@@ -12,7 +12,6 @@ use super::close::close_published;
 use super::close_other::mark_cloexec_except;
 use super::pass::{self, Pass};
 use super::proof::{self, Proof};
-use super::raw;
 use crate::signals::HANDLED_SIGNALS;
 use crate::sys;
 use crate::table::FdTable;
@@ -53,7 +52,7 @@ impl Plan {
             targets: Vec::new(),
             tables: Vec::new(),
             close_other: false,
-            configured_in: raw::own_pid(),
+            configured_in: sys::getpid(),
             is_child_fds: false,
             exec: None,
         }
@@ -87,7 +86,7 @@ pub(super) const EXEC_REFUSED: i32 = libc::ENOSYS;
 /// crate's handlers, do the setup, restore the mask the new program should
 /// start with.
 fn run(plan: &mut Plan) -> io::Result<()> {
-    if raw::own_pid() == plan.configured_in {
+    if sys::getpid() == plan.configured_in {
         // No fork happened: allocating the message is fine here.
         return Err(exec_refused());
     }
@@ -153,7 +152,7 @@ fn reset_handled_signals() {
         if handled & (1 << bit) != 0 {
             let sig = bit + 1;
             // EINVAL for a number the kernel does not know: nothing to undo.
-            if raw::handler_function_installed(sig) {
+            if sys::handler_function_installed(sig) {
                 let _ = sys::set_default_disposition(sig);
             }
         }
@@ -209,7 +208,7 @@ mod tests {
         let mut plan = Plan::mask_only();
         plan.tables.push(&TABLE);
         // The parent's pid: the hook runs in a child of this process.
-        plan.configured_in = raw::own_pid();
+        plan.configured_in = sys::getpid();
 
         // SAFETY: the child makes only async-signal-safe calls and `_exit`s.
         let pid = unsafe { libc::fork() };

@@ -121,7 +121,8 @@ impl InterruptsBuilder {
     /// dropped; see [Resources](Interrupts#resources).
     ///
     /// # Errors
-    /// - At the descriptor limit, the `EMFILE` (or `ENFILE`) of `pipe2(2)`,
+    /// - At the descriptor limit, the `EMFILE` (or `ENFILE`) of `pipe2(2)`
+    ///   (`pipe(2)` on Apple systems),
     ///   with that kind and as the error's source, in a message that names
     ///   `Interrupts::install`, the soft `RLIMIT_NOFILE` and the two
     ///   descriptors each instance costs.

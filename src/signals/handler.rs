@@ -13,13 +13,11 @@
 //! registration stands in for the signal.
 
 use std::io;
-use std::ptr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::interrupts::Interrupts;
 use super::policy;
 use super::signal::{Signal, COUNT};
-use crate::sys::syscall;
 
 /// Bit `sig - 1` is set once this crate has an action installed for the raw
 /// signal `sig`: from then on signal-hook's handler and the fallback stay
@@ -42,11 +40,7 @@ static FOUND: [AtomicUsize; COUNT] = [const { AtomicUsize::new(0) }; COUNT];
 /// The current disposition's handler word (`SIG_DFL`, `SIG_IGN` or a
 /// function address). Async-signal-safe (one `sigaction` query).
 pub(crate) fn current_disposition(signal: Signal) -> io::Result<libc::sighandler_t> {
-    // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act`
-    // only queries.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    syscall!(sigaction(signal.as_raw(), ptr::null(), &mut old))?;
-    Ok(old.sa_sigaction)
+    crate::sys::disposition(signal.as_raw())
 }
 
 fn is_function(handler: libc::sighandler_t) -> bool {

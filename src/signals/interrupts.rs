@@ -279,6 +279,12 @@ impl Shared {
 /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share one instance
 /// rather than install one per task.
 ///
+/// The pipe is made with `pipe2(2)`, close-on-exec from the start, except
+/// on Apple systems, which have no `pipe2`: there it is `pipe(2)` and then
+/// `fcntl(2)`, and a `fork` + `exec` by another thread in between passes
+/// the new pipe's ends to that program (as std's own pipes there can be).
+/// See `docs/platforms.md` for what holds on which system.
+///
 /// # Limitations
 /// - Only signals whose default action ends the process are accepted (see
 ///   [`Signal`]). SIGQUIT's default action also dumps core.

@@ -27,8 +27,7 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// `getpid(2)`. Async-signal-safe.
 pub(crate) fn pid() -> libc::pid_t {
-    // SAFETY: getpid is async-signal-safe and cannot fail.
-    unsafe { libc::getpid() }
+    crate::sys::getpid()
 }
 
 /// A process, as this crate tells processes apart: pid and fork epoch.
@@ -69,13 +68,10 @@ pub(crate) fn register_fork_reset() -> io::Result<()> {
     if REGISTERED.load(Ordering::SeqCst) {
         return Ok(());
     }
-    // SAFETY: `in_fork_child` is an `extern "C" fn()` that only stores
-    // atomics: async-signal-safe, as a handler run in a fork child of a
-    // multi-threaded process must be. It never unwinds.
-    let rc = unsafe { libc::pthread_atfork(None, None, Some(in_fork_child)) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    // `in_fork_child` only stores atomics: async-signal-safe, as a handler
+    // run in a fork child of a multi-threaded process must be. It never
+    // unwinds.
+    crate::sys::at_fork_in_child(in_fork_child)?;
     REGISTERED.store(true, Ordering::SeqCst);
     Ok(())
 }

@@ -50,8 +50,6 @@
 //! instance from its second-signal kill, for the life of the process.
 
 use std::io;
-use std::mem::MaybeUninit;
-use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -400,20 +398,13 @@ pub(super) fn on_delivery(signal: Signal) {
 pub(crate) fn die_by_default(sig: c_int) -> ! {
     // EINVAL for a number that is not a signal: `_exit` below handles it.
     let _ = sys::set_default_disposition(sig);
-    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/raise/_exit are
-    // async-signal-safe; every pointer refers to an initialised local.
-    unsafe {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), ptr::null_mut());
-        // With the default action and the signal unblocked on this thread,
-        // POSIX delivers it before `raise` returns, and the process ends.
-        libc::raise(sig);
-        // Only reached if the signal could not end the process: wrap
-        // instead of overflowing, the status keeps 8 bits anyway.
-        libc::_exit(128i32.wrapping_add(sig))
-    }
+    sys::unblock(sig);
+    // With the default action and the signal unblocked on this thread,
+    // POSIX delivers it before `raise` returns, and the process ends.
+    sys::raise(sig);
+    // Only reached if the signal could not end the process: wrap instead of
+    // overflowing, the status keeps 8 bits anyway.
+    sys::exit_now(128i32.wrapping_add(sig))
 }
 
 #[cfg(test)]

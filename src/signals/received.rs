@@ -54,7 +54,11 @@ impl Received {
     /// `None` when the kernel sent it itself: a terminal's Ctrl-C (the
     /// terminal driver, `SI_KERNEL`), a hang-up, `alarm(2)`'s timer; when the
     /// sender is outside this process's pid namespace (the kernel reports
-    /// pid 0); and on systems other than Linux and Android for now.
+    /// pid 0); and on systems other than Linux and Android, always: their
+    /// `si_code` values for a process's `kill` (`SI_USER`, `SI_QUEUE`)
+    /// differ between systems and the `libc` crate does not define them
+    /// there, so the crate does not decode them (macOS, the BSDs, illumos;
+    /// see `docs/platforms.md`).
     ///
     /// When deliveries coalesce into one report (several senders, a
     /// [`count`](Received::count) above 1), it names the latest delivery

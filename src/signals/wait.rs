@@ -300,10 +300,7 @@ impl Interrupts {
             // Round up so we never wake a hair early and spin.
             let ms = slice.as_nanos().div_ceil(1_000_000);
             let ms = c_int::try_from(ms).unwrap_or(c_int::MAX);
-            // SAFETY: `n` valid pollfds in a local array.
-            let ready = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
-            if ready < 0 {
-                let error = io::Error::last_os_error();
+            if let Err(error) = crate::sys::poll(&mut pfds[..n], ms) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }

@@ -326,14 +326,8 @@ impl<'t> Harness<'t> {
     fn fresh(&mut self, kind: Kind) -> (Res, Meta) {
         let (res, probe) = match kind {
             Kind::Pipe => {
-                let mut fds = [-1; 2];
-                // SAFETY: `fds` is a valid array of two ints for pipe2.
-                let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-                assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
-                // SAFETY: pipe2 just returned both; nothing else owns them.
-                let (r, w) =
-                    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-                self.closed.remove(&fds[1]);
+                let (r, w) = util::pipe();
+                self.closed.remove(&w.as_raw_fd());
                 (Res::Pipe(r), Probe::Pipe(w))
             }
             Kind::Socket => {

@@ -8,9 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,14 @@ pub fn spawn_sleeping(cmd: &mut Command) -> io::Result<Child> {
 }
 
 /// Whether `/proc/<pid>/syscall` shows the process blocked in a sleep call
-/// (for kernels that hide `wchan`).
+/// (for kernels that hide `wchan`). Linux only; `false` elsewhere.
+#[cfg(not(target_os = "linux"))]
+fn in_nanosleep(_pid: u32) -> bool {
+    false
+}
+
+/// See the other version.
+#[cfg(target_os = "linux")]
 fn in_nanosleep(pid: u32) -> bool {
     let line = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
     let Some(nr) = line
@@ -230,10 +236,18 @@ pub const NO_FORK: [Refuse; 4] = [
     Refuse::always(libc::SYS_vfork, libc::EPERM),
 ];
 
+/// Elsewhere there are no filters: only the empty rule list (the system as
+/// it is) is accepted, and nothing is registered.
+#[cfg(not(target_os = "linux"))]
+pub fn refuse_in_child(_cmd: &mut Command, rules: &'static [Refuse]) {
+    assert!(rules.is_empty(), "seccomp filters are Linux's");
+}
+
 /// Register a `pre_exec` hook on `cmd` that installs `rules` in the child.
 /// Register it before any `fdtable::CommandExt` call, so it runs first.
 #[cfg(target_os = "linux")]
 pub fn refuse_in_child(cmd: &mut Command, rules: &'static [Refuse]) {
+    use std::os::unix::process::CommandExt as _;
     // SAFETY: `install` is async-signal-safe and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -326,9 +340,19 @@ pub fn make_inheritable(fd: RawFd) {
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
 }
 
+/// One end of a close-on-exec channel made here of the kind std uses for
+/// its exec-error channel: an `AF_UNIX` `SOCK_SEQPACKET` socket pair on
+/// Linux, a pipe elsewhere.
+#[cfg(not(target_os = "linux"))]
+pub fn channel_like_end() -> std::os::fd::OwnedFd {
+    crate::util::pipe().0
+}
+
 /// One end of an `AF_UNIX` `SOCK_SEQPACKET` socket pair made here,
 /// close-on-exec: what std's exec-error channel looks like on Linux.
-pub fn seqpacket_end() -> OwnedFd {
+#[cfg(target_os = "linux")]
+pub fn channel_like_end() -> std::os::fd::OwnedFd {
+    use std::os::fd::{FromRawFd, OwnedFd};
     let mut fds = [-1; 2];
     // SAFETY: `fds` is a valid two-element out-array.
     let rc = unsafe {

@@ -24,8 +24,28 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How many descriptors this process has open, from `/proc/self/fd`
-/// (the directory's own descriptor is not counted).
+/// The directory that lists this process's open descriptors: Linux's
+/// `/proc/self/fd`; elsewhere `/dev/fd`, a real per-process listing on
+/// macOS (and on FreeBSD only with `fdescfs` mounted there). The tests run
+/// on Linux only; elsewhere they are type-checked.
+#[cfg(target_os = "linux")]
+pub const FD_DIR: &str = "/proc/self/fd";
+/// See the Linux version.
+#[cfg(not(target_os = "linux"))]
+pub const FD_DIR: &str = "/dev/fd";
+
+/// This test program's own executable, opened for reading: through
+/// `/proc/self/exe` on Linux, by its path elsewhere.
+pub fn open_self_exe() -> File {
+    #[cfg(target_os = "linux")]
+    let path = std::path::PathBuf::from("/proc/self/exe");
+    #[cfg(not(target_os = "linux"))]
+    let path = std::env::current_exe().expect("current_exe");
+    File::open(path).expect("open exe")
+}
+
+/// How many descriptors this process has open, from [`FD_DIR`] (the
+/// directory's own descriptor is not counted).
 ///
 /// The first `track` of any table opens one process-lifetime placeholder
 /// descriptor (see `FdTable`'s docs); this opens it first, so a baseline
@@ -33,7 +53,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// placeholder opened again and again would still show.
 pub fn open_fd_count() -> usize {
     ensure_placeholder();
-    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
+    let dir = std::fs::read_dir(FD_DIR).expect("read the descriptor directory");
     // `read_dir` holds one descriptor for the listing itself.
     dir.count() - 1
 }
@@ -80,11 +100,11 @@ pub fn placeholder_identity() -> (u64, u64) {
 
 /// The number of this process's placeholder: the descriptor other than
 /// `except` whose identity is [`placeholder_identity`]'s, found through
-/// `/proc/self/fd`. Call it where no other test retires anything.
+/// [`FD_DIR`]. Call it where no other test retires anything.
 pub fn placeholder_fd() -> RawFd {
     let id = placeholder_identity();
-    let numbers: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
+    let numbers: Vec<RawFd> = std::fs::read_dir(FD_DIR)
+        .expect("read the descriptor directory")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     let found: Vec<RawFd> = numbers
@@ -104,6 +124,25 @@ pub fn dup_at(fd: RawFd, n: RawFd) -> OwnedFd {
     assert_eq!(new, n, "could not place at {n}");
     // SAFETY: just created; nobody else owns it.
     unsafe { std::os::fd::FromRawFd::from_raw_fd(new) }
+}
+
+/// Place a close-on-exec duplicate of `fd` at exactly `n`, which the
+/// caller knows is free: `dup3(fd, n, O_CLOEXEC)`, or on Apple systems (no
+/// `dup3`) `fcntl(fd, F_DUPFD_CLOEXEC, n)`, which lands at `n` because it
+/// is free. Returns what the call returned (`n`, or -1 with `errno`).
+/// Async-signal-safe.
+pub fn dup_cloexec_at(fd: RawFd, n: RawFd) -> libc::c_int {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: duplicates a descriptor the caller owns onto a number it
+        // knows is free.
+        unsafe { libc::dup3(fd, n, libc::O_CLOEXEC) }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: as above; never replaces an open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n) }
+    }
 }
 
 /// Fill every free number from 3 below `below` with `/dev/null` except
@@ -166,11 +205,47 @@ pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
 /// A pipe whose both ends are close-on-exec: `(read, write)`.
 pub fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid two-element out-array.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
-    // SAFETY: pipe2 just created both descriptors; nothing else owns them.
+    assert!(raw_pipe(&mut fds), "pipe: {}", io::Error::last_os_error());
+    // SAFETY: the pipe was just created; nothing else owns its ends.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Make a pipe into `fds`, both ends close-on-exec; whether it worked.
+/// `pipe2(O_CLOEXEC)`, or on Apple systems (no `pipe2`) `pipe` then
+/// `fcntl`. Async-signal-safe, allocation-free (for fork children).
+pub fn raw_pipe(fds: &mut [libc::c_int; 2]) -> bool {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: `fds` is a valid two-element out-array.
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) == 0 }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: `fds` is a valid two-element out-array.
+        unsafe { libc::pipe(fds.as_mut_ptr()) == 0 && cloexec_both(fds) }
+    }
+}
+
+/// Make an `AF_UNIX` socket pair of type `ty` into `fds`, both ends
+/// close-on-exec; whether it worked. `SOCK_CLOEXEC`, or on Apple systems
+/// (no `SOCK_CLOEXEC`) `fcntl` afterwards. Async-signal-safe,
+/// allocation-free.
+pub fn raw_socketpair(ty: libc::c_int, fds: &mut [libc::c_int; 2]) -> bool {
+    #[cfg(not(target_vendor = "apple"))]
+    let ty = ty | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` is a valid two-element out-array.
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) == 0 };
+    #[cfg(target_vendor = "apple")]
+    let made = made && cloexec_both(fds);
+    made
+}
+
+/// Set `FD_CLOEXEC` on both descriptors; whether it worked.
+#[cfg(target_vendor = "apple")]
+fn cloexec_both(fds: &[libc::c_int; 2]) -> bool {
+    // SAFETY: F_SETFD on descriptors the caller just created.
+    fds.iter()
+        .all(|&fd| unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0)
 }
 
 /// `/dev/null`, opened for reading and writing.
@@ -195,9 +270,7 @@ impl Sentinels {
     pub fn open(n: usize) -> Sentinels {
         let mut fds = Vec::new();
         for _ in 0..n {
-            fds.push(OwnedFd::from(
-                File::open("/proc/self/exe").expect("open exe"),
-            ));
+            fds.push(OwnedFd::from(open_self_exe()));
             let (r, w) = pipe();
             fds.push(r);
             fds.push(w);
@@ -309,9 +382,77 @@ pub fn has(set: &libc::sigset_t, sig: libc::c_int) -> bool {
     unsafe { libc::sigismember(set, sig) == 1 }
 }
 
-/// Every signal number 1..=SIGRTMAX that is in `set`.
+/// The highest signal number: `SIGRTMAX` on Linux; elsewhere 128, above
+/// every system's last signal (macOS has 31, NetBSD 63, FreeBSD 128; a
+/// number that is not a signal is never a member).
+pub fn max_signal() -> libc::c_int {
+    #[cfg(target_os = "linux")]
+    {
+        libc::SIGRTMAX()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        128
+    }
+}
+
+/// The first and last real-time signals (`SIGRTMIN`, `SIGRTMAX`) on
+/// Linux; none elsewhere (macOS has no real-time signals; the `libc` crate
+/// names none for the BSDs).
+pub fn realtime_signals() -> Vec<libc::c_int> {
+    #[cfg(target_os = "linux")]
+    {
+        vec![libc::SIGRTMIN(), libc::SIGRTMAX()]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Every signal number 1..=[`max_signal`] that is in `set`.
 pub fn members(set: &libc::sigset_t) -> Vec<libc::c_int> {
-    (1..=libc::SIGRTMAX()).filter(|&s| has(set, s)).collect()
+    (1..=max_signal()).filter(|&s| has(set, s)).collect()
+}
+
+/// The calling thread's kernel id, as `fdtable::quarantine`'s report
+/// gives it: `gettid` on Linux, `pthread_threadid_np` on Apple systems,
+/// `pthread_getthreadid_np` on FreeBSD, `_lwp_self` on NetBSD; elsewhere
+/// `pthread_self`'s value (unique among the live threads). Async-signal-safe,
+/// allocation-free.
+pub fn thread_id() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        i64::from(unsafe { libc::gettid() })
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        let mut id = 0u64;
+        // SAFETY: a null thread is the calling one; `id` is a valid out pointer.
+        unsafe { libc::pthread_threadid_np(0, &mut id) };
+        id as i64
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: no preconditions.
+        i64::from(unsafe { libc::pthread_getthreadid_np() })
+    }
+    #[cfg(target_os = "netbsd")]
+    {
+        // SAFETY: no preconditions.
+        i64::from(unsafe { libc::_lwp_self() })
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd"
+    )))]
+    {
+        // SAFETY: no preconditions.
+        unsafe { libc::pthread_self() as i64 }
+    }
 }
 
 /// A thread's id for `pthread_kill`, shared through an atomic.
@@ -896,6 +1037,15 @@ pub fn block_by_hand(sigs: &[libc::c_int], how: libc::c_int) {
 #[cfg(target_os = "linux")]
 pub fn refuse_close_range(errno: libc::c_int) -> bool {
     refuse_syscall(libc::SYS_close_range, errno)
+}
+
+/// Elsewhere no filter can be installed: `true` ("refused") where the
+/// system has no `close_range(2)` at all, so the crate always takes the
+/// fallback there; `false` on FreeBSD, which has the call (a test that
+/// needs the fallback there fails, saying the filter was refused).
+#[cfg(not(target_os = "linux"))]
+pub fn refuse_close_range(_errno: libc::c_int) -> bool {
+    !cfg!(target_os = "freebsd")
 }
 
 // --- example programs and their output -------------------------------------

@@ -1,0 +1,182 @@
+//! FreeBSD, DragonFly, NetBSD and OpenBSD: `pipe2` and `dup3` (so no
+//! close-on-exec windows), no `/proc/self/fd`. FreeBSD adds `close_range(2)`
+//! (12.2+; its `CLOSE_RANGE_CLOEXEC` flag 13.1+) and a count of open
+//! descriptors (`kern.proc.nfds`); NetBSD the highest open number
+//! (`F_MAXFD`).
+//!
+//! Type-checked by CI for `x86_64-unknown-freebsd` and
+//! `x86_64-unknown-netbsd`, never run there: see `docs/platforms.md`.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+#[cfg(not(target_os = "freebsd"))]
+pub(crate) use super::posix::{
+    close_range, close_range_cloexec, probe_cloexec_range, probe_close_range,
+};
+pub(crate) use super::posix::{
+    deaden, is_exec_channel, sender_pid, EXEC_CHANNEL_NAMES_SPAWNER, ROOT_PROBE_FLAGS,
+};
+pub(crate) use super::process::portable_environ as environ;
+pub(crate) use super::signal::portable_set::async_signal_set;
+use super::sweep;
+
+/// A pipe `(read, write)`, both ends close-on-exec from the start (no
+/// window in which a fork elsewhere could inherit them), non-blocking when
+/// asked. Async-signal-safe.
+///
+/// # References
+/// `pipe2(2)`
+pub(crate) fn pipe(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    let flags = if nonblocking {
+        libc::O_CLOEXEC | libc::O_NONBLOCK
+    } else {
+        libc::O_CLOEXEC
+    };
+    syscall!(pipe2(fds.as_mut_ptr(), flags))?;
+    // SAFETY: `pipe2` just returned both descriptors; we own them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Atomically make `fd` refer to `placeholder`'s file, close-on-exec: no
+/// instant in which `fd` is open without `FD_CLOEXEC`. The file `fd`
+/// referred to is released; the number stays allocated. Async-signal-safe.
+///
+/// # References
+/// `dup3(2)`
+pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Result<()> {
+    syscall!(dup3(placeholder, fd, libc::O_CLOEXEC)).map(drop)
+}
+
+/// `close_range(first, last, 0)`: close every open descriptor in
+/// `first..=last` with one syscall (FreeBSD 12.2+). It clamps the range
+/// to the table and never fails part way (it ignores `close` errors).
+/// Async-signal-safe.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "freebsd")]
+pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    syscall!(close_range(first as libc::c_uint, last as libc::c_uint, 0)).map(drop)
+}
+
+/// Whether `close_range(2)` may be called, asked without closing anything:
+/// `first > last` is `EINVAL` before any descriptor is looked at.
+/// Async-signal-safe.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "freebsd")]
+pub(crate) fn probe_close_range() -> bool {
+    match close_range(1, 0) {
+        Err(e) => e.raw_os_error() == Some(libc::EINVAL),
+        Ok(()) => false,
+    }
+}
+
+/// `close_range(first, last, CLOSE_RANGE_CLOEXEC)`: mark every open
+/// descriptor in `first..=last` close-on-exec, closing nothing (FreeBSD
+/// 13.1+; `EINVAL` for the unknown flag before). Async-signal-safe.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "freebsd")]
+pub(crate) fn close_range_cloexec(first: libc::c_uint, last: libc::c_uint) -> io::Result<()> {
+    syscall!(close_range(
+        first,
+        last,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int
+    ))
+    .map(drop)
+}
+
+/// Whether `close_range(.., CLOSE_RANGE_CLOEXEC)` works, asked without
+/// touching a descriptor: the range `u32::MAX..=u32::MAX` lies above the
+/// table (the kernel clamps it away and succeeds), while a kernel that
+/// does not know the flag says `EINVAL`. Async-signal-safe.
+///
+/// # References
+/// `close_range(2)`
+#[cfg(target_os = "freebsd")]
+pub(crate) fn probe_cloexec_range() -> bool {
+    close_range_cloexec(libc::c_uint::MAX, libc::c_uint::MAX).is_ok()
+}
+
+/// The kernel's ceiling on descriptor numbers for this process:
+/// `getdtablesize()`, the smaller of the soft `RLIMIT_NOFILE` and the
+/// kernel's per-process maximum (`kern.maxfilesperproc`,
+/// `kern.maxfiles`), finite even when the soft limit is unlimited.
+/// Async-signal-safe.
+///
+/// # References
+/// `getdtablesize(2)`
+fn descriptor_ceiling() -> RawFd {
+    // SAFETY: no preconditions.
+    let n = unsafe { libc::getdtablesize() };
+    if n > 0 {
+        n
+    } else {
+        sweep::sweep_limit(super::fd::soft_fd_limit())
+    }
+}
+
+/// Call `f` on every open descriptor number, ascending, until it breaks.
+///
+/// - FreeBSD: the kernel says how many are open (`sysctl`
+///   `kern.proc.nfds`, where the kernel has it), and the sweep checks
+///   numbers from 0 up (`fcntl(F_GETFD)`) until it has seen that many: one
+///   syscall per number up to the highest open one, and `f` only on open
+///   numbers.
+/// - NetBSD: the kernel says which number is the highest open one
+///   (`fcntl(F_MAXFD)`), and every number up to it is swept.
+/// - Otherwise (those calls refused, DragonFly, OpenBSD): every number
+///   below `getdtablesize()`, bounded by the kernel's per-process maximum
+///   rather than by what is open.
+///
+/// A sweep gives `f` numbers that are not open (except FreeBSD's): `f`
+/// must tolerate `EBADF`. Exact in a process with one thread (a fork
+/// child) when `f` opens nothing. Async-signal-safe and allocation-free
+/// when `f` is (`sysctl` with a numeric name is one system call).
+///
+/// # References
+/// FreeBSD `sysctl(3)` (`KERN_PROC_NFDS`), NetBSD `fcntl(2)` (`F_MAXFD`),
+/// `getdtablesize(2)`
+pub(crate) fn for_each_open_fd(mut f: impl FnMut(RawFd) -> ControlFlow<()>) -> ControlFlow<()> {
+    #[cfg(target_os = "freebsd")]
+    if let Some(open) = open_count() {
+        return sweep::sweep_counted(open, descriptor_ceiling(), &mut f);
+    }
+    #[cfg(target_os = "netbsd")]
+    if let Ok(highest) = syscall!(fcntl(0, libc::F_MAXFD)) {
+        return sweep::sweep(0, highest.saturating_add(1), &mut f);
+    }
+    sweep::sweep(0, descriptor_ceiling(), &mut f)
+}
+
+/// How many descriptors this process has open (`kern.proc.nfds`); `None`
+/// where the kernel does not know the name. Async-signal-safe: `sysctl(3)`
+/// with a numeric name is one system call, into a local.
+///
+/// # References
+/// `sysctl(3)` (`KERN_PROC_NFDS`)
+#[cfg(target_os = "freebsd")]
+fn open_count() -> Option<usize> {
+    let name = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_NFDS, 0];
+    let mut count: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>();
+    syscall!(sysctl(
+        name.as_ptr(),
+        name.len() as libc::c_uint,
+        (&mut count as *mut libc::c_int).cast(),
+        &mut len,
+        std::ptr::null(),
+        0
+    ))
+    .ok()?;
+    if len != std::mem::size_of::<libc::c_int>() {
+        return None;
+    }
+    usize::try_from(count).ok()
+}

@@ -1,0 +1,101 @@
+//! The syscall layer: every raw `libc` call of the crate, and every
+//! difference between operating systems, in one place.
+//!
+//! The rest of the crate calls the functions re-exported here and never
+//! `libc` directly (it uses `libc`'s types and constants as plain data), nor
+//! asks which system it runs on. This module imports nothing of the crate.
+//!
+//! # Layout
+//! - This file: the `syscall!` macro (the one place where `-1` becomes an
+//!   [`io::Error`](std::io::Error)), and the choice of the platform module.
+//! - `fd.rs`: descriptor calls that are the same on every Unix (`close`,
+//!   `fcntl`, `dup2`, `fstat`, `getrlimit`, `shutdown`, `poll`, `read`,
+//!   `write`) and the dead placeholder built on the platform's pipe.
+//! - `signal.rs`: the signal mask, dispositions, `raise`, `pause`,
+//!   `pthread_atfork`, and the portable layout of a signal set.
+//! - `process.rs`: process ids, anonymous memory, `execvp`.
+//! - `sweep.rs`: the bounded sweeps over descriptor numbers that the
+//!   platform walks fall back to.
+//! - `posix.rs`: the POSIX-only versions of the platform calls (`pipe` then
+//!   `fcntl`, `dup2` then `fcntl`, no `close_range`, ...) that a platform
+//!   module re-exports where its system has nothing better; compiled, and
+//!   unit-tested, on Linux too.
+//! - One module per platform family, chosen below as mio chooses its
+//!   selector, all with the same items: `linux/` (Linux and Android),
+//!   `apple.rs` (macOS, iOS and the other Apple systems), `bsd.rs`
+//!   (FreeBSD, DragonFly, NetBSD, OpenBSD), `solarish.rs` (illumos,
+//!   Solaris) and `other.rs` (any other Unix: POSIX only). Each holds the
+//!   pipe with close-on-exec ends, the close-on-exec swap over a number,
+//!   `close_range(2)` where it exists, the walk of open descriptor numbers,
+//!   std's exec-error channel as the child sees it, the sender of a signal,
+//!   thread ids, and where the C library keeps `environ`.
+//!
+//! What holds on which system, and which parts are only type-checked (not
+//! run) by this project's CI, is in `docs/platforms.md`.
+//!
+//! # Async-signal-safety
+//! Every function here is async-signal-safe unless its doc says otherwise:
+//! a few raw syscalls, no allocation, no lock. Errors come from `errno`
+//! through [`std::io::Error::last_os_error`], which reads `errno` and
+//! allocates nothing.
+
+/// Call a libc function and turn a `-1` return into `Err(last_os_error)`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: each call site passes arguments that are valid for the
+        // syscall (plain integers, or pointers to live locals); the macro
+        // only adds the `-1` check.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+mod fd;
+mod posix;
+mod process;
+mod signal;
+mod sweep;
+
+#[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux/mod.rs")]
+#[cfg_attr(target_vendor = "apple", path = "apple.rs")]
+#[cfg_attr(
+    any(
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd"
+    ),
+    path = "bsd.rs"
+)]
+#[cfg_attr(
+    any(target_os = "illumos", target_os = "solaris"),
+    path = "solarish.rs"
+)]
+#[cfg_attr(
+    not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "illumos",
+        target_os = "solaris"
+    )),
+    path = "other.rs"
+)]
+mod os;
+
+pub(crate) use fd::*;
+pub(crate) use os::{
+    async_signal_set, close_range, close_range_cloexec, for_each_open_fd, is_exec_channel, pipe,
+    probe_cloexec_range, probe_close_range, replace_with_placeholder, sender_pid,
+    EXEC_CHANNEL_NAMES_SPAWNER,
+};
+pub(crate) use process::*;
+pub(crate) use signal::*;
