@@ -6,38 +6,21 @@
 //! good, and `malloc` may be one of them. So between `fork` and `execve` the
 //! child may only make async-signal-safe calls (`signal-safety(7)`).
 //! Everything users need to know about that is in the public docs of
-//! [`CommandExt`], [`FdTable::close_all_in_child`] and
-//! [`FdTable::retire_all_in_child`]; this is the map of the parts:
+//! [`ChildFds`], [`CommandExt`], [`FdTable::close_all_in_child`] and
+//! [`FdTable::retire_all_in_child`].
 //!
-//! - `child_fds.rs`: [`ChildFds`], the value that says what a child gets.
-//! - `activation.rs`: socket activation (`LISTEN_FDS`, `LISTEN_PID`): the
-//!   hook execs the program itself with an environment built in the parent.
-//! - `hook.rs`: [`CommandExt`]: when a command gets the one `pre_exec`
-//!   hook, and what happens without one (the `posix_spawn` path, so a
-//!   spawn that needs no hook does not fork: no page-table copy of a large
-//!   parent).
-//! - `run.rs`: the hook itself (Go's order: prove it is a spawn child,
-//!   block signals, reset this crate's handlers, set up, restore the mask)
-//!   and the frozen plan it reads.
-//! - `proof.rs`: how the hook knows it runs in a child that `spawn`
-//!   created and not under `Command::exec` (std's exec-error channel).
-//! - `pass.rs`: `pass_fd` placement, collision-safe in two steps (the first
-//!   in the parent as mappings are added), and the checks in the child.
-//! - `close.rs`: closing runs of published numbers (`close_range(2)` or
-//!   `close(2)`).
-//! - `close_other.rs`: `close_other_fds` (`CLOSE_RANGE_CLOEXEC` per gap, or
-//!   an `fcntl` on every open number).
-//! - `fork.rs`: the two `FdTable` entry points for code that forks itself.
-//! - `probe.rs`: the cached answer to whether a kernel feature
-//!   (`close_range(2)`, its `CLOSE_RANGE_CLOEXEC` flag) may be tried.
-//!
-//! The syscalls themselves, and every difference between systems (which
-//! has `close_range`, how the open descriptors are walked without
-//! allocating, what std's exec-error channel looks like), are in
-//! `src/sys/`: the walk of open descriptor numbers that `close_other.rs`
-//! and `proof.rs` use is `sys::for_each_open_fd`.
-//! - `tokio_command.rs`: [`CommandExt`] on `tokio::process::Command`
-//!   (feature `tokio`), through the std `Command` inside it.
+//! # How the parts fit
+//! A [`ChildFds`] is built in the parent: each `pass_fd` duplicates its
+//! descriptor at once (the first step of the two-step placement: no
+//! duplicate sits on another mapping's target). [`CommandExt::child_fds`]
+//! freezes it into a plan owned by one `pre_exec` closure. In the child
+//! the hook proves it runs in a spawn child (std's exec-error channel), then
+//! in Go's order blocks signals, resets this crate's handlers, places the
+//! descriptors (the second step: one `dup2` each), closes the tracked
+//! numbers in runs, marks the rest close-on-exec, restores the mask, and,
+//! for socket activation, execs the program itself. Every syscall, and
+//! every difference between systems, is in `src/sys/`. The file map is
+//! `docs/contributing.md`.
 //!
 //! # Why the child can trust the table
 //! The table publishes a number only after it is open and close-on-exec, and

@@ -5,30 +5,17 @@
 //! `libc` directly (it uses `libc`'s types and constants as plain data), nor
 //! asks which system it runs on. This module imports nothing of the crate.
 //!
-//! # Layout
-//! - This file: the `syscall!` macro (the one place where `-1` becomes an
-//!   [`io::Error`](std::io::Error)), and the choice of the platform module.
-//! - `fd.rs`: descriptor calls that are the same on every Unix (`close`,
-//!   `fcntl`, `dup2`, `fstat`, `getrlimit`, `shutdown`, `poll`, `read`,
-//!   `write`) and the dead placeholder built on the platform's pipe.
-//! - `signal.rs`: the signal mask, dispositions, `raise`, `pause`,
-//!   `pthread_atfork`, and the portable layout of a signal set.
-//! - `process.rs`: process ids, anonymous memory, `execvp`.
-//! - `sweep.rs`: the bounded sweeps over descriptor numbers that the
-//!   platform walks fall back to.
-//! - `posix.rs`: the POSIX-only versions of the platform calls (`pipe` then
-//!   `fcntl`, `dup2` then `fcntl`, no `close_range`, ...) that a platform
-//!   module re-exports where its system has nothing better; compiled, and
-//!   unit-tested, on Linux too.
-//! - One module per platform family, chosen below as mio chooses its
-//!   selector, all with the same items: `linux/` (Linux and Android),
-//!   `apple.rs` (macOS, iOS and the other Apple systems), `bsd.rs`
-//!   (FreeBSD, DragonFly, NetBSD, OpenBSD), `solarish.rs` (illumos,
-//!   Solaris) and `other.rs` (any other Unix: POSIX only). Each holds the
-//!   pipe with close-on-exec ends, the close-on-exec swap over a number,
-//!   `close_range(2)` where it exists, the walk of open descriptor numbers,
-//!   std's exec-error channel as the child sees it, the sender of a signal,
-//!   thread ids, and where the C library keeps `environ`.
+//! # How it is laid out
+//! This file holds the `syscall!` macro (the one place where `-1` becomes an
+//! [`io::Error`](std::io::Error)) and picks one module per platform family
+//! at compile time, as mio picks its selector; every family module has the
+//! same items (the pipe with close-on-exec ends, the close-on-exec swap over
+//! a number, `close_range(2)` where it exists, the walk of open descriptor
+//! numbers, what std's exec-error channel looks like, the sender of a
+//! signal, where the C library keeps `environ`). What every Unix shares
+//! sits beside them, and the POSIX-only versions that a family falls back
+//! to are compiled, and unit-tested, on Linux too. The file map is
+//! `docs/contributing.md`.
 //!
 //! What holds on which system, and which parts are only type-checked (not
 //! run) by this project's CI, is in `docs/platforms.md`.
