@@ -278,3 +278,34 @@ fn control_without_the_scope_the_second_ctrl_c_kills_the_parent() {
     assert_eq!(tmux.last_status(), 130, "{}", tmux.screen());
     assert!(!tmux.screen().contains("parent: child exited"));
 }
+
+/// The README's first command, as a person runs it: `cli_cleanup` in a
+/// terminal, a line typed and echoed, then Ctrl-C: the workers' files are
+/// released and removed, and the shell sees SIGINT (status 130).
+#[test]
+fn the_cli_recipe_in_a_terminal_echoes_then_ctrl_c_cleans_up_and_exits_130() {
+    let exe = util::build_example("cli_cleanup", "");
+    let Some(tmux) = Tmux::start("cli-recipe") else {
+        return;
+    };
+    let cli_dirs = || -> Vec<PathBuf> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("fdtable-cli-"))
+            .map(|e| e.path())
+            .collect()
+    };
+    let before = cli_dirs();
+    tmux.type_line(&command_line(&exe, ""));
+    tmux.wait_for("ready: type a line, or press Ctrl-C");
+    let new: Vec<PathBuf> = cli_dirs().into_iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "the workers' directory: {new:?}");
+    let dir = new[0].clone();
+    tmux.type_line("hello terminal");
+    tmux.wait_for("echo: hello terminal");
+    tmux.key("C-c");
+    let screen = tmux.wait_for("released ");
+    assert_eq!(tmux.last_status(), 130, "{screen}");
+    assert!(!dir.exists(), "the cleanup left {}", dir.display());
+}
