@@ -146,12 +146,11 @@ impl InterruptsBuilder {
     pub fn install(self) -> io::Result<Interrupts> {
         let _setup = policy::setup_lock();
         let installer = Owner::current();
-        let mut handled = 0u8;
-        let mut ignored = Vec::new();
+        let (mut handled, mut ignored) = (0u8, 0u8);
         for signal in Signal::in_set(self.signals) {
             let ignored_at_start = policy::ignored_at_start(signal)?;
             if self.respect_ignored && ignored_at_start {
-                ignored.push(signal);
+                ignored |= signal.bit();
             } else {
                 handled |= signal.bit();
             }

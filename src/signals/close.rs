@@ -98,6 +98,7 @@ impl CloseHandle {
 
     /// Whether [`close`](CloseHandle::close) was called, on this handle or
     /// any other of the same instance. Async-signal-safe.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -127,6 +128,7 @@ impl Interrupts {
     /// Whether a [`CloseHandle`] of this instance was closed: the receives
     /// then fail at once and [`try_recv`](Interrupts::try_recv) returns
     /// `None`. Async-signal-safe.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }

@@ -308,7 +308,8 @@ pub struct Interrupts {
     /// [`Signal::bit`]s of the handled signals.
     pub(crate) handled: u8,
     pub(super) registered: [Option<SigId>; COUNT],
-    pub(super) ignored: Vec<Signal>,
+    /// [`Signal::bit`]s of the signals asked for but left ignored.
+    pub(super) ignored: u8,
     pub(super) kills: bool,
     /// Counted among the process's live instances (`policy::instance_added`),
     /// which a successful install does last.
@@ -331,7 +332,7 @@ impl Interrupts {
     /// `Interrupts::builder(Signal::Interrupt).install()`.
     ///
     /// If SIGINT was ignored when the program started, it stays ignored and
-    /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
+    /// [`ignored`](Interrupts::ignored) yields `Signal::Interrupt`.
     ///
     /// # Errors
     /// As [`InterruptsBuilder::install`]: at the descriptor limit an error
@@ -355,34 +356,67 @@ impl Interrupts {
         InterruptsBuilder::new(first)
     }
 
-    /// The signals this instance handles and reports. Async-signal-safe.
-    pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
+    /// The signals this instance handles and reports, in the order of
+    /// [`Signal`]'s variants. Async-signal-safe.
+    pub fn signals(&self) -> impl ExactSizeIterator<Item = Signal> + '_ {
         Signal::in_set(self.handled)
     }
 
-    /// Signals that were asked for but left ignored because they were
+    /// The signals that were asked for but left ignored because they were
     /// ignored at startup (see
-    /// [`respect_ignored`](InterruptsBuilder::respect_ignored)).
-    /// Async-signal-safe.
-    pub fn ignored(&self) -> &[Signal] {
-        &self.ignored
+    /// [`respect_ignored`](InterruptsBuilder::respect_ignored)), in the
+    /// order of [`Signal`]'s variants. Async-signal-safe.
+    ///
+    /// # Examples
+    /// ```
+    /// let interrupts = fdtable::Interrupts::install()?;
+    /// for signal in interrupts.ignored() {
+    ///     eprintln!("{signal} was ignored at start: Ctrl-C will not stop this program");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ignored(&self) -> impl ExactSizeIterator<Item = Signal> + '_ {
+        Signal::in_set(self.ignored)
     }
 
-    /// Whether the process is armed: a delivery already arrived of a signal
-    /// for which every live instance asked for
+    /// Whether this process is armed: a delivery already arrived of a
+    /// signal for which every live instance asked for
     /// [`second_signal_kills`](InterruptsBuilder::second_signal_kills), so
     /// the next such delivery (of that signal or another handled that way)
-    /// ends the process. Process-wide (the same answer on every instance).
-    /// The arming lasts while any instance lives: it is undone when the
-    /// last one is dropped, so an instance installed when none exists
-    /// starts unarmed. Async-signal-safe.
-    pub fn is_armed(&self) -> bool {
+    /// ends the process.
+    ///
+    /// Process-wide: one flag for every instance and every signal, so this
+    /// is a function of the process, not of an instance. The arming lasts
+    /// while any instance lives: it is undone when the last one is dropped,
+    /// so an instance installed when none exists starts unarmed (and with
+    /// no instance alive this returns `false`).
+    ///
+    /// Async-signal-safe (`getpid`, one atomic load).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::User1).install()?;
+    /// assert!(!Interrupts::is_armed());
+    /// // SAFETY: raise has no preconditions; SIGUSR1 is handled.
+    /// unsafe { libc::raise(libc::SIGUSR1) };
+    /// assert!(Interrupts::is_armed()); // a second SIGUSR1 would end the process
+    /// Interrupts::disarm(); // "really quit? no"
+    /// assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn is_armed() -> bool {
         policy::is_armed()
     }
 
-    /// Undo the arming, for the whole process (every instance): the next
-    /// signal is an event again, and arms anew. Async-signal-safe.
-    pub fn disarm(&self) {
+    /// Undo the arming, for the whole process (every instance, every
+    /// signal): the next signal is an event again, and arms anew. Doing it
+    /// when the process is not armed changes nothing.
+    ///
+    /// Async-signal-safe (one atomic store).
+    pub fn disarm() {
         policy::disarm();
     }
 
@@ -390,6 +424,8 @@ impl Interrupts {
     /// off for every `Interrupts` of this process, those installed before
     /// and after, for good: once no instance handles a signal, a delivery
     /// runs only the actions other code registered through signal-hook.
+    /// Process-wide, like [`is_armed`](Interrupts::is_armed) and
+    /// [`disarm`](Interrupts::disarm).
     ///
     /// This is the program's switch for a program that handles a signal
     /// itself through signal-hook (tokio's `signal`, signal-hook's `flag`
@@ -453,6 +489,7 @@ impl Interrupts {
     /// assert_eq!(got.signal(), Signal::User2);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use = "a signal taken is reported only once: dropping the report loses it"]
     pub fn try_recv(&self) -> Option<Received> {
         if !self.shared.installer.is_current() {
             // The pipe is shared with the parent, the counts are not: a
@@ -620,9 +657,9 @@ impl fmt::Debug for Interrupts {
         f.debug_struct("Interrupts")
             .field("fd", &self.read.as_raw_fd())
             .field("signals", &self.signals().collect::<Vec<_>>())
-            .field("ignored", &self.ignored)
+            .field("ignored", &self.ignored().collect::<Vec<_>>())
             .field("second_signal_kills", &self.kills)
-            .field("armed", &self.is_armed())
+            .field("armed", &Interrupts::is_armed())
             .finish()
     }
 }

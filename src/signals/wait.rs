@@ -12,6 +12,7 @@ use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
 use super::received::Received;
+use super::signal::Signal;
 
 /// A blocked receive checks the handlers again at least this often, so a
 /// signal set to `SIG_IGN` or `SIG_DFL` while it waits is reported, not
@@ -64,7 +65,7 @@ impl Interrupts {
     /// // SAFETY: raise has no preconditions.
     /// unsafe { libc::raise(libc::SIGUSR1) };
     /// assert_eq!(interrupts.recv()?.signal(), Signal::User1);
-    /// interrupts.disarm(); // the next SIGUSR1 would end this doc test
+    /// Interrupts::disarm(); // the next SIGUSR1 would end this doc test
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -246,7 +247,7 @@ impl Interrupts {
             return Err(closed_error(op));
         }
         if self.handled == 0 && only_a_signal_ends_it {
-            let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
+            let ignored: Vec<_> = self.ignored().map(Signal::name).collect();
             return Err(io::Error::other(format!(
                 "this Interrupts handles no signal ({} ignored at start and left ignored), \
                  so nothing can end the wait",
