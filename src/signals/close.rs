@@ -72,7 +72,7 @@ pub struct CloseHandle {
 }
 
 impl CloseHandle {
-    /// A handle on the instance that shares `shared`.
+    /// A handle on the instance that shares `shared`. Async-signal-safe.
     pub(super) fn new(shared: Arc<Shared>) -> CloseHandle {
         CloseHandle { shared }
     }

@@ -71,7 +71,8 @@ fn is_function(handler: libc::sighandler_t) -> bool {
 
 /// Register, once per process tree, the `pthread_atfork` child handler
 /// that gives every fork child a new owner epoch and clears the inherited
-/// records (see `owner.rs`).
+/// records (see `owner.rs`). Not async-signal-safe (`pthread_atfork` may
+/// allocate).
 ///
 /// # Errors
 /// The error of `pthread_atfork` (`ENOMEM`).
@@ -104,7 +105,8 @@ pub(super) struct FallbackRegistered {
 /// Register, once per signal, the fallback action ([`policy::on_delivery`]),
 /// after the fork reset, and learn signal-hook's handler address if this
 /// registration installed it. Returns the proof that the fallback is
-/// registered, which registering an instance's action takes.
+/// registered, which registering an instance's action takes. Not
+/// async-signal-safe (signal-hook allocates and locks).
 ///
 /// # Errors
 /// The OS error of `pthread_atfork(3)` or `sigaction(2)`.
@@ -269,5 +271,46 @@ pub(super) fn check_reachable(signal: Signal) -> io::Result<()> {
     match reach(signal)? {
         Reach::No(what) => Err(dead(signal, what)),
         Reach::Yes | Reach::Maybe(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU8;
+
+    /// The order the proof stands for, observed: an action registered with
+    /// it runs after the fallback has decided, so it finds the process
+    /// already armed by the very delivery it is running for (as every
+    /// instance's action does, before its wake-up byte).
+    #[test]
+    fn an_action_registered_with_the_proof_runs_after_the_fallback_decided() {
+        // 0: not run; 1: ran and found the process armed; 2: not armed.
+        static SAW: AtomicU8 = AtomicU8::new(0);
+        let interrupts = crate::Interrupts::builder(Signal::Hangup)
+            .respect_ignored(false) // `nohup` ignores SIGHUP
+            .install()
+            .unwrap(); // "second signal kills": a delivery arms
+        let id = {
+            let setup = policy::lock_setup();
+            let proof = register_fallback(&setup, Signal::Hangup).unwrap();
+            let probe = |_: &libc::siginfo_t| {
+                SAW.store(if policy::is_armed() { 1 } else { 2 }, Ordering::SeqCst);
+            };
+            // SAFETY: the probe loads and stores atomics and calls `getpid`:
+            // async-signal-safe, no allocation, no lock, no panic.
+            unsafe { register_action(proof, probe) }.unwrap()
+        };
+        assert!(!policy::is_armed());
+        sys::raise(libc::SIGHUP);
+        // Disarm at once: a second SIGHUP would end this test binary.
+        policy::disarm();
+        unregister_action(id);
+        assert_eq!(
+            SAW.load(Ordering::SeqCst),
+            1,
+            "the action ran before the fallback armed"
+        );
+        assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
     }
 }

@@ -158,7 +158,7 @@ fn default_at_start(signal: Signal) -> bool {
 /// Whether `signal` was `SIG_IGN` when this crate first looked at it. The
 /// first call per process tree (a fork child inherits what its parent saw)
 /// looks, before this crate touches the signal, and records the
-/// disposition.
+/// disposition. Async-signal-safe, but needs the lock.
 pub(super) fn ignored_at_start(_: &SetupLock, signal: Signal) -> io::Result<bool> {
     if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() == 0 {
         let handler = sys::disposition(signal.as_raw())?;
@@ -182,7 +182,8 @@ fn any_live(pid: libc::pid_t) -> bool {
 
 /// Count one more live instance for `signal` in process `pid`, after the
 /// instance's action is registered. Fails (changing nothing) when
-/// [`MAX_INSTANCES`] already handle it.
+/// [`MAX_INSTANCES`] already handle it. Async-signal-safe when it succeeds
+/// (the error allocates), but needs the lock.
 pub(super) fn join(
     _: &SetupLock,
     signal: Signal,
@@ -239,7 +240,7 @@ fn join_record(
 /// Count one instance of process `pid` less for `signal`; the last one out
 /// decides whether the default action applies while the signal is idle.
 /// Only for an instance installed by `pid`, before its action is
-/// unregistered.
+/// unregistered. Async-signal-safe, but needs the lock.
 pub(super) fn leave(_: &SetupLock, signal: Signal, pid: libc::pid_t, kills: bool) {
     leave_record(&RECORDS[signal.index()], signal, pid, kills);
     if !any_live(pid) {
@@ -267,7 +268,8 @@ fn leave_record(slot: &AtomicU64, signal: Signal, pid: libc::pid_t, kills: bool)
 }
 
 /// Count one more live instance of process `pid` (any instance, whether it
-/// handles a signal or not), once the install succeeded.
+/// handles a signal or not), once the install succeeded. Async-signal-safe,
+/// but needs the lock.
 pub(super) fn instance_added(_: &SetupLock, pid: libc::pid_t) {
     let word = INSTANCES.load(Ordering::SeqCst);
     let live = if word as u32 as libc::pid_t == pid {
@@ -281,7 +283,8 @@ pub(super) fn instance_added(_: &SetupLock, pid: libc::pid_t) {
 /// Count one live instance of process `pid` less; when it was the last,
 /// close every foreground scope still counted: they were leaked (see the
 /// module docs). For an instance that [`instance_added`] counted in this
-/// process, after it left its records.
+/// process, after it left its records. Async-signal-safe, but needs the
+/// lock.
 pub(super) fn instance_removed(_: &SetupLock, pid: libc::pid_t) {
     let word = INSTANCES.load(Ordering::SeqCst);
     if word as u32 as libc::pid_t != pid || word >> 32 == 0 {

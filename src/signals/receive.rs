@@ -316,6 +316,7 @@ impl Interrupts {
     /// delivery in this process is ever counted for it), not on a closed
     /// instance (the error names `op`), and not forever
     /// (`only_a_signal_ends_it`) on an instance that handles no signal.
+    /// Async-signal-safe when it succeeds; the error allocates.
     pub(super) fn check_can_wait(&self, op: &str, only_a_signal_ends_it: bool) -> io::Result<()> {
         let installer = self.shared.installer;
         if !installer.is_current() {

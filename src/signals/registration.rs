@@ -32,6 +32,7 @@ pub(super) struct Registration {
 
 impl Registration {
     /// Nothing registered yet, for an instance of `installer`.
+    /// Async-signal-safe (no allocation).
     pub(super) fn new(installer: Owner, kills: bool) -> Registration {
         Registration {
             installer,
@@ -42,6 +43,7 @@ impl Registration {
     }
 
     /// Whether the instance asked for "second signal kills".
+    /// Async-signal-safe.
     pub(super) fn kills(&self) -> bool {
         self.kills
     }
@@ -50,7 +52,7 @@ impl Registration {
     /// fallback: registering the action takes its proof), then count the
     /// instance live in the signal's record, with its choice of the default
     /// after drop (which only the record keeps). On error nothing of this
-    /// call stays registered or counted.
+    /// call stays registered or counted. Not async-signal-safe.
     pub(super) fn add(
         &mut self,
         setup: &SetupLock,
@@ -79,7 +81,7 @@ impl Registration {
     }
 
     /// Count the instance among the process's live instances: the last
-    /// step of a successful install.
+    /// step of a successful install. Async-signal-safe, but needs the lock.
     pub(super) fn count_instance(&mut self, setup: &SetupLock) {
         policy::instance_added(setup, self.installer.pid());
         self.counted = true;
@@ -87,7 +89,8 @@ impl Registration {
 
     /// In the installing process: leave every record and unregister every
     /// action (in that order, per signal), then stop counting the instance.
-    /// Leaves nothing to do for a later call.
+    /// Leaves nothing to do for a later call. Not async-signal-safe
+    /// (signal-hook's unregister locks and frees).
     pub(super) fn withdraw(&mut self, setup: &SetupLock) {
         debug_assert!(self.installer.is_current(), "withdraw in another process");
         let pid = self.installer.pid();
@@ -110,7 +113,8 @@ impl Registration {
     /// drops its parent's instance, only unregister the actions (the child
     /// has no record of it to update, and takes no lock that another parent
     /// thread may have held at fork time). Takes no lock when nothing is
-    /// registered (a failed install's drop, under the lock it holds).
+    /// registered (a failed install's drop, under the lock it holds). Not
+    /// async-signal-safe.
     pub(super) fn end(&mut self) {
         if !self.counted && self.actions.iter().all(Option::is_none) {
             return;

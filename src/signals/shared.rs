@@ -35,6 +35,7 @@ pub(super) struct Shared {
 
 impl Shared {
     /// A fresh record for an instance of `installer` writing to `write`.
+    /// Async-signal-safe (no allocation: the caller puts it in an `Arc`).
     pub(super) fn new(installer: Owner, write: OwnedFd) -> Shared {
         Shared {
             installer,
