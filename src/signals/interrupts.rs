@@ -30,11 +30,11 @@ use super::signal::Signal;
 /// or wait for "this descriptor is readable, or a signal arrived" with
 /// [`wait_readable`](Interrupts::wait_readable). In a tokio program, wrap
 /// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. A thread
-/// blocked in a receive is released by a [`CloseHandle`](crate::CloseHandle)
+/// blocked in a receive is released by a [`CloseHandle`]
 /// ([`close_handle`](Interrupts::close_handle)), when the program ends
 /// without a signal. Each [`Received`] says which process sent the signal
-/// ([`sender_pid`](Received::sender_pid)). The conventions of well-behaved
-/// Unix programs are on by default (see below).
+/// ([`sender_pid`](crate::Received::sender_pid)). The conventions of
+/// well-behaved Unix programs are on by default (see below).
 ///
 /// # Examples
 /// ```
@@ -210,11 +210,11 @@ use super::signal::Signal;
 /// # Resources
 /// Each instance holds two descriptors, the read and write ends of its
 /// self-pipe, both close-on-exec, from
-/// [`install`](crate::InterruptsBuilder::install) until it is dropped (a [`CloseHandle`](crate::CloseHandle) that outlives
-/// it holds neither). So the descriptor limit (`RLIMIT_NOFILE`, commonly
-/// 1024) bounds the number of live instances long before
-/// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share one instance
-/// rather than install one per task.
+/// [`install`](crate::InterruptsBuilder::install) until it is dropped (a
+/// [`CloseHandle`] that outlives it holds neither). So the descriptor limit
+/// (`RLIMIT_NOFILE`, commonly 1024) bounds the number of live instances
+/// long before [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share
+/// one instance rather than install one per task.
 ///
 /// The pipe is made with `pipe2(2)`, close-on-exec from the start, except
 /// on Apple systems, which have no `pipe2`: there it is `pipe(2)` and then
@@ -238,6 +238,8 @@ use super::signal::Signal;
 ///   leave a lock held in the child: the child then must not install or
 ///   drop one (the same holds for signal-hook's own registry).
 ///
+/// [`Received`]: crate::Received
+/// [`Received::count`]: crate::Received::count
 /// [`InterruptsBuilder::respect_ignored`]: crate::InterruptsBuilder::respect_ignored
 /// [`InterruptsBuilder::second_signal_kills`]: crate::InterruptsBuilder::second_signal_kills
 /// [`InterruptsBuilder::default_after_drop`]: crate::InterruptsBuilder::default_after_drop
@@ -380,7 +382,8 @@ impl Interrupts {
     /// only if the process is still alive after the re-raise (it cannot be,
     /// short of a seccomp filter refusing `kill`).
     ///
-    /// Call it after cleanup, with the [`Received::signal`] that started it.
+    /// Call it after cleanup, with the
+    /// [`Received::signal`](crate::Received::signal) that started it.
     /// Neither destructors nor `atexit` handlers run, and Rust's stdout
     /// buffer is not flushed: flush what you printed first. For
     /// [`Signal::Quit`] the default action also dumps core.
