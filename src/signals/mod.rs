@@ -25,22 +25,19 @@
 //! (`WakeEnd::wake`, `pipe.rs`).
 //!
 //! The program sees the pipe readable. `Interrupts::recv` (`receive.rs`)
-//! wakes from `poll(2)` and calls `try_recv`, which drains the pipe, swaps
-//! the first handled signal's count for zero and returns it with its
-//! sender as a [`Received`] (`received.rs`), writing a byte back if
-//! another signal is still counted.
+//! wakes from `poll(2)` and calls `try_recv`, which drains the pipe, takes
+//! the count of the first handled signal that has one (swapping it for
+//! zero) and returns it with its sender as a [`Received`] (`received.rs`),
+//! writing a byte back if another signal is still counted.
 //!
 //! # Layers
-//! Each file imports only files below it (the `mod` groups below, bottom
-//! first): the typed signals, the process owner and the pipe; the
-//! process-wide records and decision (`policy.rs`), the report, one
-//! instance's shared state and action (`shared.rs`); close handles and what
-//! is registered with signal-hook (`handler.rs`); one instance's
-//! registration (`registration.rs`); the `Interrupts` type itself; then the
-//! files that add to it: making one (`builder.rs`), receiving
-//! (`receive.rs`), the foreground scope; and tokio's receives on top.
-//! Install and drop run under one lock, which the functions that need it
-//! take as a `&policy::SetupLock`.
+//! No file imports a file that imports it back: the `mod` declarations
+//! below are grouped by layer, lowest first, and a file imports only files
+//! of earlier groups (`scripts/module_layers.py` checks it and prints the
+//! graph). The `Interrupts` type sits in the middle: the files under it
+//! build what an instance holds, the files over it add to it (making one,
+//! receiving, the foreground scope, tokio). Install and drop run under one
+//! lock, which the functions that need it take as a `&policy::SetupLock`.
 //!
 //! # Internal details (not promised)
 //! signal-hook never uninstalls its process-level handler, so the bit for
@@ -50,8 +47,8 @@
 //! fork child that does not exec keeps the handler: the fallback gives it
 //! the default action, or its own `Interrupts` their events.
 
-// One group per layer, bottom first: a file imports only files of the
-// groups above its own.
+// One group per layer, lowest first: a file imports only files of earlier
+// groups.
 mod owner;
 mod pipe;
 mod signal;
