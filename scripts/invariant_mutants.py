@@ -152,7 +152,7 @@ M = {
         "    let mut found = Proof::Exec;",
         "    let mut found = Proof::Spawned;",
         ["--test","exec","exec_in_a_fork_child_of_the_configuring_process_changes_nothing"]),
- "I7b": ("src/signals/interrupts.rs",
+ "I7b": ("src/signals/shared.rs",
         "        if !self.installer.is_current() {\n            return; // a fork child",
         "        if false {\n            return; // a fork child",
         ["--test","interrupts","the_pid_check_keeps_a_fork_childs_sigint_out_of_the_parents_pipe"]),

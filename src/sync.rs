@@ -14,7 +14,7 @@
 //! `child/close_other.rs`), and the
 //! signal side's records, counts and handler bookkeeping
 //! (`signals/policy.rs`, `signals/handler.rs`, `signals/owner.rs`,
-//! `signals/interrupts.rs`).
+//! `signals/shared.rs`, `signals/pipe.rs`).
 
 #[cfg(fdtable_loom)]
 pub(crate) use loom::sync::atomic::{

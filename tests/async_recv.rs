@@ -376,7 +376,7 @@ fn recv_on_an_instance_that_handles_no_signal_fails_at_once() {
     // SAFETY: SIG_IGN is a valid disposition for SIGHUP.
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     let interrupts = Interrupts::builder(Signal::Hangup).install().unwrap();
-    assert_eq!(interrupts.ignored(), [Signal::Hangup]);
+    assert_eq!(interrupts.ignored().collect::<Vec<_>>(), [Signal::Hangup]);
     current_thread().block_on(async {
         let interrupts = AsyncInterrupts::new(interrupts).unwrap();
         let result = tokio::time::timeout(PROMPTLY, interrupts.recv()).await;

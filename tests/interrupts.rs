@@ -635,16 +635,16 @@ fn first_signal_arms_and_disarm_undoes_it() {
         .respect_ignored(false)
         .install()
         .unwrap();
-    assert!(!interrupts.is_armed());
+    assert!(!Interrupts::is_armed());
     raise(libc::SIGUSR1);
-    assert!(interrupts.is_armed(), "armed by the first delivery");
+    assert!(Interrupts::is_armed(), "armed by the first delivery");
     assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
     // A second SIGUSR1 now would end this test binary; disarm instead.
-    interrupts.disarm();
-    assert!(!interrupts.is_armed());
+    Interrupts::disarm();
+    assert!(!Interrupts::is_armed());
     raise(libc::SIGUSR1);
     assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
-    interrupts.disarm();
+    Interrupts::disarm();
 }
 
 /// A plain fork child (no exec, no `Interrupts` of its own) must not become

@@ -324,7 +324,7 @@ fn helper_nothing_handled() {
     say(&format!(
         "signals {:?}, ignored {:?}",
         interrupts.signals().collect::<Vec<_>>(),
-        interrupts.ignored()
+        interrupts.ignored().collect::<Vec<_>>()
     ));
     // Must fail at once, not block forever.
     let result = util::within(Duration::from_secs(30), "recv", move || {
@@ -388,7 +388,7 @@ fn helper_ignored_at_start() {
     say(&format!(
         "handled {:?}, ignored {:?}, received {}",
         interrupts.signals().collect::<Vec<_>>(),
-        interrupts.ignored(),
+        interrupts.ignored().collect::<Vec<_>>(),
         outcome(
             interrupts
                 .recv_timeout(Duration::from_secs(10))
@@ -420,7 +420,7 @@ fn helper_ignored_behind_signal_hook() {
     say(&format!(
         "respect_ignored(true): handled {:?}, ignored {:?}",
         kept.signals().collect::<Vec<_>>(),
-        kept.ignored()
+        kept.ignored().collect::<Vec<_>>()
     ));
     drop(kept);
     // The remedy the message names: put signal-hook's handler back.

@@ -131,10 +131,10 @@ fn helper_install() {
         }
         points += 1;
         let seen = interrupts.try_recv().is_some();
-        if interrupts.is_armed() && !seen {
+        if Interrupts::is_armed() && !seen {
             armed_unseen.push(k);
         }
-        interrupts.disarm();
+        Interrupts::disarm();
         drop(interrupts);
     }
     say(&format!("install: {} points", points.min(3)));

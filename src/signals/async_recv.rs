@@ -318,15 +318,19 @@ impl AsyncInterrupts {
     /// `None` when nothing is pending.
     ///
     /// Async-signal-safe.
+    #[must_use = "a signal taken is reported only once: dropping the report loses it"]
     pub fn try_recv(&self) -> Option<Received> {
         self.pipe.get_ref().try_recv()
     }
 
     /// The `Interrupts`, for everything but receiving:
-    /// [`is_armed`](Interrupts::is_armed), [`disarm`](Interrupts::disarm),
-    /// [`signals`](Interrupts::signals), [`check_handlers`](Interrupts::check_handlers).
-    /// Do not call its blocking receives from a task: they block the
-    /// runtime's thread.
+    /// [`signals`](Interrupts::signals), [`ignored`](Interrupts::ignored),
+    /// [`check_handlers`](Interrupts::check_handlers),
+    /// [`close_handle`](Interrupts::close_handle),
+    /// [`foreground_child`](Interrupts::foreground_child). Do not call its
+    /// blocking receives from a task: they block the runtime's thread.
+    /// (The process-wide [`Interrupts::is_armed`] and
+    /// [`Interrupts::disarm`] need no instance.)
     ///
     /// Async-signal-safe.
     pub fn get_ref(&self) -> &Interrupts {

@@ -1,16 +1,50 @@
-//! [`InterruptsBuilder`]: which signals, which conventions; `install`.
+//! Making an [`Interrupts`]: [`Interrupts::install`],
+//! [`Interrupts::builder`] and [`InterruptsBuilder`] (which signals, which
+//! conventions), whose `install` sets up everything an instance holds.
 
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 
 use super::handler;
-use super::interrupts::{Interrupts, Shared};
+use super::interrupts::Interrupts;
 use super::owner::Owner;
 use super::pipe::self_pipe;
 use super::policy;
-use super::signal::{Signal, COUNT};
+use super::registration::Registration;
+use super::shared::Shared;
+use super::signal::Signal;
 use crate::sys;
+
+impl Interrupts {
+    /// Handle SIGINT with every convention on: the same as
+    /// `Interrupts::builder(Signal::Interrupt).install()`.
+    ///
+    /// If SIGINT was ignored when the program started, it stays ignored and
+    /// [`ignored`](Interrupts::ignored) yields `Signal::Interrupt`.
+    ///
+    /// # Errors
+    /// As [`InterruptsBuilder::install`]: at the descriptor limit an error
+    /// that says each instance holds two descriptors; the OS error of
+    /// `pipe2(2)`, `sigaction(2)` or `pthread_atfork(3)`; an error when
+    /// SIGINT is set to `SIG_IGN` or `SIG_DFL` behind signal-hook's back
+    /// (after it handled SIGINT once) or when
+    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
+    /// SIGINT.
+    ///
+    /// Not async-signal-safe (allocates, takes a lock).
+    pub fn install() -> io::Result<Interrupts> {
+        Interrupts::builder(Signal::Interrupt).install()
+    }
+
+    /// A builder that handles `first` (add more with
+    /// [`signal`](InterruptsBuilder::signal)), with every convention on.
+    ///
+    /// Async-signal-safe (no allocation).
+    pub fn builder(first: Signal) -> InterruptsBuilder {
+        InterruptsBuilder::new(first)
+    }
+}
 
 /// Chooses the signals and conventions of an [`Interrupts`]; made by
 /// [`Interrupts::builder`], which takes the first signal, so a builder
@@ -144,14 +178,13 @@ impl InterruptsBuilder {
     ///
     /// Not async-signal-safe (allocates, takes a lock).
     pub fn install(self) -> io::Result<Interrupts> {
-        let _setup = policy::setup_lock();
+        let setup = policy::lock_setup();
         let installer = Owner::current();
-        let mut handled = 0u8;
-        let mut ignored = Vec::new();
+        let (mut handled, mut ignored) = (0u8, 0u8);
         for signal in Signal::in_set(self.signals) {
-            let ignored_at_start = policy::ignored_at_start(signal)?;
+            let ignored_at_start = policy::ignored_at_start(&setup, signal)?;
             if self.respect_ignored && ignored_at_start {
-                ignored.push(signal);
+                ignored |= signal.bit();
             } else {
                 handled |= signal.bit();
             }
@@ -161,27 +194,26 @@ impl InterruptsBuilder {
             shared: Arc::new(Shared::new(installer, write)),
             read,
             handled,
-            registered: [None; COUNT],
             ignored,
-            kills: self.second_signal_kills,
-            counted: false,
+            registration: Registration::new(installer, self.second_signal_kills),
         };
         let registered = Signal::in_set(handled).try_for_each(|signal| {
-            interrupts.register(signal, self.default_after_drop)?;
+            let shared = &interrupts.shared;
+            let registration = &mut interrupts.registration;
+            registration.add(&setup, signal, shared, self.default_after_drop)?;
             // Registered, so signal-hook's handler is installed, unless
             // signal-hook had the signal already and other code has set it
             // to SIG_IGN or SIG_DFL since: then nothing puts it back.
-            handler::check_installed(signal)
+            handler::check_installed(&setup, signal)
         });
         if let Err(error) = registered {
             // Undo what is registered; the drop that follows finds nothing
             // left to do but close the pipe (and so never takes the lock we
             // hold).
-            interrupts.unregister_all();
+            interrupts.registration.withdraw(&setup);
             return Err(error);
         }
-        policy::instance_added(installer.pid());
-        interrupts.counted = true;
+        interrupts.registration.count_instance(&setup);
         Ok(interrupts)
     }
 }
@@ -243,5 +275,28 @@ impl fmt::Display for NoDescriptors {
 impl std::error::Error for NoDescriptors {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.os)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::HANDLED_SIGNALS;
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn handled_signals_bit_is_set_once_a_handler_is_installed() {
+        let interrupts = Interrupts::builder(Signal::Alarm)
+            .respect_ignored(false)
+            .second_signal_kills(false)
+            .install()
+            .unwrap();
+        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
+        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
+        drop(interrupts);
+        // signal-hook's handler stays installed, so the exec path must still
+        // reset the signal in a child.
+        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
+        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
     }
 }

@@ -6,17 +6,19 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::interrupts::{Interrupts, Shared};
 use super::pipe::ErrnoGuard;
+use super::shared::Shared;
 
-/// Ends the receives of one [`Interrupts`] (made by
-/// [`Interrupts::close_handle`]): after [`close`](CloseHandle::close), a
-/// thread blocked in [`recv`](Interrupts::recv),
-/// [`recv_timeout`](Interrupts::recv_timeout) or
-/// [`wait_readable`](Interrupts::wait_readable) on that instance (or a task
-/// in `AsyncInterrupts::recv`) returns at once with an error of kind
+/// Ends the receives of one [`Interrupts`](crate::Interrupts) (made by
+/// [`Interrupts::close_handle`](crate::Interrupts::close_handle)): after
+/// [`close`](CloseHandle::close), a thread blocked in
+/// [`recv`](crate::Interrupts::recv),
+/// [`recv_timeout`](crate::Interrupts::recv_timeout) or
+/// [`wait_readable`](crate::Interrupts::wait_readable) on that instance (or
+/// a task in `AsyncInterrupts::recv`) returns at once with an error of kind
 /// [`BrokenPipe`](io::ErrorKind::BrokenPipe), later calls return that error
-/// without waiting, and [`try_recv`](Interrupts::try_recv) returns `None`.
+/// without waiting, and [`try_recv`](crate::Interrupts::try_recv) returns
+/// `None`.
 ///
 /// This is how a program that ends normally releases a thread that waits
 /// for Ctrl-C, as signal-hook's `Handle::close` does for its iterator.
@@ -70,6 +72,11 @@ pub struct CloseHandle {
 }
 
 impl CloseHandle {
+    /// A handle on the instance that shares `shared`. Async-signal-safe.
+    pub(super) fn new(shared: Arc<Shared>) -> CloseHandle {
+        CloseHandle { shared }
+    }
+
     /// End the instance's receives, for good (see [`CloseHandle`]). Calling
     /// it again, from any clone, or after the instance was dropped, does
     /// nothing more.
@@ -78,10 +85,11 @@ impl CloseHandle {
     /// self-pipe, so a receive blocked in `poll(2)` wakes up; the pipe then
     /// stays readable (like a pipe at end of file), so a program that polls
     /// [`Interrupts::as_fd`](std::os::fd::AsFd::as_fd) in its own loop wakes
-    /// up too, finds [`try_recv`](Interrupts::try_recv) returning `None`,
-    /// and should check [`Interrupts::is_closed`]. In a fork child, for an
-    /// instance inherited from the parent, it sets the child's flag only:
-    /// the pipe is the parent's.
+    /// up too, finds [`try_recv`](crate::Interrupts::try_recv) returning
+    /// `None`, and should check
+    /// [`Interrupts::is_closed`](crate::Interrupts::is_closed). In a fork
+    /// child, for an instance inherited from the parent, it sets the child's
+    /// flag only: the pipe is the parent's.
     ///
     /// Async-signal-safe (atomics, `getpid`, one non-blocking `write`), and
     /// leaves `errno` as it found it. Dropping a handle is not (it may free
@@ -98,6 +106,7 @@ impl CloseHandle {
 
     /// Whether [`close`](CloseHandle::close) was called, on this handle or
     /// any other of the same instance. Async-signal-safe.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -112,29 +121,9 @@ impl fmt::Debug for CloseHandle {
     }
 }
 
-impl Interrupts {
-    /// A handle that ends this instance's receives from another thread or a
-    /// signal handler: see [`CloseHandle`].
-    ///
-    /// Not async-signal-safe (clones an `Arc`); the handle's `close` is.
-    #[must_use = "a CloseHandle does nothing until its `close` is called"]
-    pub fn close_handle(&self) -> CloseHandle {
-        CloseHandle {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-
-    /// Whether a [`CloseHandle`] of this instance was closed: the receives
-    /// then fail at once and [`try_recv`](Interrupts::try_recv) returns
-    /// `None`. Async-signal-safe.
-    pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
-    }
-}
-
 /// The error of a receive on a closed instance: kind
 /// [`BrokenPipe`](io::ErrorKind::BrokenPipe), naming the operation `op`.
-pub(crate) fn closed_error(op: &str) -> io::Error {
+pub(super) fn closed_error(op: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::BrokenPipe,
         format!(

@@ -86,10 +86,13 @@ impl Interrupts {
     pub fn foreground_child(&self) -> io::Result<ForegroundChild<'_>> {
         let owner = Owner::current();
         {
-            let _setup = policy::setup_lock();
+            let setup = policy::lock_setup();
             for signal in [Signal::Interrupt, Signal::Quit] {
-                if !policy::ignored_at_start(signal)? || self.signals().any(|s| s == signal) {
-                    handler::ensure_fallback(signal)?;
+                let handled = self.signals().any(|s| s == signal);
+                if !policy::ignored_at_start(&setup, signal)? || handled {
+                    // The fallback alone: it is what leaves the signal
+                    // alone while the scope is open.
+                    handler::register_fallback(&setup, signal)?;
                 }
             }
         }

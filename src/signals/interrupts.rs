@@ -1,81 +1,18 @@
-//! [`Interrupts`]: one instance's self-pipe, its counts and its receives.
+//! [`Interrupts`]: the type, its process-wide functions, and what one
+//! instance holds from install to drop. Making one is `builder.rs`'s,
+//! receiving `receive.rs`'s, the foreground scope `foreground.rs`'s.
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use signal_hook::SigId;
-
-use super::builder::InterruptsBuilder;
+use super::close::CloseHandle;
 use super::handler;
-use super::owner::Owner;
-use super::pipe::{drain, ErrnoGuard, WakeEnd};
 use super::policy;
-use super::received::Received;
-use super::signal::{Signal, COUNT};
-use crate::sys;
-
-/// Everything an instance's handler action and its close handles reach.
-/// Shared with signal-hook's registry, which drops its references only
-/// after no handler can be running them, and with every
-/// [`CloseHandle`](crate::CloseHandle), which may outlive the instance.
-pub(crate) struct Shared {
-    /// The process that installed the actions; others (fork children, a
-    /// later process with the same pid) ignore deliveries.
-    pub(crate) installer: Owner,
-    /// Non-blocking, close-on-exec write end of the self-pipe; closed by the
-    /// instance's drop, even while close handles live.
-    pub(crate) write: WakeEnd,
-    /// Deliveries not yet reported, per [`Signal::index`].
-    pub(crate) counts: [AtomicU64; COUNT],
-    /// Per [`Signal::index`]: the pid that sent the latest delivery, 0 when
-    /// the kernel named no process (see [`Received::sender_pid`]). One word,
-    /// so a reader sees one delivery's sender, never half of two.
-    pub(crate) senders: [AtomicU32; COUNT],
-    /// Set by [`CloseHandle::close`](crate::CloseHandle::close): the
-    /// receives report nothing more.
-    pub(crate) closed: AtomicBool,
-}
-
-impl Shared {
-    /// A fresh record for an instance of `installer` writing to `write`.
-    pub(crate) fn new(installer: Owner, write: OwnedFd) -> Shared {
-        Shared {
-            installer,
-            write: WakeEnd::new(write),
-            counts: [const { AtomicU64::new(0) }; COUNT],
-            senders: [const { AtomicU32::new(0) }; COUNT],
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    /// The instance's handler action. Async-signal-safe: `getpid`, two
-    /// atomic stores or adds, one `write`. The arm/kill decision was made
-    /// just before, by the signal's fallback action (see `policy`).
-    fn on_signal(&self, signal: Signal, info: &libc::siginfo_t) {
-        if !self.installer.is_current() {
-            return; // a fork child: not our event
-        }
-        // No errno save here: signal-hook-registry's handler saves and
-        // restores errno around every action (>= 1.4.8, pinned in Cargo.toml).
-        // The sender before the count: a reader that takes this count then
-        // reads this sender or a later delivery's, never an earlier one.
-        let sender = sys::sender_pid(info).unwrap_or(0);
-        self.senders[signal.index()].store(sender, Ordering::SeqCst);
-        // Count before writing, so a reader that drains the byte is sure to
-        // see the count; a full pipe (EAGAIN) then loses nothing.
-        self.counts[signal.index()].fetch_add(1, Ordering::SeqCst);
-        self.write.wake();
-    }
-
-    /// Whether a [`CloseHandle`](crate::CloseHandle) closed the instance.
-    /// Async-signal-safe.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
+use super::registration::Registration;
+use super::shared::Shared;
+use super::signal::Signal;
 
 /// SIGINT (and chosen others) delivered as self-pipe events.
 ///
@@ -93,11 +30,11 @@ impl Shared {
 /// or wait for "this descriptor is readable, or a signal arrived" with
 /// [`wait_readable`](Interrupts::wait_readable). In a tokio program, wrap
 /// it in `AsyncInterrupts` (feature `tokio`) and `recv().await`. A thread
-/// blocked in a receive is released by a [`CloseHandle`](crate::CloseHandle)
+/// blocked in a receive is released by a [`CloseHandle`]
 /// ([`close_handle`](Interrupts::close_handle)), when the program ends
 /// without a signal. Each [`Received`] says which process sent the signal
-/// ([`sender_pid`](Received::sender_pid)). The conventions of well-behaved
-/// Unix programs are on by default (see below).
+/// ([`sender_pid`](crate::Received::sender_pid)). The conventions of
+/// well-behaved Unix programs are on by default (see below).
 ///
 /// # Examples
 /// ```
@@ -160,19 +97,19 @@ impl Shared {
 ///
 /// - **Arming and killing**: a delivery arms the process, and a delivery
 ///   while armed kills it, only while *every* live instance handling that
-///   signal asked for [`second_signal_kills`](InterruptsBuilder::second_signal_kills).
+///   signal asked for [`second_signal_kills`](crate::InterruptsBuilder::second_signal_kills).
 ///   A library's defaults cannot override the program's opt-out, in either
 ///   creation or drop order.
 /// - **Armed is one flag for the process**, for every signal: a delivery
 ///   of one signal arms, the next of any signal handled that way kills.
-///   [`is_armed`](Interrupts::is_armed) and [`disarm`](Interrupts::disarm)
-///   on any instance read and clear it. It lasts while any instance lives:
-///   once the last one is dropped it is cleared, so a later instance (the
-///   next command of a REPL, a library's scoped instance) never starts
-///   armed by an old delivery.
+///   [`Interrupts::is_armed`] and [`Interrupts::disarm`], functions of the
+///   process rather than of an instance, read and clear it. It lasts while
+///   any instance lives: once the last one is dropped it is cleared, so a
+///   later instance (the next command of a REPL, a library's scoped
+///   instance) never starts armed by an old delivery.
 /// - **The default after drop**: applies once no instance of this process
 ///   handles the signal, unless one that handled it since it was last
-///   unhandled asked for [`default_after_drop(false)`](InterruptsBuilder::default_after_drop),
+///   unhandled asked for [`default_after_drop(false)`](crate::InterruptsBuilder::default_after_drop),
 ///   or the program turned it off for the whole process with
 ///   [`disable_default_after_drop_globally`](Interrupts::disable_default_after_drop_globally).
 ///   The latter is the program's opt-out when it handles the signal itself
@@ -247,12 +184,12 @@ impl Shared {
 /// Dropping unregisters this instance's actions; other instances keep
 /// working. When it was the last one handling a signal, that signal's
 /// default action comes back (see
-/// [`default_after_drop`](InterruptsBuilder::default_after_drop)); a signal
-/// that was left ignored stays ignored. signal-hook's handler itself stays
-/// installed for good (signal-hook never uninstalls it), with this crate's
-/// fallback action that applies the default; programs spawned through
-/// [`CommandExt`](crate::CommandExt) get the default disposition back before
-/// `exec`, as `exec` itself would give them.
+/// [`default_after_drop`](crate::InterruptsBuilder::default_after_drop));
+/// a signal that was left ignored stays ignored. signal-hook's handler
+/// itself stays installed for good (signal-hook never uninstalls it), with
+/// this crate's fallback action that applies the default; programs spawned
+/// through [`CommandExt`](crate::CommandExt) get the default disposition
+/// back before `exec`, as `exec` itself would give them.
 ///
 /// ```
 /// use fdtable::{Interrupts, Signal};
@@ -272,12 +209,12 @@ impl Shared {
 ///
 /// # Resources
 /// Each instance holds two descriptors, the read and write ends of its
-/// self-pipe, both close-on-exec, from [`install`](InterruptsBuilder::install)
-/// until it is dropped (a [`CloseHandle`](crate::CloseHandle) that outlives
-/// it holds neither). So the descriptor limit (`RLIMIT_NOFILE`, commonly
-/// 1024) bounds the number of live instances long before
-/// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share one instance
-/// rather than install one per task.
+/// self-pipe, both close-on-exec, from
+/// [`install`](crate::InterruptsBuilder::install) until it is dropped (a
+/// [`CloseHandle`] that outlives it holds neither). So the descriptor limit
+/// (`RLIMIT_NOFILE`, commonly 1024) bounds the number of live instances
+/// long before [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) does: share
+/// one instance rather than install one per task.
 ///
 /// The pipe is made with `pipe2(2)`, close-on-exec from the start, except
 /// on Apple systems, which have no `pipe2`: there it is `pipe(2)` and then
@@ -291,8 +228,8 @@ impl Shared {
 /// - Standard signals coalesce: ten `kill`s in a row may be delivered as
 ///   one. [`Received::count`] counts deliveries, not `kill` calls.
 /// - After the last `Interrupts` for a signal is dropped with
-///   [`default_after_drop`](InterruptsBuilder::default_after_drop) on, the
-///   default action runs even if another part of the program registered its
+///   [`default_after_drop`](crate::InterruptsBuilder::default_after_drop)
+///   on, the default action runs even if another part of the program registered its
 ///   own signal-hook action for that signal (tokio's `signal`, signal-hook's
 ///   iterator). Such a program turns it off for every instance, a
 ///   library's included, with
@@ -300,19 +237,25 @@ impl Shared {
 /// - A fork made while another thread installs or drops an `Interrupts` may
 ///   leave a lock held in the child: the child then must not install or
 ///   drop one (the same holds for signal-hook's own registry).
+///
+/// [`Received`]: crate::Received
+/// [`Received::count`]: crate::Received::count
+/// [`InterruptsBuilder::respect_ignored`]: crate::InterruptsBuilder::respect_ignored
+/// [`InterruptsBuilder::second_signal_kills`]: crate::InterruptsBuilder::second_signal_kills
+/// [`InterruptsBuilder::default_after_drop`]: crate::InterruptsBuilder::default_after_drop
 #[must_use = "dropping an Interrupts unregisters its handlers at once"]
 pub struct Interrupts {
-    pub(crate) shared: Arc<Shared>,
+    /// What the instance's actions and close handles reach: counts,
+    /// senders, the closed flag, the self-pipe's write end.
+    pub(super) shared: Arc<Shared>,
     /// Non-blocking, close-on-exec read end of the self-pipe.
-    pub(crate) read: OwnedFd,
+    pub(super) read: OwnedFd,
     /// [`Signal::bit`]s of the handled signals.
-    pub(crate) handled: u8,
-    pub(super) registered: [Option<SigId>; COUNT],
-    pub(super) ignored: Vec<Signal>,
-    pub(super) kills: bool,
-    /// Counted among the process's live instances (`policy::instance_added`),
-    /// which a successful install does last.
-    pub(super) counted: bool,
+    pub(super) handled: u8,
+    /// [`Signal::bit`]s of the signals asked for but left ignored.
+    pub(super) ignored: u8,
+    /// The actions and record counts that drop undoes.
+    pub(super) registration: Registration,
 }
 
 impl Interrupts {
@@ -323,73 +266,81 @@ impl Interrupts {
     /// descriptors (its self-pipe, see [Resources](Interrupts#resources)),
     /// so a process at the usual soft `RLIMIT_NOFILE` of 1024 runs out of
     /// descriptors after about 500 instances, and even one at 65 536 stays
-    /// below it. [`install`](InterruptsBuilder::install) then fails with
-    /// `EMFILE`, in a message that says so.
+    /// below it. [`install`](crate::InterruptsBuilder::install) then fails
+    /// with `EMFILE`, in a message that says so.
     pub const MAX_INSTANCES: usize = policy::MAX_INSTANCES as usize;
 
-    /// Handle SIGINT with every convention on: the same as
-    /// `Interrupts::builder(Signal::Interrupt).install()`.
-    ///
-    /// If SIGINT was ignored when the program started, it stays ignored and
-    /// [`ignored`](Interrupts::ignored) returns `[Signal::Interrupt]`.
-    ///
-    /// # Errors
-    /// As [`InterruptsBuilder::install`]: at the descriptor limit an error
-    /// that says each instance holds two descriptors; the OS error of
-    /// `pipe2(2)`, `sigaction(2)` or `pthread_atfork(3)`; an error when
-    /// SIGINT is set to `SIG_IGN` or `SIG_DFL` behind signal-hook's back
-    /// (after it handled SIGINT once) or when
-    /// [`MAX_INSTANCES`](Interrupts::MAX_INSTANCES) instances already handle
-    /// SIGINT.
-    ///
-    /// Not async-signal-safe (allocates, takes a lock).
-    pub fn install() -> io::Result<Interrupts> {
-        Interrupts::builder(Signal::Interrupt).install()
-    }
-
-    /// A builder that handles `first` (add more with
-    /// [`signal`](InterruptsBuilder::signal)), with every convention on.
-    ///
-    /// Async-signal-safe (no allocation).
-    pub fn builder(first: Signal) -> InterruptsBuilder {
-        InterruptsBuilder::new(first)
-    }
-
-    /// The signals this instance handles and reports. Async-signal-safe.
-    pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
+    /// The signals this instance handles and reports, in the order of
+    /// [`Signal`]'s variants. Async-signal-safe.
+    pub fn signals(&self) -> impl ExactSizeIterator<Item = Signal> + '_ {
         Signal::in_set(self.handled)
     }
 
-    /// Signals that were asked for but left ignored because they were
+    /// The signals that were asked for but left ignored because they were
     /// ignored at startup (see
-    /// [`respect_ignored`](InterruptsBuilder::respect_ignored)).
-    /// Async-signal-safe.
-    pub fn ignored(&self) -> &[Signal] {
-        &self.ignored
+    /// [`respect_ignored`](crate::InterruptsBuilder::respect_ignored)), in
+    /// the order of [`Signal`]'s variants. Async-signal-safe.
+    ///
+    /// # Examples
+    /// ```
+    /// let interrupts = fdtable::Interrupts::install()?;
+    /// for signal in interrupts.ignored() {
+    ///     eprintln!("{signal} was ignored at start: Ctrl-C will not stop this program");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ignored(&self) -> impl ExactSizeIterator<Item = Signal> + '_ {
+        Signal::in_set(self.ignored)
     }
 
-    /// Whether the process is armed: a delivery already arrived of a signal
-    /// for which every live instance asked for
-    /// [`second_signal_kills`](InterruptsBuilder::second_signal_kills), so
-    /// the next such delivery (of that signal or another handled that way)
-    /// ends the process. Process-wide (the same answer on every instance).
-    /// The arming lasts while any instance lives: it is undone when the
-    /// last one is dropped, so an instance installed when none exists
-    /// starts unarmed. Async-signal-safe.
-    pub fn is_armed(&self) -> bool {
+    /// Whether this process is armed: a delivery already arrived of a
+    /// signal for which every live instance asked for
+    /// [`second_signal_kills`](crate::InterruptsBuilder::second_signal_kills),
+    /// so the next such delivery (of that signal or another handled that
+    /// way) ends the process.
+    ///
+    /// Process-wide: one flag for every instance and every signal, so this
+    /// is a function of the process, not of an instance. The arming lasts
+    /// while any instance lives: it is undone when the last one is dropped,
+    /// so an instance installed when none exists starts unarmed (and with
+    /// no instance alive this returns `false`).
+    ///
+    /// Async-signal-safe (`getpid`, one atomic load).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::User1).install()?;
+    /// assert!(!Interrupts::is_armed());
+    /// // SAFETY: raise has no preconditions; SIGUSR1 is handled.
+    /// unsafe { libc::raise(libc::SIGUSR1) };
+    /// assert!(Interrupts::is_armed()); // a second SIGUSR1 would end the process
+    /// Interrupts::disarm(); // "really quit? no"
+    /// assert_eq!(interrupts.try_recv().map(|r| r.count()), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn is_armed() -> bool {
         policy::is_armed()
     }
 
-    /// Undo the arming, for the whole process (every instance): the next
-    /// signal is an event again, and arms anew. Async-signal-safe.
-    pub fn disarm(&self) {
+    /// Undo the arming, for the whole process (every instance, every
+    /// signal): the next signal is an event again, and arms anew. Doing it
+    /// when the process is not armed changes nothing.
+    ///
+    /// Async-signal-safe (one atomic store).
+    pub fn disarm() {
         policy::disarm();
     }
 
-    /// Turn [`default_after_drop`](InterruptsBuilder::default_after_drop)
+    /// Turn
+    /// [`default_after_drop`](crate::InterruptsBuilder::default_after_drop)
     /// off for every `Interrupts` of this process, those installed before
     /// and after, for good: once no instance handles a signal, a delivery
     /// runs only the actions other code registered through signal-hook.
+    /// Process-wide, like [`is_armed`](Interrupts::is_armed) and
+    /// [`disarm`](Interrupts::disarm).
     ///
     /// This is the program's switch for a program that handles a signal
     /// itself through signal-hook (tokio's `signal`, signal-hook's `flag`
@@ -424,79 +375,6 @@ impl Interrupts {
         policy::disable_default_after_drop_globally();
     }
 
-    /// Take one pending signal without blocking: which signal, and how many
-    /// deliveries since it was last reported. Returns `None` when nothing is
-    /// pending. Call it until `None` after the descriptor polls readable;
-    /// draining the pipe never loses a count (counts live in atomics, and a
-    /// wake-up byte is written back when other signals are still pending).
-    ///
-    /// In a fork child, an instance inherited from the parent reports
-    /// nothing and leaves the pipe alone: `None`, without reading (see
-    /// [Fork children](Interrupts#fork-children)). Once a
-    /// [`CloseHandle`](crate::CloseHandle) closed the instance it reports
-    /// nothing either, and leaves the pipe readable.
-    ///
-    /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
-    /// leaves `errno` as it found it.
-    ///
-    /// # Examples
-    /// ```
-    /// use fdtable::{Interrupts, Signal};
-    ///
-    /// let interrupts = Interrupts::builder(Signal::User2)
-    ///     .second_signal_kills(false)
-    ///     .install()?;
-    /// assert_eq!(interrupts.try_recv(), None);
-    /// // SAFETY: raise has no preconditions.
-    /// unsafe { libc::raise(libc::SIGUSR2) };
-    /// let got = interrupts.try_recv().expect("raise delivers before it returns");
-    /// assert_eq!(got.signal(), Signal::User2);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn try_recv(&self) -> Option<Received> {
-        if !self.shared.installer.is_current() {
-            // The pipe is shared with the parent, the counts are not: a
-            // byte read here would be a wake-up the parent never gets.
-            return None;
-        }
-        if self.shared.is_closed() {
-            // Closed: nothing more is reported, and the pipe keeps the
-            // close's wake-up byte, so it stays readable (see `close`).
-            return None;
-        }
-        // `read` sets EAGAIN on the empty pipe; a caller in a handler must
-        // not see its interrupted code's errno change.
-        let _errno = ErrnoGuard::save();
-        drain(self.read.as_raw_fd());
-        if self.shared.is_closed() {
-            // A close between the check above and the drain: the byte just
-            // drained may have been its wake-up, and another thread may be
-            // blocked on this pipe waiting for it. Put it back.
-            self.shared.write.wake();
-            return None;
-        }
-        let counts = &self.shared.counts;
-        let mut handled = self.signals();
-        while let Some(signal) = handled.next() {
-            let count = counts[signal.index()].swap(0, Ordering::SeqCst);
-            if count > 0 {
-                // Read after the count: this count's latest delivery's
-                // sender, or one that arrived since (counted next time).
-                let sender = self.shared.senders[signal.index()].load(Ordering::SeqCst);
-                // The pipe is empty now; keep it readable for the others.
-                if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
-                    self.shared.write.wake();
-                }
-                return Some(Received {
-                    signal,
-                    count,
-                    sender: (sender != 0).then_some(sender),
-                });
-            }
-        }
-        None
-    }
-
     /// End the process by `signal` the conventional way: restore the
     /// default action, unblock the signal on this thread and raise it, so
     /// the parent sees death by that signal (a shell reports status
@@ -504,7 +382,8 @@ impl Interrupts {
     /// only if the process is still alive after the re-raise (it cannot be,
     /// short of a seccomp filter refusing `kill`).
     ///
-    /// Call it after cleanup, with the [`Received::signal`] that started it.
+    /// Call it after cleanup, with the
+    /// [`Received::signal`](crate::Received::signal) that started it.
     /// Neither destructors nor `atexit` handlers run, and Rust's stdout
     /// buffer is not flushed: flush what you printed first. For
     /// [`Signal::Quit`] the default action also dumps core.
@@ -530,74 +409,70 @@ impl Interrupts {
         policy::die_by_default(signal.as_raw())
     }
 
-    /// Register the action for `signal`, then count it live (with this
-    /// instance's choice of the default after drop, which only the record
-    /// keeps). Call with the setup lock held.
-    pub(super) fn register(&mut self, signal: Signal, default_after_drop: bool) -> io::Result<()> {
-        handler::ensure_fallback(signal)?;
-        let shared = Arc::clone(&self.shared);
-        // SAFETY: `on_signal` makes only async-signal-safe calls, never
-        // allocates and never panics (indexes are `Signal` indexes). This is
-        // signal-hook's own registry (`signal_hook::low_level::register` is
-        // its `register`); `register_sigaction` adds the siginfo.
-        let id = unsafe {
-            signal_hook_registry::register_sigaction(signal.as_raw(), move |info| {
-                shared.on_signal(signal, info)
-            })
-        }?;
-        // Live only once the action exists: a delivery before this line
-        // finds the signal unhandled (and this action counts it as an
-        // event); none finds it handled with no action to count it.
-        let joined = policy::join(
-            signal,
-            self.shared.installer.pid(),
-            self.kills,
-            default_after_drop,
-        );
-        if let Err(error) = joined {
-            signal_hook::low_level::unregister(id);
-            return Err(error);
-        }
-        self.registered[signal.index()] = Some(id);
-        Ok(())
+    /// A handle that ends this instance's receives from another thread or a
+    /// signal handler: see [`CloseHandle`].
+    ///
+    /// Not async-signal-safe (clones an `Arc`); the handle's `close` is.
+    #[must_use = "a CloseHandle does nothing until its `close` is called"]
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle::new(Arc::clone(&self.shared))
     }
 
-    /// In the process that installed it, leave the per-signal records, and
-    /// unregister every action of this instance. Runs once (the slots are
-    /// emptied). Call with the setup lock held when `ours`.
-    pub(super) fn unregister_all(&mut self) {
-        let ours = self.shared.installer.is_current();
-        for signal in Signal::ALL {
-            let Some(id) = self.registered[signal.index()].take() else {
-                continue;
-            };
-            // Leave before unregistering: once the action is gone, the
-            // signal must no longer count this instance as live. An
-            // inherited instance (a fork child dropping its parent's) never
-            // counted in this process.
-            if ours {
-                policy::leave(signal, self.shared.installer.pid(), self.kills);
-            }
-            signal_hook::low_level::unregister(id);
-        }
+    /// Whether a [`CloseHandle`] of this instance was closed: the receives
+    /// then fail at once and [`try_recv`](Interrupts::try_recv) returns
+    /// `None`. Async-signal-safe.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Check that signal-hook's handler is still the process's handler for
+    /// every signal this instance handles (see
+    /// [Other code that installs a handler later](Interrupts#other-code-that-installs-a-handler-later)).
+    ///
+    /// Stricter than the blocking receives, which fail only when a signal
+    /// certainly cannot arrive (`SIG_IGN`, `SIG_DFL`): this reports any
+    /// replacement, including a handler that still calls signal-hook's
+    /// after its own work (crash reporters and language runtimes chain like
+    /// that), since this crate cannot tell whether it does.
+    ///
+    /// # Errors
+    /// An error of kind [`Other`](io::ErrorKind::Other) whose message names
+    /// the first signal whose handler was replaced: by `SIG_IGN` or
+    /// `SIG_DFL` (`signal(SIGINT, SIG_IGN)`; no delivery can reach this
+    /// instance any more), or by another function (a raw `sigaction`, the
+    /// `ctrlc` crate; deliveries "may no longer reach" it).
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::Alarm).install()?;
+    /// interrupts.check_handlers()?;
+    /// // Other code takes SIGALRM over behind signal-hook's back:
+    /// // SAFETY: SIG_IGN is a valid disposition for SIGALRM.
+    /// let old = unsafe { libc::signal(libc::SIGALRM, libc::SIG_IGN) };
+    /// let error = interrupts.check_handlers().unwrap_err();
+    /// assert!(error.to_string().starts_with("SIGALRM"));
+    /// // SAFETY: puts signal-hook's handler back.
+    /// unsafe { libc::signal(libc::SIGALRM, old) };
+    /// interrupts.check_handlers()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Async-signal-safe when it succeeds (one `sigaction` query per
+    /// signal); the error allocates.
+    pub fn check_handlers(&self) -> io::Result<()> {
+        self.signals().try_for_each(handler::check_handler)
     }
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        let ours = self.shared.installer.is_current();
-        if self.counted || self.registered.iter().any(Option::is_some) {
-            // A fork child dropping its parent's instance has no record of
-            // this process to update, so it takes no lock that another
-            // parent thread may have held at fork time.
-            let _setup = ours.then(policy::setup_lock);
-            self.unregister_all();
-            if self.counted && ours {
-                policy::instance_removed(self.shared.installer.pid());
-            }
-        }
-        // No action of ours runs any more (unregistered), and close handles
-        // that outlive us find the end closed: the descriptors go now.
+        // Unregister first: then no action of ours runs any more, and close
+        // handles that outlive us find the end closed: the descriptors go
+        // now.
+        self.registration.end();
         self.shared.write.close();
     }
 }
@@ -620,31 +495,9 @@ impl fmt::Debug for Interrupts {
         f.debug_struct("Interrupts")
             .field("fd", &self.read.as_raw_fd())
             .field("signals", &self.signals().collect::<Vec<_>>())
-            .field("ignored", &self.ignored)
-            .field("second_signal_kills", &self.kills)
-            .field("armed", &self.is_armed())
+            .field("ignored", &self.ignored().collect::<Vec<_>>())
+            .field("second_signal_kills", &self.registration.kills())
+            .field("armed", &Interrupts::is_armed())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::HANDLED_SIGNALS;
-    use super::*;
-
-    #[test]
-    fn handled_signals_bit_is_set_once_a_handler_is_installed() {
-        let interrupts = Interrupts::builder(Signal::Alarm)
-            .respect_ignored(false)
-            .second_signal_kills(false)
-            .install()
-            .unwrap();
-        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
-        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
-        drop(interrupts);
-        // signal-hook's handler stays installed, so the exec path must still
-        // reset the signal in a child.
-        let mask = HANDLED_SIGNALS.load(Ordering::SeqCst);
-        assert_ne!(mask & (1 << (libc::SIGALRM - 1)), 0);
     }
 }

@@ -6,9 +6,10 @@
 //! a descendant may be handed its pid (a double fork that daemonises,
 //! pid wrap-around), and would then take the inherited state for its own.
 //! So the owner of an instance or a scope is its pid *and* a fork epoch,
-//! which a `pthread_atfork` child handler bumps in every child made by
-//! `fork(2)`; the same handler clears the process-wide records (see
-//! `policy::forget_parent`), which are stamped with a pid only.
+//! which a `pthread_atfork` child handler ([`next_epoch`], registered by
+//! `handler.rs` before this crate first handles a signal) bumps in every
+//! child made by `fork(2)`; the same handler clears the process-wide
+//! records of `policy.rs`, which are stamped with a pid only.
 //!
 //! Children made without the atfork handlers (std's `Command::spawn`,
 //! which may use `clone3`/`vfork`, glibc's `_Fork`, a raw `clone`) keep
@@ -16,14 +17,10 @@
 //! parent while the parent lives, which covers the time until they `exec`
 //! or `_exit`: std's children always do, and other such children must.
 
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bumped in every child of `fork(2)` once the handler is registered.
+/// Bumped in every child of `fork(2)` once the atfork handler is registered.
 static EPOCH: AtomicU32 = AtomicU32::new(0);
-/// The atfork handler is registered (inherited by fork children, like the
-/// registration itself).
-static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// `getpid(2)`. Async-signal-safe.
 pub(crate) fn pid() -> libc::pid_t {
@@ -53,31 +50,16 @@ impl Owner {
         self == Owner::current()
     }
 
+    /// The owner's pid. Async-signal-safe.
     pub(crate) fn pid(self) -> libc::pid_t {
         self.pid
     }
 }
 
-/// Register, once per process tree, the `pthread_atfork` child handler
-/// that gives every fork child a new epoch and clears the inherited
-/// records. Call with the setup lock held, before anything is stamped.
-///
-/// # Errors
-/// The error of `pthread_atfork` (`ENOMEM`).
-pub(crate) fn register_fork_reset() -> io::Result<()> {
-    if REGISTERED.load(Ordering::SeqCst) {
-        return Ok(());
-    }
-    // `in_fork_child` only stores atomics: async-signal-safe, as a handler
-    // run in a fork child of a multi-threaded process must be. It never
-    // unwinds.
-    crate::sys::at_fork_in_child(in_fork_child)?;
-    REGISTERED.store(true, Ordering::SeqCst);
-    Ok(())
-}
-
-/// Runs in the child of every `fork(2)`, before `fork` returns there.
-extern "C" fn in_fork_child() {
+/// Make the calling process a new owner: every [`Owner`] stamped before
+/// (inherited from the parent) stops being [`current`](Owner::current).
+/// Called only in a fork child, by the `pthread_atfork` handler.
+/// Async-signal-safe (one atomic add).
+pub(super) fn next_epoch() {
     EPOCH.fetch_add(1, Ordering::SeqCst);
-    super::policy::forget_parent();
 }

@@ -1,12 +1,12 @@
 //! The process-wide side of [`Interrupts`](crate::Interrupts): one record per
-//! signal, and the per-signal *fallback action* that makes every decision of
-//! a delivery in one place.
+//! signal, and the decision every delivery starts with.
 //!
-//! Per signal, the first time this crate handles it, one permanent action is
-//! registered with signal-hook (`handler::ensure_fallback`); every
-//! `Interrupts` registers its own action after it, and signal-hook runs
-//! actions in registration order. So for each delivery the fallback runs
-//! first and decides, from one atomic snapshot of the signal's record:
+//! Per signal, the first time this crate handles it, `handler.rs` registers
+//! one permanent *fallback action* with signal-hook, [`on_delivery`], before
+//! any instance's action (its registration takes the proof that the
+//! fallback's returns). signal-hook runs a signal's actions in registration
+//! order, so for each delivery the fallback runs first and decides, from one
+//! atomic snapshot of the signal's record:
 //!
 //! - no `Interrupts` of *this process* handles the signal: apply the default
 //!   action (if the signal had it before this crate, no instance opted out,
@@ -16,15 +16,15 @@
 //! - every live instance wants "second signal kills": arm the process, or,
 //!   if it was armed already, die by the signal's default action.
 //!
-//! Only then do the instances' actions count the delivery and write their
-//! wake-up bytes, so the process is armed before any program code can see
-//! the event.
+//! Only then do the instances' actions (`shared.rs`) count the delivery and
+//! write their wake-up bytes, so the process is armed before any program
+//! code can see the event.
 //!
 //! An instance counts as live only while its action is registered: it
 //! registers its action first and joins the record after, and on drop
-//! leaves the record first and unregisters after. A delivery in between
-//! sees the signal unhandled (default or nothing), never armed with no
-//! action to count it.
+//! leaves the record first and unregisters after (`registration.rs`). A
+//! delivery in between sees the signal unhandled (default or nothing), never
+//! armed with no action to count it.
 //!
 //! Records belong to a pid: a fork child inherits its parent's memory, but
 //! not its parent's `Interrupts` (their actions ignore other processes).
@@ -32,10 +32,10 @@
 //! `AtomicU64`, and a process that finds another pid's record treats it as
 //! empty. The armed flag holds the pid that is armed, the foreground scope
 //! depth is stamped the same way. A fork child clears all three at once
-//! ([`forget_parent`], from the `pthread_atfork` handler of `owner.rs`), so
-//! a descendant that is handed an exited ancestor's pid does not take the
-//! ancestor's records for its own; the pid stamps still cover children made
-//! without atfork handlers until they `exec`.
+//! ([`forget_parent`], from the `pthread_atfork` handler `handler.rs`
+//! registers), so a descendant that is handed an exited ancestor's pid does
+//! not take the ancestor's records for its own; the pid stamps still cover
+//! children made without atfork handlers until they `exec`.
 //!
 //! "Armed" is one flag for every signal of the process, cleared whenever
 //! the process goes from no live instance (of any signal) to one, and when
@@ -48,6 +48,10 @@
 //! only scopes still counted are leaked ones (`mem::forget`), which would
 //! otherwise keep SIGINT and SIGQUIT from their default action, and a later
 //! instance from its second-signal kill, for the life of the process.
+//!
+//! Install, drop and the foreground scope's setup change the records under
+//! one lock, the *setup lock*; the functions that need it take a
+//! [`SetupLock`] to say so. The handler side only loads.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -55,7 +59,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use libc::c_int;
 
-use super::handler::current_disposition;
 use super::owner::{pid, Owner};
 use super::signal::{Signal, COUNT};
 use crate::sys;
@@ -87,12 +90,20 @@ static NO_DEFAULT_ANYWHERE: AtomicBool = AtomicBool::new(false);
 /// handlers, which only load.
 static SETUP: Mutex<()> = Mutex::new(());
 
+/// The setup lock, held: what install, drop and the foreground scope's
+/// setup take before they change the records or register with signal-hook.
+/// A function that must run under the lock takes a `&SetupLock`.
+pub(super) struct SetupLock {
+    _held: MutexGuard<'static, ()>,
+}
+
 /// Take the setup lock. Not async-signal-safe.
-pub(crate) fn setup_lock() -> MutexGuard<'static, ()> {
+pub(super) fn lock_setup() -> SetupLock {
     // The guarded data is `()`: a panic elsewhere cannot leave it broken.
-    SETUP
+    let held = SETUP
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    SetupLock { _held: held }
 }
 
 /// The most `Interrupts` that may handle one signal at once in a process.
@@ -147,10 +158,10 @@ fn default_at_start(signal: Signal) -> bool {
 /// Whether `signal` was `SIG_IGN` when this crate first looked at it. The
 /// first call per process tree (a fork child inherits what its parent saw)
 /// looks, before this crate touches the signal, and records the
-/// disposition. Call with the setup lock held.
-pub(crate) fn ignored_at_start(signal: Signal) -> io::Result<bool> {
+/// disposition. Async-signal-safe, but needs the lock.
+pub(super) fn ignored_at_start(_: &SetupLock, signal: Signal) -> io::Result<bool> {
     if LOOKED_AT.load(Ordering::SeqCst) & signal.bit() == 0 {
-        let handler = current_disposition(signal)?;
+        let handler = sys::disposition(signal.as_raw())?;
         if handler == libc::SIG_IGN {
             IGNORED_AT_START.fetch_or(signal.bit(), Ordering::SeqCst);
         } else if handler == libc::SIG_DFL {
@@ -169,10 +180,12 @@ fn any_live(pid: libc::pid_t) -> bool {
     })
 }
 
-/// Count one more live instance for `signal` in process `pid`. Call with
-/// the setup lock held, after the instance's action is registered. Fails
-/// (changing nothing) when [`MAX_INSTANCES`] already handle it.
-pub(crate) fn join(
+/// Count one more live instance for `signal` in process `pid`, after the
+/// instance's action is registered. Fails (changing nothing) when
+/// [`MAX_INSTANCES`] already handle it. Async-signal-safe when it succeeds
+/// (the error allocates), but needs the lock.
+pub(super) fn join(
+    _: &SetupLock,
     signal: Signal,
     pid: libc::pid_t,
     kills: bool,
@@ -226,9 +239,9 @@ fn join_record(
 
 /// Count one instance of process `pid` less for `signal`; the last one out
 /// decides whether the default action applies while the signal is idle.
-/// Call with the setup lock held, only for an instance installed by `pid`,
-/// before its action is unregistered.
-pub(crate) fn leave(signal: Signal, pid: libc::pid_t, kills: bool) {
+/// Only for an instance installed by `pid`, before its action is
+/// unregistered. Async-signal-safe, but needs the lock.
+pub(super) fn leave(_: &SetupLock, signal: Signal, pid: libc::pid_t, kills: bool) {
     leave_record(&RECORDS[signal.index()], signal, pid, kills);
     if !any_live(pid) {
         // The last instance of the process left: nothing armed is left to
@@ -255,9 +268,9 @@ fn leave_record(slot: &AtomicU64, signal: Signal, pid: libc::pid_t, kills: bool)
 }
 
 /// Count one more live instance of process `pid` (any instance, whether it
-/// handles a signal or not). Call with the setup lock held, once the
-/// install succeeded.
-pub(crate) fn instance_added(pid: libc::pid_t) {
+/// handles a signal or not), once the install succeeded. Async-signal-safe,
+/// but needs the lock.
+pub(super) fn instance_added(_: &SetupLock, pid: libc::pid_t) {
     let word = INSTANCES.load(Ordering::SeqCst);
     let live = if word as u32 as libc::pid_t == pid {
         word >> 32
@@ -269,9 +282,10 @@ pub(crate) fn instance_added(pid: libc::pid_t) {
 
 /// Count one live instance of process `pid` less; when it was the last,
 /// close every foreground scope still counted: they were leaked (see the
-/// module docs). Call with the setup lock held, for an instance that
-/// [`instance_added`] counted in this process, after it left its records.
-pub(crate) fn instance_removed(pid: libc::pid_t) {
+/// module docs). For an instance that [`instance_added`] counted in this
+/// process, after it left its records. Async-signal-safe, but needs the
+/// lock.
+pub(super) fn instance_removed(_: &SetupLock, pid: libc::pid_t) {
     let word = INSTANCES.load(Ordering::SeqCst);
     if word as u32 as libc::pid_t != pid || word >> 32 == 0 {
         debug_assert!(false, "instance_removed without instance_added");
@@ -288,7 +302,7 @@ pub(crate) fn instance_removed(pid: libc::pid_t) {
 /// instance count and its foreground scopes (none of them is the child's).
 /// Async-signal-safe (atomic stores only); runs in the `pthread_atfork`
 /// child handler.
-pub(crate) fn forget_parent() {
+pub(super) fn forget_parent() {
     // Pid 0 is no process's: the child finds every record empty.
     for slot in &RECORDS {
         slot.store(0, Ordering::SeqCst);
@@ -300,17 +314,17 @@ pub(crate) fn forget_parent() {
 
 /// Turn the default after drop off for every instance of this process, now
 /// and later. Async-signal-safe.
-pub(crate) fn disable_default_after_drop_globally() {
+pub(super) fn disable_default_after_drop_globally() {
     NO_DEFAULT_ANYWHERE.store(true, Ordering::SeqCst);
 }
 
 /// Whether this process is armed. Async-signal-safe.
-pub(crate) fn is_armed() -> bool {
+pub(super) fn is_armed() -> bool {
     ARMED.load(Ordering::SeqCst) == pid()
 }
 
 /// Disarm this process. Async-signal-safe.
-pub(crate) fn disarm() {
+pub(super) fn disarm() {
     ARMED.store(0, Ordering::SeqCst);
 }
 
@@ -330,7 +344,7 @@ fn foreground_word(pid: libc::pid_t, depth: u64) -> u64 {
 }
 
 /// Open a foreground scope in process `pid`. Async-signal-safe.
-pub(crate) fn foreground_enter(pid: libc::pid_t) {
+pub(super) fn foreground_enter(pid: libc::pid_t) {
     let _ = FOREGROUND.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
         let depth = foreground_depth(word, pid);
         Some(foreground_word(
@@ -343,7 +357,7 @@ pub(crate) fn foreground_enter(pid: libc::pid_t) {
 /// Close a foreground scope opened by `owner`; a scope inherited from
 /// another process (a fork parent, or an exited process whose pid this one
 /// was handed) changes nothing. Async-signal-safe.
-pub(crate) fn foreground_leave(owner: Owner) {
+pub(super) fn foreground_leave(owner: Owner) {
     if !owner.is_current() {
         return;
     }
@@ -395,7 +409,7 @@ pub(super) fn on_delivery(signal: Signal) {
 /// Restore the default action of `sig`, unblock it on this thread and raise
 /// it; `_exit(128 + sig)` if the process is somehow still alive.
 /// Async-signal-safe.
-pub(crate) fn die_by_default(sig: c_int) -> ! {
+pub(super) fn die_by_default(sig: c_int) -> ! {
     // EINVAL for a number that is not a signal: `_exit` below handles it.
     let _ = sys::set_default_disposition(sig);
     sys::unblock(sig);

@@ -34,6 +34,7 @@ pub struct Received {
 
 impl Received {
     /// The signal. Async-signal-safe.
+    #[must_use]
     pub fn signal(&self) -> Signal {
         self.signal
     }
@@ -41,6 +42,7 @@ impl Received {
     /// Deliveries counted since the previous report for this signal; at
     /// least 1. Standard signals coalesce, so this may be smaller than the
     /// number of `kill`s sent. Async-signal-safe.
+    #[must_use]
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -71,6 +73,7 @@ impl Received {
     /// its parent has not reaped): log it, do not signal it back blindly.
     ///
     /// Async-signal-safe.
+    #[must_use]
     pub fn sender_pid(&self) -> Option<u32> {
         self.sender
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::iter::FusedIterator;
 
 use libc::c_int;
 
@@ -65,6 +66,7 @@ impl Signal {
     ];
 
     /// The raw signal number (`libc::SIGINT`, ...). Async-signal-safe.
+    #[must_use]
     pub const fn as_raw(self) -> c_int {
         match self {
             Signal::Interrupt => libc::SIGINT,
@@ -78,6 +80,7 @@ impl Signal {
     }
 
     /// The conventional name: `"SIGINT"`, `"SIGTERM"`, ... Async-signal-safe.
+    #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Signal::Interrupt => "SIGINT",
@@ -101,11 +104,42 @@ impl Signal {
     }
 
     /// The signals of the 8-bit set `bits` (of [`Signal::bit`]s), in the
-    /// order of [`Signal::ALL`]. Async-signal-safe.
-    pub(crate) fn in_set(bits: u8) -> impl Iterator<Item = Signal> {
-        Signal::ALL.into_iter().filter(move |s| bits & s.bit() != 0)
+    /// order of [`Signal::ALL`]; other bits are left out. Async-signal-safe.
+    pub(crate) const fn in_set(bits: u8) -> InSet {
+        InSet {
+            bits: bits & ((1 << COUNT) - 1),
+        }
     }
 }
+
+/// The iterator of [`Signal::in_set`]: what `Interrupts::signals` and
+/// `Interrupts::ignored` return. Its length is known, and it never panics
+/// (every bit left names a signal).
+#[derive(Debug, Clone)]
+pub(crate) struct InSet {
+    /// The signals not yet yielded, as [`Signal::bit`]s.
+    bits: u8,
+}
+
+impl Iterator for InSet {
+    type Item = Signal;
+
+    fn next(&mut self) -> Option<Signal> {
+        let index = self.bits.trailing_zeros() as usize;
+        let signal = *Signal::ALL.get(index)?; // None once no bit is left
+        self.bits &= self.bits - 1; // the lowest bit, now yielded
+        Some(signal)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.bits.count_ones() as usize;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for InSet {}
+
+impl FusedIterator for InSet {}
 
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,8 +175,10 @@ impl From<Signal> for c_int {
 pub struct UnsupportedSignal(c_int);
 
 impl UnsupportedSignal {
-    /// The number that was refused. Async-signal-safe.
-    pub fn raw(&self) -> c_int {
+    /// The number that was refused, as [`Signal::as_raw`] gives a
+    /// supported one. Async-signal-safe.
+    #[must_use]
+    pub const fn as_raw(self) -> c_int {
         self.0
     }
 }
@@ -183,6 +219,24 @@ mod tests {
     }
 
     #[test]
+    fn a_set_yields_its_signals_in_order_and_knows_how_many_are_left() {
+        let set = Signal::Terminate.bit() | Signal::Alarm.bit() | Signal::Interrupt.bit();
+        let mut signals = Signal::in_set(set);
+        assert_eq!(signals.len(), 3);
+        assert_eq!(signals.next(), Some(Signal::Interrupt));
+        assert_eq!(signals.len(), 2);
+        assert_eq!(
+            signals.collect::<Vec<_>>(),
+            [Signal::Terminate, Signal::Alarm]
+        );
+        assert_eq!(Signal::in_set(0).next(), None);
+        // Bits that name no signal are left out, never a panic.
+        let all = Signal::in_set(u8::MAX);
+        assert_eq!(all.len(), COUNT);
+        assert!(all.eq(Signal::ALL));
+    }
+
+    #[test]
     fn numbers_that_do_not_end_the_process_are_refused_with_invalid_input() {
         for raw in [
             0,
@@ -194,7 +248,7 @@ mod tests {
             c_int::MAX,
         ] {
             let error = Signal::try_from(raw).unwrap_err();
-            assert_eq!(error.raw(), raw);
+            assert_eq!(error.as_raw(), raw);
             assert_eq!(io::Error::from(error).kind(), io::ErrorKind::InvalidInput);
         }
     }

@@ -1,9 +1,13 @@
-//! Blocking receives: [`Interrupts::recv`], [`Interrupts::recv_timeout`] and
-//! [`Interrupts::wait_readable`], one `poll(2)` loop behind all three.
+//! The receives: [`Interrupts::try_recv`], which turns the counts an
+//! instance's action left (`shared.rs`) and its wake-up bytes into a
+//! [`Received`], and the blocking [`Interrupts::recv`],
+//! [`Interrupts::recv_timeout`] and [`Interrupts::wait_readable`], one
+//! `poll(2)` loop around `try_recv` behind all three.
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -11,7 +15,10 @@ use libc::c_int;
 use super::close::closed_error;
 use super::handler;
 use super::interrupts::Interrupts;
+use super::pipe::{drain, ErrnoGuard};
 use super::received::Received;
+use super::signal::Signal;
+use crate::sys;
 
 /// A blocked receive checks the handlers again at least this often, so a
 /// signal set to `SIG_IGN` or `SIG_DFL` while it waits is reported, not
@@ -33,6 +40,82 @@ pub enum WaitOutcome {
 }
 
 impl Interrupts {
+    /// Take one pending signal without blocking: which signal, and how many
+    /// deliveries since it was last reported. Returns `None` when nothing is
+    /// pending. Call it until `None` after the descriptor polls readable;
+    /// draining the pipe never loses a count (counts live in atomics, and a
+    /// wake-up byte is written back when other signals are still pending).
+    ///
+    /// In a fork child, an instance inherited from the parent reports
+    /// nothing and leaves the pipe alone: `None`, without reading (see
+    /// [Fork children](Interrupts#fork-children)). Once a
+    /// [`CloseHandle`](crate::CloseHandle) closed the instance it reports
+    /// nothing either, and leaves the pipe readable.
+    ///
+    /// Async-signal-safe (`read`, `write`, atomics; no allocation), and
+    /// leaves `errno` as it found it.
+    ///
+    /// # Examples
+    /// ```
+    /// use fdtable::{Interrupts, Signal};
+    ///
+    /// let interrupts = Interrupts::builder(Signal::User2)
+    ///     .second_signal_kills(false)
+    ///     .install()?;
+    /// assert_eq!(interrupts.try_recv(), None);
+    /// // SAFETY: raise has no preconditions.
+    /// unsafe { libc::raise(libc::SIGUSR2) };
+    /// let got = interrupts.try_recv().expect("raise delivers before it returns");
+    /// assert_eq!(got.signal(), Signal::User2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use = "a signal taken is reported only once: dropping the report loses it"]
+    pub fn try_recv(&self) -> Option<Received> {
+        if !self.shared.installer.is_current() {
+            // The pipe is shared with the parent, the counts are not: a
+            // byte read here would be a wake-up the parent never gets.
+            return None;
+        }
+        if self.shared.is_closed() {
+            // Closed: nothing more is reported, and the pipe keeps the
+            // close's wake-up byte, so it stays readable (see `close`).
+            return None;
+        }
+        // `read` sets EAGAIN on the empty pipe; a caller in a handler must
+        // not see its interrupted code's errno change.
+        let _errno = ErrnoGuard::save();
+        drain(self.read.as_raw_fd());
+        if self.shared.is_closed() {
+            // A close between the check above and the drain: the byte just
+            // drained may have been its wake-up, and another thread may be
+            // blocked on this pipe waiting for it. Put it back.
+            self.shared.write.wake();
+            return None;
+        }
+        // The writer's side of the counts is `Shared::on_signal`: sender,
+        // then count, then the byte just drained.
+        let counts = &self.shared.counts;
+        let mut handled = self.signals();
+        while let Some(signal) = handled.next() {
+            let count = counts[signal.index()].swap(0, Ordering::SeqCst);
+            if count > 0 {
+                // Read after the count: this count's latest delivery's
+                // sender, or one that arrived since (counted next time).
+                let sender = self.shared.senders[signal.index()].load(Ordering::SeqCst);
+                // The pipe is empty now; keep it readable for the others.
+                if handled.any(|s| counts[s.index()].load(Ordering::SeqCst) > 0) {
+                    self.shared.write.wake();
+                }
+                return Some(Received {
+                    signal,
+                    count,
+                    sender: (sender != 0).then_some(sender),
+                });
+            }
+        }
+        None
+    }
+
     /// Block until a handled signal arrives, then report it as
     /// [`try_recv`](Interrupts::try_recv) does.
     ///
@@ -64,7 +147,7 @@ impl Interrupts {
     /// // SAFETY: raise has no preconditions.
     /// unsafe { libc::raise(libc::SIGUSR1) };
     /// assert_eq!(interrupts.recv()?.signal(), Signal::User1);
-    /// interrupts.disarm(); // the next SIGUSR1 would end this doc test
+    /// Interrupts::disarm(); // the next SIGUSR1 would end this doc test
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -233,6 +316,7 @@ impl Interrupts {
     /// delivery in this process is ever counted for it), not on a closed
     /// instance (the error names `op`), and not forever
     /// (`only_a_signal_ends_it`) on an instance that handles no signal.
+    /// Async-signal-safe when it succeeds; the error allocates.
     pub(super) fn check_can_wait(&self, op: &str, only_a_signal_ends_it: bool) -> io::Result<()> {
         let installer = self.shared.installer;
         if !installer.is_current() {
@@ -246,7 +330,7 @@ impl Interrupts {
             return Err(closed_error(op));
         }
         if self.handled == 0 && only_a_signal_ends_it {
-            let ignored: Vec<_> = self.ignored().iter().map(|s| s.name()).collect();
+            let ignored: Vec<_> = self.ignored().map(Signal::name).collect();
             return Err(io::Error::other(format!(
                 "this Interrupts handles no signal ({} ignored at start and left ignored), \
                  so nothing can end the wait",
@@ -300,7 +384,7 @@ impl Interrupts {
             // Round up so we never wake a hair early and spin.
             let ms = slice.as_nanos().div_ceil(1_000_000);
             let ms = c_int::try_from(ms).unwrap_or(c_int::MAX);
-            if let Err(error) = crate::sys::poll(&mut pfds[..n], ms) {
+            if let Err(error) = sys::poll(&mut pfds[..n], ms) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
