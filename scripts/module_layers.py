@@ -16,7 +16,7 @@
    never imports the front (`signals`, `child`); `sys` imports nothing of
    the crate outside `sys`.
 
-Exit status 1 when a rule is broken. Not part of .ci/run.
+Exit status 1 when a rule is broken. Run by .ci/run.
 """
 import os
 import re
