@@ -299,7 +299,10 @@ fn the_cli_recipe_in_a_terminal_echoes_then_ctrl_c_cleans_up_and_exits_130() {
     let before = cli_dirs();
     tmux.type_line(&command_line(&exe, ""));
     tmux.wait_for("ready: type a line, or press Ctrl-C");
-    let new: Vec<PathBuf> = cli_dirs().into_iter().filter(|d| !before.contains(d)).collect();
+    let new: Vec<PathBuf> = cli_dirs()
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .collect();
     assert_eq!(new.len(), 1, "the workers' directory: {new:?}");
     let dir = new[0].clone();
     tmux.type_line("hello terminal");
