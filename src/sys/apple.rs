@@ -27,23 +27,6 @@ pub(crate) fn environ() -> *mut *const *const libc::c_char {
     unsafe { libc::_NSGetEnviron().cast() }
 }
 
-/// The kernel's ceiling on descriptor numbers for this process:
-/// `getdtablesize()`, the smaller of the soft `RLIMIT_NOFILE` and
-/// `kern.maxfilesperproc`, finite even when the soft limit is unlimited.
-/// Async-signal-safe (one syscall).
-///
-/// # References
-/// `getdtablesize(2)`
-fn descriptor_ceiling() -> RawFd {
-    // SAFETY: no preconditions.
-    let n = unsafe { libc::getdtablesize() };
-    if n > 0 {
-        n
-    } else {
-        sweep::sweep_limit(super::fd::soft_fd_limit())
-    }
-}
-
 /// Call `f` on every open descriptor number, ascending, until it breaks.
 ///
 /// macOS: asks the kernel how large this process's descriptor table is
@@ -73,7 +56,7 @@ pub(crate) fn for_each_open_fd(mut f: impl FnMut(RawFd) -> ControlFlow<()>) -> C
         }
         return sweep::sweep(0, slots, &mut f);
     }
-    sweep::sweep(0, descriptor_ceiling(), &mut f)
+    sweep::sweep(0, sweep::descriptor_ceiling(), &mut f)
 }
 
 /// `proc_pidinfo` of this process (macOS only: the `libc` crate has

@@ -104,24 +104,6 @@ pub(crate) fn probe_cloexec_range() -> bool {
     close_range_cloexec(libc::c_uint::MAX, libc::c_uint::MAX).is_ok()
 }
 
-/// The kernel's ceiling on descriptor numbers for this process:
-/// `getdtablesize()`, the smaller of the soft `RLIMIT_NOFILE` and the
-/// kernel's per-process maximum (`kern.maxfilesperproc`,
-/// `kern.maxfiles`), finite even when the soft limit is unlimited.
-/// Async-signal-safe.
-///
-/// # References
-/// `getdtablesize(2)`
-fn descriptor_ceiling() -> RawFd {
-    // SAFETY: no preconditions.
-    let n = unsafe { libc::getdtablesize() };
-    if n > 0 {
-        n
-    } else {
-        sweep::sweep_limit(super::fd::soft_fd_limit())
-    }
-}
-
 /// Call `f` on every open descriptor number, ascending, until it breaks.
 ///
 /// - FreeBSD: the kernel says how many are open (`sysctl`
@@ -146,13 +128,13 @@ fn descriptor_ceiling() -> RawFd {
 pub(crate) fn for_each_open_fd(mut f: impl FnMut(RawFd) -> ControlFlow<()>) -> ControlFlow<()> {
     #[cfg(target_os = "freebsd")]
     if let Some(open) = open_count() {
-        return sweep::sweep_counted(open, descriptor_ceiling(), &mut f);
+        return sweep::sweep_counted(open, sweep::descriptor_ceiling(), &mut f);
     }
     #[cfg(target_os = "netbsd")]
     if let Ok(highest) = syscall!(fcntl(0, libc::F_MAXFD)) {
         return sweep::sweep(0, highest.saturating_add(1), &mut f);
     }
-    sweep::sweep(0, descriptor_ceiling(), &mut f)
+    sweep::sweep(0, sweep::descriptor_ceiling(), &mut f)
 }
 
 /// How many descriptors this process has open (`kern.proc.nfds`); `None`

@@ -18,6 +18,31 @@ pub(crate) fn sweep_limit(soft: Option<u64>) -> RawFd {
     .max(3)
 }
 
+/// The kernel's ceiling on descriptor numbers for this process on the BSDs
+/// and Apple systems: `getdtablesize()`, the smaller of the soft
+/// `RLIMIT_NOFILE` and the kernel's per-process maximum, finite even when
+/// the soft limit is unlimited; [`sweep_limit`] if it says nothing.
+/// Async-signal-safe (one syscall).
+///
+/// # References
+/// `getdtablesize(2)`
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub(crate) fn descriptor_ceiling() -> RawFd {
+    // SAFETY: no preconditions.
+    let n = unsafe { libc::getdtablesize() };
+    if n > 0 {
+        n
+    } else {
+        sweep_limit(super::fd::soft_fd_limit())
+    }
+}
+
 /// Call `f` on every number in `from..to`, ascending, open or not, until
 /// it breaks: `f` gets candidates and must tolerate `EBADF`.
 /// Async-signal-safe and allocation-free when `f` is.
