@@ -7,10 +7,12 @@
 //! Type-checked by CI for `x86_64-unknown-freebsd` and
 //! `x86_64-unknown-netbsd`, never run there: see `docs/platforms.md`.
 
+#[cfg(target_os = "freebsd")]
 use std::io;
 use std::ops::ControlFlow;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
+pub(crate) use super::atomic_cloexec::{pipe, replace_with_placeholder};
 #[cfg(not(target_os = "freebsd"))]
 pub(crate) use super::posix::{
     close_range, close_range_cloexec, probe_cloexec_range, probe_close_range,
@@ -21,34 +23,6 @@ pub(crate) use super::posix::{
 pub(crate) use super::process::portable_environ as environ;
 pub(crate) use super::signal::portable_set::async_signal_set;
 use super::sweep;
-
-/// A pipe `(read, write)`, both ends close-on-exec from the start (no
-/// window in which a fork elsewhere could inherit them), non-blocking when
-/// asked. Async-signal-safe.
-///
-/// # References
-/// `pipe2(2)`
-pub(crate) fn pipe(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1 as libc::c_int; 2];
-    let flags = if nonblocking {
-        libc::O_CLOEXEC | libc::O_NONBLOCK
-    } else {
-        libc::O_CLOEXEC
-    };
-    syscall!(pipe2(fds.as_mut_ptr(), flags))?;
-    // SAFETY: `pipe2` just returned both descriptors; we own them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Atomically make `fd` refer to `placeholder`'s file, close-on-exec: no
-/// instant in which `fd` is open without `FD_CLOEXEC`. The file `fd`
-/// referred to is released; the number stays allocated. Async-signal-safe.
-///
-/// # References
-/// `dup3(2)`
-pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Result<()> {
-    syscall!(dup3(placeholder, fd, libc::O_CLOEXEC)).map(drop)
-}
 
 /// `close_range(first, last, 0)`: close every open descriptor in
 /// `first..=last` with one syscall (FreeBSD 12.2+). It clamps the range

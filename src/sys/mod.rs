@@ -41,6 +41,17 @@ macro_rules! syscall {
     }};
 }
 
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+mod atomic_cloexec;
 mod fd;
 mod posix;
 mod process;

@@ -39,6 +39,9 @@ mod sigset;
 use super::signal::portable_set as sigset;
 pub(crate) use sigset::async_signal_set;
 
+pub(crate) use super::atomic_cloexec::pipe;
+#[cfg(target_os = "linux")]
+pub(crate) use super::atomic_cloexec::replace_with_placeholder;
 pub(crate) use super::process::portable_environ as environ;
 use super::{fd, sweep};
 
@@ -48,24 +51,6 @@ use libc::CLOSE_RANGE_CLOEXEC;
 /// `libc` crate has it for Linux only).
 #[cfg(target_os = "android")]
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-
-/// A pipe `(read, write)`, both ends close-on-exec from the start (no
-/// window in which a fork elsewhere could inherit them), non-blocking when
-/// asked. Async-signal-safe.
-///
-/// # References
-/// `pipe2(2)`
-pub(crate) fn pipe(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1 as libc::c_int; 2];
-    let flags = if nonblocking {
-        libc::O_CLOEXEC | libc::O_NONBLOCK
-    } else {
-        libc::O_CLOEXEC
-    };
-    syscall!(pipe2(fds.as_mut_ptr(), flags))?;
-    // SAFETY: `pipe2` just returned both descriptors; we own them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
 
 /// Turn the read end of a pipe whose write end is closed into the dead
 /// placeholder: an `O_PATH` descriptor of the same pipe, opened through
@@ -102,20 +87,15 @@ fn same_inode(a: RawFd, b: RawFd) -> bool {
     matches!((fd::identity(a), fd::identity(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Atomically make `fd` refer to `placeholder`'s file, close-on-exec: no
-/// instant in which `fd` is open without `FD_CLOEXEC`. The file `fd`
-/// referred to is released (its last reference dropped by the kernel); the
-/// number `fd` stays allocated. Async-signal-safe.
+/// [`replace_with_placeholder`](super::atomic_cloexec::replace_with_placeholder)
+/// on Android: Bionic has `dup3` (API 21+), the `libc` crate does not bind
+/// it. Async-signal-safe.
 ///
 /// # References
 /// `dup3(2)`
+#[cfg(target_os = "android")]
 pub(crate) fn replace_with_placeholder(placeholder: RawFd, fd: RawFd) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    let done = syscall!(dup3(placeholder, fd, libc::O_CLOEXEC));
-    // Bionic has `dup3` (API 21+), the `libc` crate does not bind it.
-    #[cfg(target_os = "android")]
-    let done = syscall!(syscall(libc::SYS_dup3, placeholder, fd, libc::O_CLOEXEC));
-    done.map(drop)
+    syscall!(syscall(libc::SYS_dup3, placeholder, fd, libc::O_CLOEXEC)).map(drop)
 }
 
 /// `close_range(first, last, 0)`: close every open descriptor in
