@@ -144,7 +144,7 @@ impl Exec {
     /// `execvp` searches `PATH` on the stack).
     pub(super) fn exec(&mut self) -> io::Error {
         let digits = &mut self.pid_entry["LISTEN_PID=".len()..];
-        write_decimal(digits, crate::sys::getpid());
+        crate::sys::write_decimal(digits, crate::sys::getpid().unsigned_abs());
         // SAFETY: in the child, one thread; `program`, `argv` and `envp` are
         // NUL-terminated and outlive the call (owned by `self`).
         unsafe {
@@ -157,26 +157,6 @@ impl Exec {
     }
 }
 
-/// Write `n` (>= 0) in decimal into `out`, NUL-terminated; `out` holds 11
-/// bytes at least. Allocation-free.
-fn write_decimal(out: &mut [u8], n: libc::pid_t) {
-    let mut digits = [0u8; 10];
-    let mut len = 0;
-    let mut n = n.unsigned_abs();
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for (slot, digit) in out.iter_mut().zip(digits[..len].iter().rev()) {
-        *slot = *digit;
-    }
-    out[len] = 0;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,10 +167,10 @@ mod tests {
             (0, "0"),
             (7, "7"),
             (4194304, "4194304"),
-            (i32::MAX, "2147483647"),
+            (u32::MAX, "4294967295"),
         ] {
             let mut out = [0xffu8; 11];
-            write_decimal(&mut out, pid);
+            crate::sys::write_decimal(&mut out, pid);
             let end = out.iter().position(|&b| b == 0).unwrap();
             assert_eq!(&out[..end], text.as_bytes());
         }

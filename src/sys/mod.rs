@@ -97,3 +97,25 @@ pub(crate) use os::{
 };
 pub(crate) use process::*;
 pub(crate) use signal::*;
+
+/// Write `n` in decimal into `out`, NUL-terminated, and return how many
+/// digits that is; `out` must hold 11 bytes at least. For strings built in
+/// a fork child (`/proc/self/fd/<n>`, `LISTEN_PID=<pid>`): no allocation,
+/// no syscall. Async-signal-safe.
+pub(crate) fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (slot, digit) in out.iter_mut().zip(digits[..len].iter().rev()) {
+        *slot = *digit;
+    }
+    out[len] = 0;
+    len
+}

@@ -20,21 +20,7 @@ impl ProcFdPath {
         const PREFIX: &[u8] = b"/proc/self/fd/";
         let mut buf = [0u8; 32];
         buf[..PREFIX.len()].copy_from_slice(PREFIX);
-        let mut digits = [0u8; 10];
-        let mut n = fd.unsigned_abs();
-        let mut len = 0;
-        loop {
-            digits[len] = b'0' + (n % 10) as u8;
-            len += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for (i, d) in digits[..len].iter().rev().enumerate() {
-            buf[PREFIX.len() + i] = *d;
-        }
-        // The rest of `buf` is zero: the string is terminated.
+        crate::sys::write_decimal(&mut buf[PREFIX.len()..], fd.unsigned_abs());
         ProcFdPath { buf }
     }
 
