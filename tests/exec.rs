@@ -711,6 +711,65 @@ fn disposition(sig: libc::c_int) -> libc::sighandler_t {
     }
 }
 
+/// What the two `Command::exec` tests set up in their helper process: two
+/// tracked files (one kept at its number), a number `target` held by
+/// another file, which the command passes a file to, an inheritable stray,
+/// this crate's SIGINT handler, and a command with all of it in one
+/// `ChildFds` (`close_other_fds` too).
+struct ExecScene {
+    closed: Tracked<'static, File>,
+    _kept: Tracked<'static, File>,
+    holder: File,
+    _held: OwnedFd,
+    _leaky: File,
+    _interrupts: fdtable::Interrupts,
+    /// SIGINT's disposition: this crate's handler.
+    handler: libc::sighandler_t,
+    cmd: Command,
+}
+
+impl ExecScene {
+    fn new(table: &'static FdTable, target: RawFd) -> ExecScene {
+        let closed = table.track(scratch_file("exec")).unwrap();
+        let kept = table.track(scratch_file("exec")).unwrap();
+        let holder = scratch_file("exec");
+        // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
+        let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, target) };
+        assert_eq!(held, target);
+        // SAFETY: just created; we own it.
+        let held = unsafe { OwnedFd::from_raw_fd(held) };
+        let passed = scratch_file("exec");
+        let leaky = File::open("/dev/null").unwrap();
+        make_inheritable(leaky.as_raw_fd());
+        let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)
+            .respect_ignored(false)
+            .install()
+            .unwrap();
+        let handler = disposition(libc::SIGINT);
+        assert!(handler != libc::SIG_DFL && handler != libc::SIG_IGN);
+        let mut cmd = Command::new("/nonexistent/fdtable-test");
+        cmd.child_fds(
+            ChildFds::new()
+                .close_tracked_fds(table)
+                .pass_fd(kept.as_fd(), kept.as_raw_fd())
+                .unwrap()
+                .pass_fd(passed.as_fd(), target)
+                .unwrap()
+                .close_other_fds(),
+        );
+        ExecScene {
+            closed,
+            _kept: kept,
+            holder,
+            _held: held,
+            _leaky: leaky,
+            _interrupts: interrupts,
+            handler,
+            cmd,
+        }
+    }
+}
+
 /// Review finding 1: std's `Command::exec` runs `pre_exec` hooks in the
 /// calling process, without a fork, and returns if `execve` fails. The hook
 /// must refuse there (`Unsupported`) before it touches anything: no tracked
@@ -729,38 +788,10 @@ fn exec_refused_isolated() {
     spawn_util::isolated(|| {
         use std::os::unix::process::CommandExt as _;
         static TABLE: FdTable = FdTable::new();
-        let closed = TABLE.track(scratch_file("exec")).unwrap();
-        let kept = TABLE.track(scratch_file("exec")).unwrap();
-        // A number held by another file, which `pass_fd` targets.
-        let holder = scratch_file("exec");
-        // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
-        let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 50) };
-        assert_eq!(held, 50);
-        // SAFETY: just created; we own it.
-        let held = unsafe { OwnedFd::from_raw_fd(held) };
-        let passed = scratch_file("exec");
-        let leaky = File::open("/dev/null").unwrap();
-        make_inheritable(leaky.as_raw_fd());
-        let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)
-            .respect_ignored(false)
-            .install()
-            .unwrap();
-        let handler = disposition(libc::SIGINT);
-        assert!(handler != libc::SIG_DFL && handler != libc::SIG_IGN);
-
-        let mut cmd = Command::new("/nonexistent/fdtable-test");
-        cmd.child_fds(
-            ChildFds::new()
-                .close_tracked_fds(&TABLE)
-                .pass_fd(kept.as_fd(), kept.as_raw_fd())
-                .unwrap()
-                .pass_fd(passed.as_fd(), 50)
-                .unwrap()
-                .close_other_fds(),
-        );
+        let mut scene = ExecScene::new(&TABLE, 50);
         let before = fd_snapshot();
         let mask = util::members(&util::current_mask());
-        let err = cmd.exec();
+        let err = scene.cmd.exec();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
         // The message says what happened and what std did already.
         let text = err.to_string();
@@ -775,13 +806,12 @@ fn exec_refused_isolated() {
             assert!(text.contains(fact), "{fact:?} missing: {text}");
         }
         assert_eq!(fd_snapshot(), before, "exec() changed descriptors");
-        assert_eq!(disposition(libc::SIGINT), handler, "SIGINT reset");
+        assert_eq!(disposition(libc::SIGINT), scene.handler, "SIGINT reset");
         assert_eq!(util::members(&util::current_mask()), mask, "the mask");
 
         // The same command spawned instead works as ever.
-        let err = cmd.spawn().map(spawn_util::finish).unwrap_err();
+        let err = scene.cmd.spawn().map(spawn_util::finish).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        drop((closed, kept, held, leaky, interrupts));
     });
 }
 
@@ -804,46 +834,24 @@ fn exec_in_fork_child_isolated() {
     spawn_util::isolated(|| {
         use std::os::unix::process::CommandExt as _;
         static TABLE: FdTable = FdTable::new();
-        let tracked = TABLE.track(scratch_file("exec-fork")).unwrap();
-        let holder = scratch_file("exec-fork");
-        // SAFETY: F_DUPFD_CLOEXEC makes a descriptor we own.
-        let held = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 60) };
-        assert_eq!(held, 60);
-        // SAFETY: just created; we own it.
-        let held = unsafe { OwnedFd::from_raw_fd(held) };
-        let passed = scratch_file("exec-fork");
-        let leaky = File::open("/dev/null").unwrap();
-        make_inheritable(leaky.as_raw_fd());
-        let interrupts = fdtable::Interrupts::builder(fdtable::Signal::Interrupt)
-            .respect_ignored(false)
-            .install()
-            .unwrap();
-        let handler = disposition(libc::SIGINT);
-
-        let mut cmd = Command::new("/nonexistent/fdtable-test");
-        cmd.child_fds(
-            ChildFds::new()
-                .close_tracked_fds(&TABLE)
-                .pass_fd(passed.as_fd(), 60)
-                .unwrap()
-                .close_other_fds(),
-        );
+        let mut scene = ExecScene::new(&TABLE, 60);
         // This process is single-threaded: its fork child may allocate.
         // SAFETY: see above; the child leaves with `_exit`.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
             let before = fd_snapshot();
-            let err = cmd.exec();
+            let err = scene.cmd.exec();
             let code = if err.kind() != io::ErrorKind::Unsupported
                 || err.raw_os_error() != Some(libc::ENOSYS)
             {
                 1
             } else if fd_snapshot() != before {
                 2
-            } else if disposition(libc::SIGINT) != handler {
+            } else if disposition(libc::SIGINT) != scene.handler {
                 3
-            } else if !is_open(tracked.as_raw_fd()) || identity(60) != identity(holder.as_raw_fd())
+            } else if !is_open(scene.closed.as_raw_fd())
+                || identity(60) != identity(scene.holder.as_raw_fd())
             {
                 4
             } else {
@@ -863,9 +871,8 @@ fn exec_in_fork_child_isolated() {
              4: tracked closed or target overwritten"
         );
         // The same command spawned from here works as ever.
-        let err = cmd.spawn().map(spawn_util::finish).unwrap_err();
+        let err = scene.cmd.spawn().map(spawn_util::finish).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        drop((tracked, held, leaky, interrupts));
     });
 }
 
